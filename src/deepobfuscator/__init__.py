@@ -1,0 +1,3 @@
+"""DeepObfuscator: privacy-preserving split inference on images."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,96 @@
+"""The `deepobfuscator` command: a thin layer over the Python API.
+
+Errors a user can fix (bad config, missing data, unfinished runs) print one line
+that says what to do, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, load_config, preset_names
+from .data.base import DataError
+from .runs import RunError
+
+USER_ERRORS = (ConfigError, DataError, RunError, FileNotFoundError)
+
+
+def default_run_dir(cfg) -> Path:
+    """Same config -> same folder, so re-running a command resumes it."""
+    return Path("runs") / f"{cfg.data.source}-{cfg.privacy.method}-{cfg.fingerprint()[:8]}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training import train
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else default_run_dir(cfg)
+    print(f"run folder: {out}")
+    train(cfg, out, progress=not args.quiet, restart=args.restart)
+    print(f"done: {out}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    cfg = load_config(args.config, args.overrides)
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deepobfuscator",
+        description="Privacy-preserving split inference: train obfuscators, audit them.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def config_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", default="cpu",
+                        help=f"YAML file or preset name ({', '.join(preset_names())}); "
+                             "default: cpu")
+        sp.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. data.source=celeba data.root=PATH seed=1")
+
+    t = sub.add_parser("train", help="train (or resume) a run")
+    config_args(t)
+    t.add_argument("--out", help="run folder (default: runs/<source>-<method>-<config hash>)")
+    t.add_argument("--restart", action="store_true", help="delete the run folder and start over")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("config", help="print the resolved config (preset + file + overrides)")
+    config_args(c)
+    c.set_defaults(func=cmd_config)
+
+    d = sub.add_parser("demo", help="the main job: baseline vs DeepObfuscator on synthfaces")
+    d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    d.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again to resume from the last checkpoint",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""Typed configuration: presets (YAML) + a user's YAML file + `key=value` overrides.
+
+The resolved config is written into every run folder as `config.yaml`, so a run
+can always be reproduced and resumed from exactly what produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration value or key; the message says what is valid."""
+
+
+@dataclass
+class RoleSource:
+    """Where one data role comes from when it is not drawn from the main source."""
+
+    source: str = "celeba"
+    root: str = ""
+    partitions: list[int] | None = None
+    csv: str = ""
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthfaces"  # synthfaces | celeba | lfw | folder
+    root: str = ""  # data folder (not used by synthfaces)
+    csv: str = ""  # folder source: the CSV with file, attribute and identity columns
+    attributes_file: str = ""  # lfw: lfw_attributes.txt (default: looked up beside root)
+    file_column: str = "file"
+    identity_column: str = ""
+    task: str = "Smiling"
+    private: list[str] = field(default_factory=lambda: ["Male"])
+    image_size: list[int] = field(default_factory=lambda: [64, 64])  # height, width
+    crop: str = "square"  # square | none
+    on_bad_image: str = "error"  # error | skip
+    cache: bool = True
+    cache_dir: str = ""  # default: $DEEPOBFUSCATOR_CACHE or ~/.cache/deepobfuscator
+    # synthfaces only
+    synth_images: int = 10000
+    synth_images_per_identity: int = 20
+    synth_seed: int = 0
+    # split fractions for roles drawn from the main source (by identity when known)
+    val_fraction: float = 0.1
+    attacker_fraction: float = 0.3
+    test_fraction: float = 0.2
+    # optional separate sources per role (the CelebA audit protocol uses these)
+    attacker: RoleSource | None = None
+    test: RoleSource | None = None
+    max_images: int = 0  # 0 = all; cap the main source (quick experiments)
+
+
+@dataclass
+class ModelConfig:
+    width: float = 0.25  # channel multiplier on VGG16-BN widths (1.0 = the paper)
+    split_block: int = 2  # obfuscator = VGG blocks [0, split_block)
+    bottleneck: int = 0  # >0: 1x1 conv at the split to this many channels (smaller uploads)
+    fc_hidden: int = 256  # classifier/adversary hidden width (paper: 4096)
+    dropout: float = 0.5
+    decoder_width: float = 1.0  # reconstructor channel multiplier relative to the encoder
+    adversary_from_classifier: bool = True  # paper: P starts from C's weights
+
+
+@dataclass
+class StageConfig:
+    epochs: int = 1
+    lr: float = 1e-4
+    batch_size: int = 64
+
+
+@dataclass
+class PrivacyConfig:
+    method: str = "deepobfuscator"  # deepobfuscator | none (the no-privacy baseline)
+    attribute_loss: str = "neg_ce"  # neg_ce (paper) | entropy
+    rotation: list[str] = field(
+        default_factory=lambda: ["noise", "reconstruction", "attribute", "adversaries", "classifier"]
+    )
+    lambda_: float = 10.0  # privacy weight; written `lambda` in YAML and overrides
+    lambda_decay_after: int = 10  # constant up to this epoch, then linear to 0 at the end
+    reconstruction_weight: float = 1.0
+    attribute_weight: float = 1.0
+    noise_seed: int = 1234  # the fixed noise image of the noise-target step
+
+
+@dataclass
+class TrainConfig:
+    task: StageConfig = field(default_factory=lambda: StageConfig(epochs=4, lr=1e-3))
+    reconstructor: StageConfig = field(default_factory=lambda: StageConfig(epochs=2, lr=1e-3))
+    adversaries: StageConfig = field(default_factory=lambda: StageConfig(epochs=2, lr=1e-3))
+    adversarial: StageConfig = field(default_factory=lambda: StageConfig(epochs=4, lr=1e-3))
+    checkpoint_every_s: float = 120.0  # also checkpoint mid-epoch this often
+    eval_max_images: int = 1000  # validation images scored per epoch (0 = all)
+
+
+@dataclass
+class Config:
+    preset: str = "cpu"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    threads: int = 0  # 0 = torch default
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return _rename_out(dataclasses.asdict(self))
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+# YAML uses `lambda`; Python cannot.
+_RENAMES = {"lambda": "lambda_"}
+
+
+def _rename_out(d: Any) -> Any:
+    if isinstance(d, dict):
+        inv = {v: k for k, v in _RENAMES.items()}
+        return {inv.get(k, k): _rename_out(v) for k, v in d.items()}
+    return d
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("deepobfuscator.presets").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Resolve a config: built-in preset <- YAML file <- `a.b=value` overrides.
+
+    `path` may be a YAML file or a preset name ("cpu", "paper"); the file may name
+    its base with `preset: NAME`.
+    """
+    raw: dict = {}
+    if path is not None and not Path(path).is_file() and str(path) in preset_names():
+        raw = {"preset": str(path)}
+    elif path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(
+                f"config file not found: {p}; give a YAML file or a preset name "
+                f"({', '.join(preset_names())})"
+            )
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of keys to values")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. seed=1)")
+        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else "")
+    preset = raw.get("preset", "cpu")
+    if preset not in preset_names():
+        raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(preset_names())}")
+    base = yaml.safe_load(resources.files("deepobfuscator.presets").joinpath(f"{preset}.yaml")
+                          .read_text()) or {}
+    merged = _deep_merge(base, raw)
+    merged["preset"] = preset
+    cfg = _build(Config, merged, "")
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(d: dict) -> Config:
+    cfg = _build(Config, d, "")
+    validate(cfg)
+    return cfg
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    from .io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def _set_dotted(d: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    for part in parts[:-1]:
+        nxt = d.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            d[part] = nxt = {}
+        d = nxt
+    d[parts[-1]] = value
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _build(cls: type, d: Any, where: str) -> Any:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {d!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    kwargs = {}
+    for key, value in d.items():
+        attr = _RENAMES.get(key, key)
+        if attr not in names:
+            valid = sorted(_rename_out({n: 0 for n in names}))
+            raise ConfigError(f"unknown config key {where + key!r}; valid keys here: {valid}")
+        kwargs[attr] = _coerce(hints[attr], value, f"{where}{key}")
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if origin is not None and type(None) in args:  # Optional[X]
+        if value is None:
+            return None
+        tp = next(a for a in args if a is not type(None))
+        origin, args = get_origin(tp), get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where + ".")
+    if origin is list:
+        if not isinstance(value, list):
+            value = [value]
+        return [_coerce(args[0], v, where) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if value is None:
+            return ""
+        return str(value)
+    return value
+
+
+_CHOICES = {
+    "data.source": ("synthfaces", "celeba", "lfw", "folder"),
+    "data.crop": ("square", "none"),
+    "data.on_bad_image": ("error", "skip"),
+    "privacy.method": ("deepobfuscator", "none"),
+    "privacy.attribute_loss": ("neg_ce", "entropy"),
+}
+ROTATION_STEPS = ("noise", "reconstruction", "attribute", "adversaries", "classifier")
+
+
+def validate(cfg: Config) -> None:
+    values = {
+        "data.source": cfg.data.source,
+        "data.crop": cfg.data.crop,
+        "data.on_bad_image": cfg.data.on_bad_image,
+        "privacy.method": cfg.privacy.method,
+        "privacy.attribute_loss": cfg.privacy.attribute_loss,
+    }
+    for key, value in values.items():
+        if value not in _CHOICES[key]:
+            raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(_CHOICES[key])}")
+    for step in cfg.privacy.rotation:
+        if step not in ROTATION_STEPS:
+            raise ConfigError(f"privacy.rotation step {step!r} unknown; valid: {list(ROTATION_STEPS)}")
+    if len(cfg.data.image_size) != 2 or min(cfg.data.image_size) < 16:
+        raise ConfigError(f"data.image_size must be [height, width] >= 16, got {cfg.data.image_size}")
+    if not 1 <= cfg.model.split_block <= 4:
+        raise ConfigError(f"model.split_block must be 1..4 (blocks kept on the device), "
+                          f"got {cfg.model.split_block}")
+    if cfg.model.width <= 0:
+        raise ConfigError(f"model.width must be positive, got {cfg.model.width}")
+    if cfg.data.task in cfg.data.private:
+        raise ConfigError(f"data.task {cfg.data.task!r} is also listed in data.private")
+    fr = cfg.data
+    if min(fr.val_fraction, fr.attacker_fraction, fr.test_fraction) < 0 or (
+        fr.val_fraction + fr.attacker_fraction + fr.test_fraction >= 0.95
+    ):
+        raise ConfigError("data.val_fraction + attacker_fraction + test_fraction must be < 0.95, "
+                          "each >= 0, leaving data for the defender")

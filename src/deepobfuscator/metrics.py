@@ -1,0 +1,43 @@
+"""Classification figures from scores, in numpy (no scikit-learn needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def accuracy(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.0) -> float:
+    """Share of correct answers; scores are logits (threshold 0) or probabilities (0.5)."""
+    return float(np.mean((np.asarray(scores) > threshold) == np.asarray(labels).astype(bool)))
+
+
+def balanced_accuracy(labels: np.ndarray, scores: np.ndarray, threshold: float = 0.0) -> float:
+    """Mean of the true-positive and true-negative rates: 0.5 for any constant guess,
+    whatever the class balance. With one class present it is plain accuracy."""
+    y = np.asarray(labels).astype(bool)
+    pred = np.asarray(scores) > threshold
+    rates = [np.mean(pred[y == c] == c) for c in (False, True) if np.any(y == c)]
+    return float(np.mean(rates))
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve via the rank-sum statistic (ties get average ranks).
+    NaN when only one class is present."""
+    y = np.asarray(labels).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = s[order]
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def majority_rate(labels: np.ndarray) -> float:
+    """Accuracy of always answering the most common class: the chance level for accuracy."""
+    y = np.asarray(labels).astype(bool)
+    return float(max(y.mean(), 1 - y.mean())) if len(y) else float("nan")

@@ -1,0 +1,134 @@
+"""The four networks of DeepObfuscator: obfuscator E, classifier C, adversaries P, decoder R."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import Config
+from .vgg import MLPHead, block_widths, pooled_size, vgg_block
+
+
+class Obfuscator(nn.Module):
+    """E: the device part. VGG blocks [0, split) and an optional 1x1 bottleneck.
+
+    The bottleneck (conv 1x1 + BN + ReLU) shrinks the uploaded features: fewer
+    channels is fewer bytes on the wire and less room for private information.
+    """
+
+    def __init__(self, widths: list[list[int]], split_block: int, bottleneck: int = 0) -> None:
+        super().__init__()
+        blocks, c_in = [], 3
+        for ws in widths[:split_block]:
+            blocks.append(vgg_block(c_in, ws))
+            c_in = ws[-1]
+        self.blocks = nn.Sequential(*blocks)
+        self.bottleneck = (
+            nn.Sequential(nn.Conv2d(c_in, bottleneck, 1, bias=False), nn.BatchNorm2d(bottleneck),
+                          nn.ReLU(inplace=True))
+            if bottleneck > 0 else nn.Identity()
+        )
+        self.out_channels = bottleneck if bottleneck > 0 else c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bottleneck(self.blocks(x))
+
+
+class Classifier(nn.Module):
+    """C (and each attribute adversary P): VGG blocks [split, 5) then the MLP head."""
+
+    def __init__(self, widths: list[list[int]], split_block: int, in_channels: int,
+                 image_size: tuple[int, int], fc_hidden: int, dropout: float) -> None:
+        super().__init__()
+        blocks, c_in = [], in_channels
+        for ws in widths[split_block:]:
+            blocks.append(vgg_block(c_in, ws))
+            c_in = ws[-1]
+        self.blocks = nn.Sequential(*blocks)
+        h, w = pooled_size(image_size, len(widths))
+        if h < 1 or w < 1:
+            raise ValueError(f"image size {image_size} is too small for {len(widths)} pooling "
+                             "stages; use at least 32 px")
+        self.head = MLPHead(c_in * h * w, fc_hidden, dropout)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(z))
+
+
+class Reconstructor(nn.Module):
+    """R: features -> image. Mirrors E: per pooling stage, upsample (bilinear) to the
+    size that stage had, then two [ReLU, BN, conv 3x3] layers; a sigmoid keeps
+    the output in [0, 1], where MS-SSIM is defined."""
+
+    def __init__(self, widths: list[list[int]], split_block: int, in_channels: int,
+                 image_size: tuple[int, int], width: float = 1.0) -> None:
+        super().__init__()
+        self.sizes = [pooled_size(image_size, k) for k in range(split_block - 1, -1, -1)]
+        stages, c_in = [], in_channels
+        for k in range(split_block - 1, -1, -1):
+            mid = max(4, int(widths[k][-1] * width))
+            out = max(4, int(widths[k - 1][-1] * width)) if k > 0 else 3
+            stages.append(nn.Sequential(
+                nn.ReLU(), nn.BatchNorm2d(c_in), nn.Conv2d(c_in, mid, 3, padding=1),
+                nn.ReLU(), nn.BatchNorm2d(mid), nn.Conv2d(mid, out, 3, padding=1),
+            ))
+            c_in = out
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = z
+        for size, stage in zip(self.sizes, self.stages):
+            x = stage(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
+        return torch.sigmoid(x)
+
+
+@dataclass
+class Models:
+    encoder: Obfuscator
+    classifier: Classifier
+    adversaries: nn.ModuleDict  # one Classifier per private attribute
+    reconstructor: Reconstructor
+
+    def named(self) -> dict[str, nn.Module]:
+        return {"encoder": self.encoder, "classifier": self.classifier,
+                "adversaries": self.adversaries, "reconstructor": self.reconstructor}
+
+    def to(self, device: torch.device) -> Models:
+        for m in self.named().values():
+            m.to(device)
+        return self
+
+
+def feature_shape(cfg: Config) -> tuple[int, int, int]:
+    """Shape (C, H, W) of the uploaded features for a config."""
+    widths = block_widths(cfg.model.width)
+    c = cfg.model.bottleneck or widths[cfg.model.split_block - 1][-1]
+    h, w = pooled_size(tuple(cfg.data.image_size), cfg.model.split_block)
+    return c, h, w
+
+
+def build_models(cfg: Config, private: list[str] | None = None) -> Models:
+    """All networks for a config; call under a seeded RNG for reproducible init."""
+    m = cfg.model
+    widths = block_widths(m.width)
+    size = tuple(cfg.data.image_size)
+    encoder = Obfuscator(widths, m.split_block, m.bottleneck)
+    c_feat = encoder.out_channels
+    classifier = Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout)
+    names = cfg.data.private if private is None else private
+    adversaries = nn.ModuleDict({
+        n: Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout) for n in names
+    })
+    reconstructor = Reconstructor(widths, m.split_block, c_feat, size, m.decoder_width)
+    return Models(encoder, classifier, adversaries, reconstructor)
+
+
+def init_adversaries_from_classifier(models: Models) -> None:
+    """The paper starts each attribute adversary from the trained task classifier."""
+    state = copy.deepcopy(models.classifier.state_dict())
+    for adv in models.adversaries.values():
+        adv.load_state_dict(state)

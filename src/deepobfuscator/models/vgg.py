@@ -1,0 +1,65 @@
+"""VGG16-BN building blocks with a width multiplier, split into device and cloud parts.
+
+VGG16-BN has five blocks of 3x3 conv + BN + ReLU, each ending in a 2x2 max-pool.
+The obfuscator runs blocks [0, split); the cloud classifier runs the rest, then
+flattens into a small MLP head (the paper: FC 4096-4096-1, dropout 0.5).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+VGG16_BLOCKS: tuple[tuple[int, ...], ...] = (
+    (64, 64),
+    (128, 128),
+    (256, 256, 256),
+    (512, 512, 512),
+    (512, 512, 512),
+)
+
+
+def scaled(channels: int, width: float) -> int:
+    """Channels after the width multiplier, at least 4 and a multiple of 4 when narrowed."""
+    return max(4, int(round(channels * width / 4)) * 4) if width != 1.0 else channels
+
+
+def block_widths(width: float) -> list[list[int]]:
+    return [[scaled(c, width) for c in block] for block in VGG16_BLOCKS]
+
+
+def conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True)]
+
+
+def vgg_block(c_in: int, widths: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for c in widths:
+        layers += conv_bn_relu(c_in, c)
+        c_in = c
+    layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+def pooled_size(size: tuple[int, int], pools: int) -> tuple[int, int]:
+    h, w = size
+    for _ in range(pools):
+        h, w = h // 2, w // 2
+    return h, w
+
+
+class MLPHead(nn.Module):
+    """Flatten -> FC hidden -> ReLU -> dropout -> FC hidden -> ReLU -> dropout -> 1 logit."""
+
+    def __init__(self, in_features: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)

@@ -1,0 +1,287 @@
+"""The four-stage DeepObfuscator training, resumable from any checkpoint.
+
+Stages: (1) task: E and C learn the task; (2) reconstructor: R inverts frozen E;
+(3) adversaries: one P per private attribute on frozen E; (4) adversarial: the
+rotation of obfuscator, adversary and classifier steps with the lambda schedule.
+`privacy.method: none` runs stage 1 only: the no-privacy baseline, same code.
+
+Resuming: batch order is a pure function of (seed, stage, epoch), and the
+checkpoint holds weights, optimizer and RNG states and the position, so a run
+resumed from a checkpoint ends with the same weights as one never interrupted.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..config import Config, config_from_dict, save_config
+from ..data.base import FaceDataset
+from ..data.splits import check_splits_match, make_splits, split_summary, write_splits
+from ..io import atomic_write_json, atomic_write_text
+from ..models import build_models, feature_shape, init_adversaries_from_classifier
+from ..privacy import fixed_noise_image, settings_for_size
+from ..runs import RunError, RunPaths
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, versions
+from .evaluate import evaluate
+from .steps import (
+    Batch,
+    StepContext,
+    adversaries_step,
+    lambda_at,
+    make_optimizers,
+    reconstructor_step,
+    rotation_step,
+    task_step,
+)
+
+STAGES = ("task", "reconstructor", "adversaries", "adversarial")
+
+
+def stages_for(cfg: Config) -> tuple[str, ...]:
+    return ("task",) if cfg.privacy.method == "none" else STAGES
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(f"device={name!r} but no CUDA GPU is visible; use device=auto or cpu")
+    return torch.device(name)
+
+
+def train(cfg: Config, out_dir: Path, progress: bool = True, restart: bool = False) -> Path:
+    """Train (or resume) a run into `out_dir`; returns the run folder."""
+    paths = RunPaths(Path(out_dir))
+    _prepare_folder(cfg, paths, restart)
+    if paths.info.is_file() and _read_json(paths.info).get("status") == "complete":
+        if progress:
+            print(f"{paths.root}: training already complete")
+        return paths.root
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    roles = make_splits(cfg)
+    if paths.splits.is_dir():
+        check_splits_match(roles, paths.splits)
+    else:
+        write_splits(roles, paths.splits)
+    save_config(cfg, paths.config)
+    _write_preprocessing(cfg, paths)
+    return _Loop(cfg, paths, roles, device, progress).run()
+
+
+def _prepare_folder(cfg: Config, paths: RunPaths, restart: bool) -> None:
+    import shutil
+
+    import yaml
+
+    if restart and paths.root.exists():
+        shutil.rmtree(paths.root)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if paths.config.is_file():
+        saved = config_from_dict(yaml.safe_load(paths.config.read_text()))
+        if saved.fingerprint() != cfg.fingerprint():
+            diff = _diff(saved.to_dict(), cfg.to_dict())
+            raise RunError(
+                f"{paths.root} holds a run with a different config ({'; '.join(diff[:5])}); "
+                "train into a new --out folder, or pass --restart to overwrite it"
+            )
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}: {va!r} -> {vb!r}")
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text())
+
+
+def _write_preprocessing(cfg: Config, paths: RunPaths) -> None:
+    from ..data.factory import preprocess_from_config
+
+    pre = preprocess_from_config(cfg.data).to_dict()
+    pre["layout"] = "NCHW float32"
+    pre["note"] = ("centre-crop the largest square (crop=square) or keep the frame (none), "
+                   "resize to size=[height, width], scale 0..255 to 0..1, RGB")
+    atomic_write_json(paths.preprocessing, pre)
+
+
+class _Loop:
+    def __init__(self, cfg: Config, paths: RunPaths, roles: dict[str, FaceDataset],
+                 device: torch.device, progress: bool) -> None:
+        self.cfg, self.paths, self.roles, self.device, self.progress = (
+            cfg, paths, roles, device, progress)
+        torch.manual_seed(cfg.seed)
+        self.models = build_models(cfg).to(device)
+        self.msssim = settings_for_size(*cfg.data.image_size)
+        self.noise = fixed_noise_image((3, *cfg.data.image_size), cfg.privacy.noise_seed).to(device)
+        train = roles["defender_train"]
+        self.images = torch.from_numpy(np.ascontiguousarray(train.images)).to(device)
+        self.task = torch.from_numpy(train.attribute(cfg.data.task)).float().to(device)
+        cols = [train.attribute(k) for k in cfg.data.private]
+        priv = np.stack(cols, 1) if cols else np.zeros((len(train), 0), dtype=np.int64)
+        self.private = torch.from_numpy(priv).float().to(device)
+        self.history: list[dict] = []
+        self.timings: dict[str, float] = {}
+
+    # -- the loop ---------------------------------------------------------------------
+    def run(self) -> Path:
+        cfg = self.cfg
+        pos = {"stage": 0, "epoch": 0, "batch": 0}
+        running: dict[str, float] = {}
+        opt_state = None
+        if self.paths.checkpoint.is_file():
+            ckpt = load_checkpoint(self.paths.checkpoint)
+            for name, module in self.models.named().items():
+                module.load_state_dict(ckpt["models"][name])
+            self.history, self.timings = list(ckpt["history"]), dict(ckpt["timings"])
+            pos, running, opt_state = dict(ckpt["position"]), dict(ckpt["running"]), \
+                ckpt["optimizers"]
+            set_rng_state(ckpt["rng"])
+            if self.progress:
+                print(f"resuming {self.paths.root} at stage {STAGES[pos['stage']]}, "
+                      f"epoch {pos['epoch']}, batch {pos['batch']}")
+        stages = stages_for(cfg)
+        for s_idx in range(pos["stage"], len(stages)):
+            stage = stages[s_idx]
+            scfg = getattr(cfg.train, {"task": "task", "reconstructor": "reconstructor",
+                                       "adversaries": "adversaries",
+                                       "adversarial": "adversarial"}[stage])
+            optimizers = make_optimizers(self.models, stage, scfg.lr)
+            if opt_state is not None:
+                for name, opt in optimizers.items():
+                    opt.load_state_dict(opt_state[name])
+                opt_state = None
+            elif stage == "adversaries" and cfg.model.adversary_from_classifier:
+                init_adversaries_from_classifier(self.models)
+            ctx = StepContext(cfg, self.models, optimizers, self.msssim, self.noise)
+            start_epoch = pos["epoch"] if s_idx == pos["stage"] else 0
+            for epoch in range(start_epoch, scfg.epochs):
+                first_batch = pos["batch"] if (s_idx, epoch) == (pos["stage"], pos["epoch"]) else 0
+                if first_batch == 0:
+                    running = {}
+                t0 = time.time()
+                self._epoch(ctx, s_idx, stage, epoch, scfg, first_batch, running)
+                self.timings[stage] = self.timings.get(stage, 0.0) + time.time() - t0
+                record = {"stage": stage, "epoch": epoch, **_means(running)}
+                if stage == "adversarial":
+                    record["lambda"] = lambda_at(cfg, epoch)
+                record.update(evaluate(
+                    self.models, self.roles["defender_val"], cfg.data.task, cfg.data.private,
+                    stage, self.msssim, self.device, max_images=cfg.train.eval_max_images))
+                self.history.append(record)
+                if self.progress:
+                    tqdm.write(_format_record(record))
+                nxt = ({"stage": s_idx, "epoch": epoch + 1, "batch": 0}
+                       if epoch + 1 < scfg.epochs else {"stage": s_idx + 1, "epoch": 0, "batch": 0})
+                self._checkpoint(nxt, {}, {} if nxt["stage"] != s_idx else optimizers)
+        self._finish()
+        return self.paths.root
+
+    def _epoch(self, ctx: StepContext, s_idx: int, stage: str, epoch: int, scfg,
+               first_batch: int, running: dict[str, float]) -> None:
+        cfg, n = self.cfg, len(self.images)
+        order = np.random.default_rng([cfg.seed, s_idx, epoch]).permutation(n)
+        bs = min(scfg.batch_size, n)
+        n_batches = n // bs  # full batches only: BatchNorm needs > 1 sample
+        lam = lambda_at(cfg, epoch) if stage == "adversarial" else 0.0
+        last_save = time.time()
+        bar = tqdm(range(first_batch, n_batches), total=n_batches, initial=first_batch,
+                   desc=f"{stage} {epoch + 1}/{scfg.epochs}", unit="batch", leave=False,
+                   disable=not self.progress, mininterval=1.0)
+        for b in bar:
+            idx = torch.from_numpy(order[b * bs:(b + 1) * bs]).to(self.device)
+            batch = Batch(self.images[idx].permute(0, 3, 1, 2).float().div_(255.0),
+                          self.task[idx], self.private[idx])
+            if stage == "task":
+                losses = task_step(ctx, batch)
+            elif stage == "reconstructor":
+                losses = reconstructor_step(ctx, batch)
+            elif stage == "adversaries":
+                losses = adversaries_step(ctx, batch)
+            else:
+                rot = cfg.privacy.rotation
+                losses = rotation_step(ctx, batch, rot[b % len(rot)], lam)
+            for k, v in losses.items():
+                running[f"sum:{k}"] = running.get(f"sum:{k}", 0.0) + v
+                running[f"n:{k}"] = running.get(f"n:{k}", 0) + 1
+            if self.progress and b % 10 == 0:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+            if time.time() - last_save > cfg.train.checkpoint_every_s and b + 1 < n_batches:
+                self._checkpoint({"stage": s_idx, "epoch": epoch, "batch": b + 1},
+                                 running, ctx.optimizers)
+                last_save = time.time()
+
+    def _checkpoint(self, position: dict, running: dict, optimizers: dict) -> None:
+        save_checkpoint(self.paths.checkpoint, {
+            "config": self.cfg.to_dict(),
+            "position": position,
+            "running": running,
+            "models": {n: m.state_dict() for n, m in self.models.named().items()},
+            "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
+            "rng": rng_state(),
+            "history": self.history,
+            "timings": self.timings,
+        })
+        atomic_write_text(self.paths.metrics,
+                          "".join(_json_line(r) for r in self.history))
+
+    def _finish(self) -> None:
+        from safetensors.torch import save_file
+
+        from ..io import atomic_write
+
+        for name, module in self.models.named().items():
+            state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            atomic_write(self.paths.weight_file(name),
+                         lambda tmp, s=state: save_file(s, str(tmp)))
+        atomic_write_text(self.paths.metrics, "".join(_json_line(r) for r in self.history))
+        atomic_write_json(self.paths.info, {
+            "status": "complete",
+            "stages": list(stages_for(self.cfg)),
+            "feature_shape": list(feature_shape(self.cfg)),
+            "input_shape": [3, *self.cfg.data.image_size],
+            "config_fingerprint": self.cfg.fingerprint(),
+            "splits": split_summary(self.roles, self.cfg.data.task, self.cfg.data.private),
+            "stage_seconds": {k: round(v, 2) for k, v in self.timings.items()},
+            "final": self.history[-1] if self.history else {},
+            "versions": versions(),
+            "device": str(self.device),
+        })
+
+
+def _means(running: dict[str, float]) -> dict[str, float]:
+    """Per-epoch mean of each training loss (each rotation step logs its own keys)."""
+    return {k[4:]: round(v / running[f"n:{k[4:]}"], 5)
+            for k, v in running.items() if k.startswith("sum:")}
+
+
+def _json_line(record: dict) -> str:
+    import json
+
+    return json.dumps(record) + "\n"
+
+
+def _format_record(r: dict) -> str:
+    parts = [f"{r['stage']} epoch {r['epoch'] + 1}:"]
+    parts += [f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+              for k, v in r.items() if k not in ("stage", "epoch")]
+    return " ".join(parts)

@@ -1,0 +1,52 @@
+import pytest
+import yaml
+
+from deepobfuscator.config import ConfigError, load_config, preset_names
+
+
+def test_presets_exist_and_resolve():
+    assert {"cpu", "paper"} <= set(preset_names())
+    cpu = load_config("cpu")
+    assert cpu.data.image_size == [64, 64] and cpu.data.source == "synthfaces"
+    paper = load_config("paper")
+    assert paper.data.image_size == [218, 178] and paper.model.width == 1.0
+    assert paper.model.fc_hidden == 4096 and paper.train.adversarial.batch_size == 32
+
+
+def test_file_then_overrides_take_precedence(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"seed": 3, "data": {"task": "Male", "private": ["Young"]},
+                                 "privacy": {"lambda": 2.5}}))
+    cfg = load_config(f, ["seed=7", "train.task.epochs=9", "data.private=[Young,Eyeglasses]"])
+    assert cfg.seed == 7 and cfg.data.task == "Male"
+    assert cfg.data.private == ["Young", "Eyeglasses"]
+    assert cfg.train.task.epochs == 9
+    assert cfg.privacy.lambda_ == 2.5 and cfg.to_dict()["privacy"]["lambda"] == 2.5
+
+
+def test_fingerprint_tracks_changes():
+    assert load_config("cpu").fingerprint() == load_config("cpu").fingerprint()
+    assert load_config("cpu").fingerprint() != load_config("cpu", ["seed=1"]).fingerprint()
+
+
+@pytest.mark.parametrize("override, message", [
+    (["data.sorce=celeba"], "unknown config key 'data.sorce'"),
+    (["data.source=imagenet"], "data.source='imagenet' is not valid"),
+    (["seed=abc"], "seed: expected an integer"),
+    (["privacy.attribute_loss=kl"], "choose one of"),
+    (["privacy.rotation=[noise,dance]"], "rotation step 'dance' unknown"),
+    (["data.task=Male"], "also listed in data.private"),
+    (["seed"], "not of the form key=value"),
+])
+def test_bad_values_say_what_is_valid(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_config("cpu", override)
+
+
+def test_missing_file_and_unknown_preset(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    f = tmp_path / "c.yaml"
+    f.write_text("preset: tiny\n")
+    with pytest.raises(ConfigError, match="unknown preset 'tiny'"):
+        load_config(f)

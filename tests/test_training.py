@@ -1,0 +1,124 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from deepobfuscator.config import load_config
+from deepobfuscator.data.base import DataError
+from deepobfuscator.models import build_models
+from deepobfuscator.privacy import fixed_noise_image, settings_for_size
+from deepobfuscator.runs import RunError, RunPaths, load_run
+from deepobfuscator.training import steps, train
+from deepobfuscator.training.steps import Batch, StepContext, lambda_at, make_optimizers
+
+
+def _weights(run):
+    paths = RunPaths(run)
+    return {n: load_file(str(paths.weight_file(n)))
+            for n in ("encoder", "classifier", "adversaries", "reconstructor")}
+
+
+def test_four_stage_training_writes_a_complete_run_folder(tmp_path, tiny_config):
+    run = train(tiny_config(), tmp_path / "run", progress=False)
+    paths = RunPaths(run)
+    for p in (paths.config, paths.preprocessing, paths.metrics, paths.checkpoint, paths.info):
+        assert p.is_file(), p
+    assert {p.stem for p in paths.splits.glob("*.json")} == {
+        "defender_train", "defender_val", "attacker", "test"}
+    splits = {r: set(json.loads((paths.splits / f"{r}.json").read_text())["files"])
+              for r in ("defender_train", "defender_val", "attacker", "test")}
+    names = list(splits)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not splits[a] & splits[b], f"{a} and {b} overlap"
+    records = [json.loads(line) for line in paths.metrics.read_text().splitlines()]
+    assert [r["stage"] for r in records] == [
+        "task", "reconstructor", "adversaries", "adversarial", "adversarial"]
+    assert [r["lambda"] for r in records[3:]] == [10.0, 5.0]
+    last = records[-1]
+    assert {"val_task_acc", "val_recon_msssim", "val_adv_Male_bal_acc",
+            "val_adv_Young_bal_acc"} <= set(last)
+    info = json.loads(paths.info.read_text())
+    assert info["status"] == "complete" and info["feature_shape"] == [16, 8, 8]
+    pre = json.loads(paths.preprocessing.read_text())
+    assert pre["size"] == [32, 32] and pre["crop"] == "square"
+    cfg, models = load_run(run)
+    assert cfg.fingerprint() == tiny_config().fingerprint()
+    assert models.encoder(torch.rand(1, 3, 32, 32)).shape == (1, 16, 8, 8)
+
+
+def test_baseline_trains_only_the_task_stage(tmp_path, tiny_config):
+    run = train(tiny_config("privacy.method=none"), tmp_path / "base", progress=False)
+    records = [json.loads(x) for x in RunPaths(run).metrics.read_text().splitlines()]
+    assert [r["stage"] for r in records] == ["task"]
+    load_run(run)  # complete and loadable
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny_config, monkeypatch):
+    cfg = tiny_config("train.checkpoint_every_s=0")
+    whole = _weights(train(cfg, tmp_path / "whole", progress=False))
+
+    calls = {"n": 0}
+    real = steps.rotation_step
+
+    def dies_midway(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:  # in the middle of the first adversarial epoch
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("deepobfuscator.training.trainer.rotation_step", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", progress=False)
+    assert not RunPaths(tmp_path / "killed").info.exists()
+    monkeypatch.setattr("deepobfuscator.training.trainer.rotation_step", real)
+    resumed = _weights(train(cfg, tmp_path / "killed", progress=False))
+    for net in whole:
+        for key in whole[net]:
+            assert torch.equal(whole[net][key], resumed[net][key]), f"{net}.{key} differs"
+
+
+def test_rerunning_a_different_config_in_the_same_folder_is_refused(tmp_path, tiny_config):
+    train(tiny_config(), tmp_path / "run", progress=False)
+    with pytest.raises(RunError, match="different config.*seed"):
+        train(tiny_config("seed=5"), tmp_path / "run", progress=False)
+
+
+def test_unknown_attribute_lists_valid_names(tmp_path, tiny_config):
+    with pytest.raises(DataError, match="unknown attribute.*Gender.*valid names:.*Male"):
+        train(tiny_config("data.private=[Gender]"), tmp_path / "r", progress=False)
+
+
+def test_load_run_of_unfinished_folder_says_how_to_fix(tmp_path, tiny_config):
+    with pytest.raises(RunError, match="not a run folder"):
+        load_run(tmp_path)
+
+
+@pytest.mark.parametrize("kind, changed", [
+    ("noise", {"encoder"}),
+    ("reconstruction", {"encoder"}),
+    ("attribute", {"encoder"}),
+    ("adversaries", {"reconstructor", "adversaries"}),
+    ("classifier", {"classifier"}),
+])
+def test_one_adversarial_step_changes_exactly_its_networks(kind, changed):
+    cfg = load_config("cpu", ["data.image_size=[32,32]", "model.width=0.125",
+                              "model.fc_hidden=16", "data.private=[Male,Young]"])
+    torch.manual_seed(0)
+    models = build_models(cfg)
+    ctx = StepContext(cfg, models, make_optimizers(models, "adversarial", 1e-2),
+                      settings_for_size(32, 32), fixed_noise_image((3, 32, 32), 0))
+    before = {n: {k: v.clone() for k, v in m.state_dict().items()}
+              for n, m in models.named().items()}
+    batch = Batch(torch.rand(8, 3, 32, 32), torch.randint(0, 2, (8,)).float(),
+                  torch.randint(0, 2, (8, 2)).float())
+    steps.rotation_step(ctx, batch, kind, lam=10.0)
+    for name, module in models.named().items():
+        moved = any(not torch.equal(before[name][k], v) for k, v in module.state_dict().items())
+        assert moved == (name in changed), f"{kind}: {name} moved={moved}"
+
+
+def test_lambda_schedule_is_the_papers():
+    cfg = load_config("paper")
+    assert [lambda_at(cfg, e) for e in range(20)] == [10.0] * 11 + [9.0 - i for i in range(9)]

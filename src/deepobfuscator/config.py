@@ -16,6 +16,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+ROTATION_STEPS = ("noise", "reconstruction", "attribute", "adversaries", "classifier")
+
 
 class ConfigError(ValueError):
     """A bad configuration value or key; the message says what is valid."""
@@ -83,7 +85,7 @@ class PrivacyConfig:
     method: str = "deepobfuscator"  # deepobfuscator | none (the no-privacy baseline)
     attribute_loss: str = "neg_ce"  # neg_ce (paper) | entropy
     rotation: list[str] = field(
-        default_factory=lambda: ["noise", "reconstruction", "attribute", "adversaries", "classifier"]
+        default_factory=lambda: list(ROTATION_STEPS)
     )
     lambda_: float = 10.0  # privacy weight; written `lambda` in YAML and overrides
     lambda_decay_after: int = 10  # constant up to this epoch, then linear to 0 at the end
@@ -108,6 +110,8 @@ class Config:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     threads: int = 0  # 0 = torch default
+    precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
+    channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and GPU
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -260,9 +264,9 @@ _CHOICES = {
     "data.crop": ("square", "none"),
     "data.on_bad_image": ("error", "skip"),
     "privacy.method": ("deepobfuscator", "none"),
+    "precision": ("auto", "bf16", "fp32"),
     "privacy.attribute_loss": ("neg_ce", "entropy"),
 }
-ROTATION_STEPS = ("noise", "reconstruction", "attribute", "adversaries", "classifier")
 
 
 def validate(cfg: Config) -> None:
@@ -271,6 +275,7 @@ def validate(cfg: Config) -> None:
         "data.crop": cfg.data.crop,
         "data.on_bad_image": cfg.data.on_bad_image,
         "privacy.method": cfg.privacy.method,
+        "precision": cfg.precision,
         "privacy.attribute_loss": cfg.privacy.attribute_loss,
     }
     for key, value in values.items():
@@ -278,9 +283,11 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(_CHOICES[key])}")
     for step in cfg.privacy.rotation:
         if step not in ROTATION_STEPS:
-            raise ConfigError(f"privacy.rotation step {step!r} unknown; valid: {list(ROTATION_STEPS)}")
+            raise ConfigError(
+                f"privacy.rotation step {step!r} unknown; valid: {list(ROTATION_STEPS)}")
     if len(cfg.data.image_size) != 2 or min(cfg.data.image_size) < 16:
-        raise ConfigError(f"data.image_size must be [height, width] >= 16, got {cfg.data.image_size}")
+        raise ConfigError(
+            f"data.image_size must be [height, width] >= 16, got {cfg.data.image_size}")
     if not 1 <= cfg.model.split_block <= 4:
         raise ConfigError(f"model.split_block must be 1..4 (blocks kept on the device), "
                           f"got {cfg.model.split_block}")

@@ -147,7 +147,8 @@ class FaceDataset:
             ("files", self.files),
         ):
             if len(arr) != n:
-                raise DataError(f"{self.source}: {name} has {len(arr)} rows but there are {n} images")
+                raise DataError(
+                    f"{self.source}: {name} has {len(arr)} rows but there are {n} images")
 
     def __len__(self) -> int:
         return len(self.images)

@@ -9,6 +9,7 @@ CRLF. The attribute file defines which images exist and their order.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from ._annotations import (
     binary_table,
     decode,
+    gc_paused,
     int_column,
     maybe_cached,
     read_lines,
@@ -77,11 +79,28 @@ def load_celeba(
 def _build(
     root: Path, image_dir: Path, preprocess: Preprocess, wanted: list[int] | None, on_bad_image: str
 ) -> FaceDataset:
+    with gc_paused():
+        files, origin, names, attributes, partitions, identities = _parse(root)
+    idx = np.arange(len(files)) if wanted is None else np.flatnonzero(np.isin(partitions, wanted))
+    return decode(
+        "celeba",
+        image_dir,
+        [files[i] for i in idx],
+        lambda i: origin(idx[i]),
+        attributes[idx],
+        names,
+        identities[idx],
+        partitions[idx],
+        preprocess,
+        on_bad_image,
+    )
+
+
+def _parse(
+    root: Path,
+) -> tuple[list[str], Callable[[int], str], list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(files, origin of row i, attribute names, attributes, partitions, identities)."""
     attr_path = root / ATTR_FILE
-
-    def where(lineno: int) -> str:
-        return f"{attr_path} line {lineno}"
-
     lines = read_lines(attr_path, "CelebA attribute file", LAYOUT)
     # The count line is only checked for being a number: subsets often keep the original count.
     if len(lines) < 2 or not lines[0].strip().isdigit():
@@ -95,31 +114,21 @@ def _build(
         raise DataError(f"{attr_path} line 2: expected the attribute names, got an empty line")
     hint = " (file name, then one -1/1 label per attribute named on line 2)"
     linenos, rows = split_rows(attr_path, lines, 2, len(names) + 1, hint=hint)
+
+    def origin(i: int) -> str:
+        return f"{attr_path} line {linenos[i]}"
+
     files = [r[0] for r in rows]
     if len(set(files)) != len(files):
         dup = next(f for f, n in Counter(files).items() if n > 1)
         raise DataError(f"{attr_path}: {dup} is listed twice; keep one row per image")
-    attributes = binary_table([r[1:] for r in rows], names, lambda i: where(linenos[i]))
-
+    attributes = binary_table([r[1:] for r in rows], names, origin)
     partitions = _lookup(root / PARTITION_FILE, "partition", files, np.int8, valid={0, 1, 2})
     if (root / IDENTITY_FILE).is_file():
         identities = _lookup(root / IDENTITY_FILE, "identity", files, np.int64)
     else:
         identities = np.full(len(files), NO_IDENTITY, dtype=np.int64)
-
-    idx = np.arange(len(files)) if wanted is None else np.flatnonzero(np.isin(partitions, wanted))
-    return decode(
-        "celeba",
-        image_dir,
-        [files[i] for i in idx],
-        lambda i: where(linenos[idx[i]]),
-        attributes[idx],
-        names,
-        identities[idx],
-        partitions[idx],
-        preprocess,
-        on_bad_image,
-    )
+    return files, origin, names, attributes, partitions, identities
 
 
 def _lookup(

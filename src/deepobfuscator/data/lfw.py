@@ -90,7 +90,7 @@ def load_lfw(
 def _scan(image_dir: Path) -> list[str]:
     """Sorted 'Name/Name_0001.jpg' paths of every image in a person sub-folder."""
     files = []
-    for person in sorted(e.name for e in os.scandir(image_dir) if e.is_dir()):
+    for person in (e.name for e in os.scandir(image_dir) if e.is_dir()):
         for e in os.scandir(image_dir / person):
             if e.is_file() and e.name.lower().endswith(IMAGE_SUFFIXES):
                 files.append(f"{person}/{e.name}")
@@ -116,7 +116,14 @@ def _read_attributes(path: Path, files: list[str]) -> tuple[np.ndarray, list[str
             f"names, got {columns[:4]}; {fix}"
         )
     names = [c.replace(" ", "_") for c in columns[2:]]
-    linenos, rows = split_rows(path, lines, header + 1, len(columns), sep="\t", hint=f"; {fix}")
+    linenos, rows = split_rows(
+        path,
+        lines,
+        header + 1,
+        len(columns),
+        sep="\t",
+        hint=" (person, imagenum, one score per attribute)",
+    )
     present, seen = set(files), set()
     keep, scores = [], []
     for ln, (person, num, *values) in zip(linenos, rows, strict=True):

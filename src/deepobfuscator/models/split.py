@@ -81,7 +81,7 @@ class Reconstructor(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = z
-        for size, stage in zip(self.sizes, self.stages):
+        for size, stage in zip(self.sizes, self.stages, strict=True):
             x = stage(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
         return torch.sigmoid(x)
 
@@ -111,6 +111,22 @@ def feature_shape(cfg: Config) -> tuple[int, int, int]:
     return c, h, w
 
 
+def init_weights(module: nn.Module) -> None:
+    """He init for convs (fan-out, as VGG papers do), small normal for linears. PyTorch's
+    default init trains a 13-layer plain VGG slowly and erratically from scratch."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
 def build_models(cfg: Config, private: list[str] | None = None) -> Models:
     """All networks for a config; call under a seeded RNG for reproducible init."""
     m = cfg.model
@@ -124,7 +140,10 @@ def build_models(cfg: Config, private: list[str] | None = None) -> Models:
         n: Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout) for n in names
     })
     reconstructor = Reconstructor(widths, m.split_block, c_feat, size, m.decoder_width)
-    return Models(encoder, classifier, adversaries, reconstructor)
+    models = Models(encoder, classifier, adversaries, reconstructor)
+    for net in models.named().values():
+        init_weights(net)
+    return models
 
 
 def init_adversaries_from_classifier(models: Models) -> None:

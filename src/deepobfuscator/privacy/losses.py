@@ -99,23 +99,25 @@ def _centred_distances(x: Tensor, eps: float) -> Tensor:
     x = x - x.mean(0, keepdim=True)
     sq = (x * x).sum(1)
     d2 = (sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)).clamp_min(0)
+    # eps inside the sqrt keeps its gradient finite at coincident points. It is relative to
+    # the mean squared distance so the result stays scale invariant, and sqrt(e) is
+    # subtracted so coincident points keep distance 0 (a constant input gives A = 0).
+    e = eps * d2.detach().mean() + 1e-30
     off_diag = 1.0 - torch.eye(x.shape[0], dtype=x.dtype, device=x.device)
-    # eps keeps the sqrt gradient finite at coincident points; subtracting sqrt(eps) keeps
-    # coincident points at distance 0 (a constant input then gives A = 0, not a pattern).
-    # The diagonal is masked so no gradient flows through the self-distances.
-    d = (torch.sqrt(d2 + eps) - math.sqrt(eps)) * off_diag
+    d = (torch.sqrt(d2 + e) - torch.sqrt(e)) * off_diag  # no gradient via self-distances
     return d - d.mean(0, keepdim=True) - d.mean(1, keepdim=True) + d.mean()
 
 
-def distance_correlation(a: Tensor, b: Tensor, eps: float = 1e-9) -> Tensor:
+def distance_correlation(a: Tensor, b: Tensor, eps: float = 1e-10) -> Tensor:
     """Sample distance correlation (Szekely et al. 2007), the NoPeek leakage measure.
 
     With A, B the double-centred pairwise distance matrices of the flattened rows of a, b:
     dCov^2 = mean(A * B), dVar^2_a = mean(A * A), and
-    dCor = sqrt(dCov^2 / sqrt(dVar^2_a * dVar^2_b)), in [0, 1] (sqrt(eps) ~ 3e-5 if a side is constant).
-    Differentiable, float32, needs B >= 2. This is the (biased) V-statistic: with few samples
-    and high-dimensional rows it stays well above 0 even for independent data, so compare
-    values at a fixed batch size and feature shape.
+    dCor = sqrt(dCov^2 / sqrt(dVar^2_a * dVar^2_b)), in [0, 1]; ~1e-6 if a side is constant.
+    ``eps`` is the relative regulariser inside the distance square roots.
+    Differentiable, float32, scale invariant, needs B >= 2. This is the (biased) V-statistic:
+    with few samples and high-dimensional rows it stays well above 0 even for independent
+    data, so compare values at a fixed batch size and feature shape.
     """
     if a.shape[0] != b.shape[0] or a.shape[0] < 2:
         raise ValueError(
@@ -125,6 +127,8 @@ def distance_correlation(a: Tensor, b: Tensor, eps: float = 1e-9) -> Tensor:
         big_a = _centred_distances(a.flatten(1).float(), eps)
         big_b = _centred_distances(b.flatten(1).float(), eps)
         dcov2 = (big_a * big_b).mean()
-        denom = torch.sqrt((big_a * big_a).mean() * (big_b * big_b).mean()).clamp_min(eps)
-        dcor2 = (dcov2 / denom).clamp(0.0, 1.0)
-        return torch.sqrt(dcor2 + eps)
+        denom = torch.sqrt((big_a * big_a).mean() * (big_b * big_b).mean())
+        # A constant side has no spread and no dependence: 0, with a NaN-free gradient.
+        ok = denom > 0
+        dcor2 = torch.where(ok, dcov2 / torch.where(ok, denom, 1.0), 0.0).clamp(0.0, 1.0)
+        return torch.sqrt(dcor2 + 1e-12)

@@ -127,8 +127,9 @@ def settings_for_size(height: int, width: int) -> MSSSIMSettings:
     * 16 <= s < 20: 2 scales, largest odd window <= s // 2 (7 or 9);
     * s < 16: ValueError (too small for a multi-scale measure).
 
-    The result always satisfies ``s // 2**(scales - 1) >= window``. Fewer scales are
-    preferred over shrinking the window, so the per-scale statistics keep their usual meaning.
+    The result always satisfies ``s // 2**(scales - 1) >= window``. From 44 px up, fewer
+    scales are preferred over a smaller window (the per-scale statistics keep their usual
+    meaning); below 44 px the window shrinks so that 3 scales remain down to 20 px.
     """
     short = min(int(height), int(width))
     if short < MIN_SIDE:

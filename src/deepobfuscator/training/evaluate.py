@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -14,7 +16,7 @@ from ..privacy import MSSSIMSettings, ms_ssim
 @torch.no_grad()
 def evaluate(models: Models, ds: FaceDataset, task: str, private: list[str], stage: str,
              msssim: MSSSIMSettings, device: torch.device, batch_size: int = 128,
-             max_images: int = 0) -> dict[str, float]:
+             max_images: int = 0, amp=contextlib.nullcontext) -> dict[str, float]:
     """Task accuracy/AUC; once trained, the adversaries' balanced accuracy and the
     reconstructor's MS-SSIM on the defender's validation split."""
     for m in models.named().values():
@@ -25,13 +27,15 @@ def evaluate(models: Models, ds: FaceDataset, task: str, private: list[str], sta
     task_scores, adv_scores, recon = [], {k: [] for k in private}, []
     for start in range(0, n, batch_size):
         x = to_tensor_batch(ds.images[start:start + batch_size]).to(device)
-        z = models.encoder(x)
-        task_scores.append(models.classifier(z).float().cpu())
-        if with_adv:
-            for k in private:
-                adv_scores[k].append(models.adversaries[k](z).float().cpu())
+        with amp():
+            z = models.encoder(x)
+            task_scores.append(models.classifier(z).float().cpu())
+            if with_adv:
+                for k in private:
+                    adv_scores[k].append(models.adversaries[k](z).float().cpu())
+            r = models.reconstructor(z) if with_recon else None
         if with_recon:
-            recon.append(ms_ssim(models.reconstructor(z), x, msssim, reduction="none").cpu())
+            recon.append(ms_ssim(r, x, msssim, reduction="none").cpu())
     y = ds.attribute(task)[:n]
     s = torch.cat(task_scores).numpy()
     out = {"val_task_acc": accuracy(y, s), "val_task_auc": roc_auc(y, s)}

@@ -6,6 +6,8 @@ step, so neither their weights nor their BatchNorm statistics move.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +38,7 @@ class StepContext:
     optimizers: dict[str, torch.optim.Optimizer]
     msssim: MSSSIMSettings
     noise: torch.Tensor  # (3, H, W): the fixed target of the noise step
+    amp: Callable[[], AbstractContextManager] = nullcontext  # forward-pass precision
 
 
 def _modes(models: Models, train: set[str]) -> None:
@@ -58,7 +61,9 @@ def _adversaries_loss(ctx: StepContext, z: torch.Tensor, batch: Batch) -> torch.
 def task_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
     """Stage 1: E and C learn the task."""
     _modes(ctx.models, {"encoder", "classifier"})
-    loss = bce_logits(ctx.models.classifier(ctx.models.encoder(batch.x)), batch.task)
+    with ctx.amp():
+        logits = ctx.models.classifier(ctx.models.encoder(batch.x))
+    loss = bce_logits(logits, batch.task)
     _update(ctx, "encoder_classifier", loss)
     return {"task_loss": loss.item()}
 
@@ -66,9 +71,11 @@ def task_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
 def reconstructor_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
     """Stage 2: R learns to invert the frozen E (1 - MS-SSIM)."""
     _modes(ctx.models, {"reconstructor"})
-    with torch.no_grad():
+    with torch.no_grad(), ctx.amp():
         z = ctx.models.encoder(batch.x)
-    loss = reconstruction_loss(ctx.models.reconstructor(z), batch.x, ctx.msssim)
+    with ctx.amp():
+        recon = ctx.models.reconstructor(z)
+    loss = reconstruction_loss(recon, batch.x, ctx.msssim)
     _update(ctx, "reconstructor", loss)
     return {"recon_loss": loss.item()}
 
@@ -76,16 +83,19 @@ def reconstructor_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
 def adversaries_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
     """Stage 3 (and the rotation's adversary step): R and every P learn from frozen E."""
     _modes(ctx.models, {n for n in ("reconstructor", "adversaries") if n in ctx.optimizers})
-    with torch.no_grad():
+    with torch.no_grad(), ctx.amp():
         z = ctx.models.encoder(batch.x)
     losses = {}
     total = torch.zeros((), device=batch.x.device)
     if "reconstructor" in ctx.optimizers:
-        r1 = reconstruction_loss(ctx.models.reconstructor(z), batch.x, ctx.msssim)
+        with ctx.amp():
+            recon = ctx.models.reconstructor(z)
+        r1 = reconstruction_loss(recon, batch.x, ctx.msssim)
         total = total + r1
         losses["recon_loss"] = r1.item()
     if len(ctx.models.adversaries):
-        p = _adversaries_loss(ctx, z, batch)
+        with ctx.amp():
+            p = _adversaries_loss(ctx, z, batch)
         total = total + p
         losses["adversary_loss"] = p.item()
     for m in ctx.models.named().values():
@@ -100,9 +110,11 @@ def adversaries_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
 def classifier_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
     """The rotation's classifier step: C follows the changing features."""
     _modes(ctx.models, {"classifier"})
-    with torch.no_grad():
+    with torch.no_grad(), ctx.amp():
         z = ctx.models.encoder(batch.x)
-    loss = bce_logits(ctx.models.classifier(z), batch.task)
+    with ctx.amp():
+        logits = ctx.models.classifier(z)
+    loss = bce_logits(logits, batch.task)
     _update(ctx, "classifier", loss)
     return {"task_loss": loss.item()}
 
@@ -117,21 +129,23 @@ def encoder_step(ctx: StepContext, batch: Batch, kind: str, lam: float) -> dict[
     """
     _modes(ctx.models, {"encoder"})
     p = ctx.cfg.privacy
-    z = ctx.models.encoder(batch.x)
-    c_loss = bce_logits(ctx.models.classifier(z), batch.task)
+    with ctx.amp():
+        z = ctx.models.encoder(batch.x)
+        logits = ctx.models.classifier(z)
+        recon = ctx.models.reconstructor(z) if kind in ("noise", "reconstruction") else None
+        adv_logits = ([adv(z) for adv in ctx.models.adversaries.values()]
+                      if kind == "attribute" else [])
+    c_loss = bce_logits(logits, batch.task)
     if kind == "noise":
-        recon = ctx.models.reconstructor(z)
         priv = p.reconstruction_weight * reconstruction_loss(
             recon, ctx.noise.expand_as(recon), ctx.msssim)
     elif kind == "reconstruction":
-        priv = -p.reconstruction_weight * reconstruction_loss(
-            ctx.models.reconstructor(z), batch.x, ctx.msssim)
+        priv = -p.reconstruction_weight * reconstruction_loss(recon, batch.x, ctx.msssim)
     elif kind == "attribute":
         terms = []
-        for k, adv in enumerate(ctx.models.adversaries.values()):
-            logits = adv(z)
-            terms.append(neg_ce_privacy(logits, batch.private[:, k])
-                         if p.attribute_loss == "neg_ce" else entropy_privacy(logits))
+        for k, a_logits in enumerate(adv_logits):
+            terms.append(neg_ce_privacy(a_logits, batch.private[:, k])
+                         if p.attribute_loss == "neg_ce" else entropy_privacy(a_logits))
         priv = p.attribute_weight * sum(terms) if terms else torch.zeros((), device=z.device)
     else:
         raise ValueError(f"unknown encoder step {kind!r}")

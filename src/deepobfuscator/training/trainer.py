@@ -24,6 +24,7 @@ from ..data.base import FaceDataset
 from ..data.splits import check_splits_match, make_splits, split_summary, write_splits
 from ..io import atomic_write_json, atomic_write_text
 from ..models import build_models, feature_shape, init_adversaries_from_classifier
+from ..precision import autocast, memory_format, resolve_precision
 from ..privacy import fixed_noise_image, settings_for_size
 from ..runs import RunError, RunPaths
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, versions
@@ -130,7 +131,11 @@ class _Loop:
         self.cfg, self.paths, self.roles, self.device, self.progress = (
             cfg, paths, roles, device, progress)
         torch.manual_seed(cfg.seed)
+        self.precision = resolve_precision(cfg.precision, device)
+        self.layout = memory_format(cfg.channels_last)
         self.models = build_models(cfg).to(device)
+        for module in self.models.named().values():
+            module.to(memory_format=self.layout)
         self.msssim = settings_for_size(*cfg.data.image_size)
         self.noise = fixed_noise_image((3, *cfg.data.image_size), cfg.privacy.noise_seed).to(device)
         train = roles["defender_train"]
@@ -172,7 +177,8 @@ class _Loop:
                 opt_state = None
             elif stage == "adversaries" and cfg.model.adversary_from_classifier:
                 init_adversaries_from_classifier(self.models)
-            ctx = StepContext(cfg, self.models, optimizers, self.msssim, self.noise)
+            ctx = StepContext(cfg, self.models, optimizers, self.msssim, self.noise,
+                              amp=lambda: autocast(self.precision, self.device))
             start_epoch = pos["epoch"] if s_idx == pos["stage"] else 0
             for epoch in range(start_epoch, scfg.epochs):
                 first_batch = pos["batch"] if (s_idx, epoch) == (pos["stage"], pos["epoch"]) else 0
@@ -186,7 +192,8 @@ class _Loop:
                     record["lambda"] = lambda_at(cfg, epoch)
                 record.update(evaluate(
                     self.models, self.roles["defender_val"], cfg.data.task, cfg.data.private,
-                    stage, self.msssim, self.device, max_images=cfg.train.eval_max_images))
+                    stage, self.msssim, self.device, max_images=cfg.train.eval_max_images,
+                    amp=lambda: autocast(self.precision, self.device)))
                 self.history.append(record)
                 if self.progress:
                     tqdm.write(_format_record(record))
@@ -209,8 +216,9 @@ class _Loop:
                    disable=not self.progress, mininterval=1.0)
         for b in bar:
             idx = torch.from_numpy(order[b * bs:(b + 1) * bs]).to(self.device)
-            batch = Batch(self.images[idx].permute(0, 3, 1, 2).float().div_(255.0),
-                          self.task[idx], self.private[idx])
+            x = self.images[idx].permute(0, 3, 1, 2).float().div_(255.0)
+            batch = Batch(x.contiguous(memory_format=self.layout), self.task[idx],
+                          self.private[idx])
             if stage == "task":
                 losses = task_step(ctx, batch)
             elif stage == "reconstructor":
@@ -265,6 +273,7 @@ class _Loop:
             "final": self.history[-1] if self.history else {},
             "versions": versions(),
             "device": str(self.device),
+            "precision": self.precision,
         })
 
 

@@ -41,10 +41,23 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import AuditSettings, audit, summary_table
+
+    settings = AuditSettings(seed=args.seed, device=args.device, max_epochs=args.max_epochs,
+                             whitebox_images=args.whitebox_images,
+                             whitebox_steps=args.whitebox_steps, progress=not args.quiet)
+    out = audit(Path(args.run), Path(args.baseline) if args.baseline else None,
+                Path(args.out) if args.out else None, settings)
+    print(summary_table(out))
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.out), quick=args.quick)
+    run_demo(Path(args.out), quick=args.quick, progress=not args.quiet)
     return 0
 
 
@@ -72,9 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     config_args(c)
     c.set_defaults(func=cmd_config)
 
+    a = sub.add_parser("audit", help="fresh attackers against a trained run (and a baseline)")
+    a.add_argument("run", help="run folder from `deepobfuscator train`")
+    a.add_argument("--baseline", help="a no-privacy run (privacy.method=none) on the same data")
+    a.add_argument("--out", help="output folder (default: RUN/audit)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--device", default="auto")
+    a.add_argument("--max-epochs", type=int, default=30, help="cap on each attacker's epochs")
+    a.add_argument("--whitebox-images", type=int, default=32)
+    a.add_argument("--whitebox-steps", type=int, default=300)
+    a.add_argument("--quiet", action="store_true", help="no progress bars")
+    a.set_defaults(func=cmd_audit)
+
     d = sub.add_parser("demo", help="the main job: baseline vs DeepObfuscator on synthfaces")
     d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     d.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -25,9 +25,9 @@ GENERATOR_VERSION = "synthfaces-1"  # bump whenever the pixels or labels for a s
 ATTRIBUTES = [
     "Smiling", "Male", "Young", "Eyeglasses", "Blond_Hair", "Black_Hair", "Brown_Hair",
     "Gray_Hair", "Bangs", "Bald", "Mouth_Slightly_Open", "Wearing_Lipstick", "No_Beard",
-    "Pale_Skin",
+    "Pale_Skin", "5_o_Clock_Shadow", "Heavy_Makeup",
 ]  # fmt: skip
-_CHUNK = 128  # images per render batch: keeps (B, H, W) temporaries cache-sized at 64 px
+_CHUNK = 64  # images per render batch: keeps (B, H, W) temporaries cache-sized at 64 px
 F32 = np.float32
 _SKIN = np.array([[255, 226, 200], [241, 194, 160], [224, 172, 130], [198, 134, 98],
                   [141, 85, 56], [95, 60, 40]], F32) / 255  # fmt: skip
@@ -37,6 +37,7 @@ _HAIR = np.array([[28, 24, 22], [92, 58, 34], [222, 192, 124], [178, 175, 170],
 _HAIR_P = np.array([[.30, .33, .30, 0, .07], [.20, .25, .18, .35, .02],
                     [.45, .40, .09, 0, .06], [.22, .20, .05, .50, .03]])  # fmt: skip
 _IRIS = np.array([[70, 45, 25], [60, 100, 145], [75, 105, 65], [35, 25, 20]], F32) / 255
+_SHADOW = np.array([[120, 70, 130], [125, 85, 60], [70, 90, 150], [75, 65, 75]], F32) / 255
 _LIPSTICK = np.array([[190, 30, 50], [205, 70, 100], [150, 20, 40], [170, 60, 60]], F32) / 255
 
 
@@ -52,23 +53,28 @@ def _identities(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     bald = male & (rng.random(n) < np.where(young, 0.02, 0.3))
     lipstick = ~male & (rng.random(n) < 0.7)
     beard = male & (rng.random(n) < 0.45)
+    stubble = male & ~beard & (rng.random(n) < 0.4)
+    makeup = lipstick & (rng.random(n) < 0.75)
     a = np.where(male, u(0.44, 0.52), u(0.40, 0.47))
     return dict(
         male=male, young=young, skin=skin * u(0.95, 1.05)[:, None], pale=t < 0.35,
         hair_cat=hair_cat, hair=np.clip(_HAIR[hair_cat] * u(0.8, 1.15)[:, None], 0, 1),
-        long=~bald & (rng.random(n) < np.where(male, 0.08, 0.88)), hair_len=u(0.15, 0.9),
+        long=~bald & (rng.random(n) < np.where(male, 0.06, 0.9)), hair_len=u(0.15, 0.9),
         vol=np.where(male, u(0.03, 0.07), u(0.06, 0.12)), bald=bald,
         bangs=~bald & (rng.random(n) < np.where(male, 0.08, 0.28)), hl0=u(0.4, 0.62),
         a=a, b=a * u(1.22, 1.38), jaw=np.where(male, u(0.55, 1.0), u(0.0, 0.35)),
         ex=u(0.34, 0.44), ey=u(-0.2, -0.08), er=u(0.085, 0.11),
         iris=_IRIS[rng.integers(0, 4, n)], liner=np.where(lipstick, u(0.008, 0.014), 0.004),
-        brow_t=np.where(male, u(0.024, 0.036), u(0.011, 0.018)), brow_l=u(0.09, 0.13),
+        brow_t=np.where(male, u(0.026, 0.04), u(0.011, 0.018)), brow_l=u(0.09, 0.13),
         brow_a=rng.normal(0, 0.12, n).astype(F32) - 0.06 * ~male, brow_gap=u(0.08, 0.12),
         nose_w=u(0.055, 0.085) * np.where(male, 1.15, 1.0), nose_y=u(0.2, 0.3),
-        mouth_y=u(0.5, 0.6), mouth_w=u(0.15, 0.19), lip_t=u(0.022, 0.034),
+        mouth_y=u(0.5, 0.6), mouth_w=u(0.15, 0.19),
+        lip_t=np.where(male, u(0.02, 0.03), u(0.026, 0.038)),
         lipstick=lipstick, lip=np.where(lipstick[:, None], _LIPSTICK[rng.integers(0, 4, n)],
                                         skin * np.array([0.85, 0.62, 0.62], F32)),
-        beard=beard, beard_a=u(0.35, 0.8), mustache=male & (rng.random(n) < 0.12) | beard,
+        beard=beard, stubble=stubble, makeup=makeup, shadow=_SHADOW[rng.integers(0, 4, n)],
+        beard_a=np.where(beard, u(0.35, 0.8), u(0.12, 0.25) * stubble),
+        mustache=male & (rng.random(n) < 0.12) | beard,
         wrinkle=np.where(young, 0, u(0.2, 0.45)), rough=np.where(young, u(0.006, 0.012),
                                                                   u(0.025, 0.04)),
         wearer=rng.random(n) < np.where(young, 0.07, 0.22) + 0.04 * male,
@@ -85,13 +91,13 @@ def _images(rng: np.random.Generator, idn: dict, ids: np.ndarray) -> dict[str, n
     u = lambda lo, hi, *s: rng.uniform(lo, hi, (n, *s)).astype(F32)  # noqa: E731
     p = {k: v[ids] for k, v in idn.items()}
     smile = rng.random(n) < p["smile_p"]
-    mouth_open = rng.random(n) < np.where(smile, 0.75, 0.18)
+    mouth_open = rng.random(n) < np.where(smile, 0.8, 0.15)
     p.update(
         smile=smile, open=mouth_open, glasses=rng.random(n) < np.where(p["wearer"], 0.9, 0.01),
-        curv=np.where(smile, u(0.05, 0.085), rng.normal(0, 0.008, n).astype(F32)),
-        mouth_w=p["mouth_w"] * np.where(smile, u(1.3, 1.5), u(0.95, 1.05)),
-        open_t=np.where(mouth_open, np.where(smile, u(0.022, 0.04), u(0.008, 0.016)), 0),
-        teeth=smile & (rng.random(n) < 0.85), squint=np.where(smile, u(0.6, 0.85), u(0.9, 1.1)),
+        curv=np.where(smile, u(0.07, 0.11), rng.normal(0, 0.008, n).astype(F32)),
+        mouth_w=p["mouth_w"] * np.where(smile, u(1.35, 1.6), u(0.9, 1.05)),
+        open_t=np.where(mouth_open, np.where(smile, u(0.028, 0.045), u(0.008, 0.016)), 0),
+        teeth=smile & (rng.random(n) < 0.9), squint=np.where(smile, u(0.6, 0.85), u(0.9, 1.1)),
         dx=np.clip(rng.normal(0, 0.04, n), -0.1, 0.1).astype(F32),
         dy=np.clip(rng.normal(0.06, 0.04, n), -0.04, 0.16).astype(F32),
         scale=p["base_scale"] * u(0.9, 1.1), rot=np.clip(rng.normal(0, 0.06, n), -0.15, 0.15),
@@ -111,7 +117,8 @@ def _labels(p: dict) -> np.ndarray:
         Blond_Hair=hair_ok & (c == 2), Black_Hair=hair_ok & (c == 0),
         Brown_Hair=hair_ok & (c == 1), Gray_Hair=hair_ok & (c == 3), Bangs=p["bangs"],
         Bald=p["bald"], Mouth_Slightly_Open=p["open"], Wearing_Lipstick=p["lipstick"],
-        No_Beard=~p["beard"], Pale_Skin=p["pale"],
+        No_Beard=~p["beard"], Pale_Skin=p["pale"], **{"5_o_Clock_Shadow": p["stubble"]},
+        Heavy_Makeup=p["makeup"],
     )  # fmt: skip
     return np.stack([cols[a] for a in ATTRIBUTES], 1).astype(np.int8)
 
@@ -130,15 +137,18 @@ class _Layer:
     """Some images of a chunk within a pixel window: face-frame coordinates, their
     parameters and (channel-first) pixels, plus the drawing primitives."""
 
-    def __init__(self, p: dict, X, Y, noise, img, k) -> None:
-        self.p, self.X, self.Y, self.AX, self.noise, self.img, self.k = (
-            p, X, Y, np.abs(X), noise, img, k)  # fmt: skip
+    def __init__(self, p: dict, idx, X, Y, noise, img, k) -> None:
+        self.p, self.idx, self.X, self.Y, self.AX, self.noise, self.img, self.k = (
+            p, idx, X, Y, np.abs(X), noise, img, k)  # fmt: skip
 
     def c(self, key: str) -> np.ndarray:
-        return np.asarray(self.p[key], F32)[:, None, None]
+        return np.asarray(self.p[key][self.idx], F32)[:, None, None]
 
     def rgb(self, key: str) -> np.ndarray:
-        return np.asarray(self.p[key], F32).T[:, :, None, None]  # (3, B, 1, 1)
+        return np.asarray(self.p[key][self.idx], F32).T[:, :, None, None]  # (3, B, 1, 1)
+
+    def any(self, key: str) -> bool:
+        return bool(self.p[key][self.idx].any())
 
     def cov(self, d: np.ndarray) -> np.ndarray:
         """Signed distance (face units) -> coverage with a one-pixel anti-aliased ramp."""
@@ -186,7 +196,7 @@ def _skin(q: _Layer) -> None:
     q.paint(face, q.rgb("skin") * (1 - 0.15 * np.minimum(r2, 1) + q.c("rough") * q.noise))
 
 
-def _beard(q: _Layer) -> None:  # stubble on the lower face, rising into sideburns
+def _beard(q: _Layer) -> None:  # beard or stubble on the lower face, rising into sideburns
     a, b = q.c("a"), q.c("b")
     top = q.c("nose_y") * b + 0.07 - 0.35 * b * (q.X / a) ** 2
     alpha = q.face()[0] * q.cov(top - q.Y) * q.c("beard_a") * (0.9 + 0.1 * q.noise)
@@ -202,6 +212,8 @@ def _forehead_lines(q: _Layer) -> None:
 def _eyes(q: _Layer) -> None:
     ex, ey, er, sq = q.c("ex") * q.c("a"), q.c("ey") * q.c("b"), q.c("er"), q.c("squint")
     exx, eyy = q.AX - ex, q.Y - ey
+    lid = q.cov(_ell(exx, eyy + er * 0.3, er * 1.1, er * 0.6)) * q.c("makeup") * 0.55
+    q.paint(lid, q.rgb("shadow"))  # eye shadow (Heavy_Makeup)
     d_eye = _ell(exx, eyy, er, er * 0.5 * sq)  # smiling narrows the eyes
     q.shade(q.cov(d_eye - q.c("liner")), 0.85)
     eye = q.cov(d_eye)
@@ -225,13 +237,13 @@ def _nose_mouth(q: _Layer) -> None:
     # nasolabial folds: deep with age, faint with a smile
     fold_x = nw * 1.4 + (Y - ny) * (mw * 1.1 - nw * 1.4) / (my + 0.02 - ny)
     fold = np.maximum(np.abs(AX - fold_x) - 0.007, np.abs(Y - (ny + my) / 2) - (my - ny) / 2)
-    q.shade(q.cov(fold) * np.maximum(q.c("wrinkle"), 0.25 * q.c("smile")), 0.3)
+    q.shade(q.cov(fold) * np.maximum(q.c("wrinkle"), 0.6 * q.c("smile")), 0.35)
     uu = np.minimum((X / mw) ** 2, 1)
     inside, taper, ot = q.cov(AX - mw), 1 - uu, q.c("open_t")
     yc = Y - my + q.c("curv") * uu - 0.3 * ot  # distance from the mouth line; smiles lift corners
     q.paint(inside * q.cov(np.abs(yc) - q.c("lip_t") * taper - ot - 0.004), q.rgb("lip"))
     q.shade(inside * q.cov(np.abs(yc) - 0.004), 0.45)
-    if q.p["open"].any():  # open mouth: dark inside, upper teeth in most smiles
+    if q.any("open"):  # open mouth: dark inside, upper teeth in most smiles
         mouth = inside * q.cov(np.abs(yc) - ot * taper)
         q.paint(mouth, _rgb(0.25, 0.06, 0.06))
         q.paint(mouth * q.cov(yc + 0.1 * ot) * q.c("teeth"), _rgb(0.93, 0.91, 0.85))
@@ -248,7 +260,7 @@ def _hair_cap(q: _Layer) -> None:
     hl = q.c("bangs") * (q.c("ey") * b - q.c("brow_gap") - 0.05 + b * hl0) - b * hl0
     hl = hl + 0.45 * b * (X / a) ** 2
     cap = q.cov(_ell(X, Y, a + vol, b + vol * 1.6)) * q.cov(Y - hl)  # crown rises above head
-    if q.p["bald"].any():
+    if q.any("bald"):
         bald = q.c("bald")
         cap *= 1 - bald + bald * q.cov(0.8 * a - q.AX) * q.cov(-Y - 0.1)  # bald: side fringe
     q.paint(cap, q.rgb("hair") * (1 + 0.07 * np.sin(q.c("hair_f") * X + q.c("hair_ph"))))
@@ -277,13 +289,19 @@ _LAYERS = [
 ]  # fmt: skip
 
 
+def _span(v: np.ndarray, s: int, n: int) -> slice:
+    """Pixel rows (or columns) covering normalised coordinates v, with a margin."""
+    return slice(max(int(v.min() * s / 2 + n / 2) - 1, 0), min(int(v.max() * s / 2 + n / 2) + 2, n))
+
+
 def _render(p: dict, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     """Draw a chunk of images: (B, h, w, 3) uint8."""
     s = min(h, w)  # normalised units: the shorter side spans [-1, 1], so faces always fit
     gy = ((np.arange(h, dtype=F32) + 0.5 - h / 2) * (2 / s))[None, :, None]
     gx = ((np.arange(w, dtype=F32) + 0.5 - w / 2) * (2 / s))[None, None, :]
-    full = _Layer(p, gx, gy, None, None, None)
+    full = _Layer(p, slice(None), gx, gy, None, None, None)
     c, rgb = full.c, full.rgb
+    pose = np.stack([np.cos(p["rot"]), np.sin(p["rot"]), p["scale"], p["dx"], p["dy"]], 1)
     cos, sin, sc, dx, dy = np.cos(c("rot")), np.sin(c("rot")), c("scale"), c("dx"), c("dy")
     X, Y = (cos * (gx - dx) + sin * (gy - dy)) / sc, (cos * (gy - dy) - sin * (gx - dx)) / sc
     k = sc * (s / 2)  # pixels per face unit: edges ramp over one pixel at any resolution
@@ -291,7 +309,7 @@ def _render(p: dict, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
     wave = np.sin(c("bg_freq") * (gx * np.cos(c("bg_dir")) + gy * np.sin(c("bg_dir")))
                   + c("bg_phase"))  # fmt: skip
     img = rgb("bg") * (1 + c("bg_grad") * gy + c("bg_tex") * wave)  # channel-first
-    masks = dict(long=p["long"], short=~p["long"], beard=p["beard"], old=~p["young"],
+    masks = dict(long=p["long"], short=~p["long"], beard=p["beard_a"] > 0, old=~p["young"],
                  glasses=p["glasses"], mus=p["mustache"])  # fmt: skip
 
     for draw, (x_lo, x_hi, y_lo, y_hi), which in _LAYERS:
@@ -300,18 +318,13 @@ def _render(p: dict, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
         idx = slice(None) if which is None else np.flatnonzero(masks[which])
         if which is not None and idx.size == 0:
             continue
-        xs = [dx[idx] + sc[idx] * (cos[idx] * x - sin[idx] * y) for x in (x_lo, x_hi)
-              for y in (y_lo, y_hi)]  # fmt: skip
-        ys = [dy[idx] + sc[idx] * (sin[idx] * x + cos[idx] * y) for x in (x_lo, x_hi)
-              for y in (y_lo, y_hi)]  # fmt: skip
-        rows = slice(max(int(min(v.min() for v in ys) * s / 2 + h / 2) - 1, 0),
-                     min(int(max(v.max() for v in ys) * s / 2 + h / 2) + 2, h))  # fmt: skip
-        cols = slice(max(int(min(v.min() for v in xs) * s / 2 + w / 2) - 1, 0),
-                     min(int(max(v.max() for v in xs) * s / 2 + w / 2) + 2, w))  # fmt: skip
+        co, si, sc_, dx_, dy_ = (v[:, None] for v in pose[idx].T)
+        bx, by = np.array([x_lo, x_lo, x_hi, x_hi]), np.array([y_lo, y_hi, y_lo, y_hi])
+        rows = _span(dy_ + sc_ * (si * bx + co * by), s, h)
+        cols = _span(dx_ + sc_ * (co * bx - si * by), s, w)
         sub = img[:, idx, rows, cols]  # a view for all images, a copy for a selection
-        pp = p if which is None else {key: v[idx] for key, v in p.items()}
         w_ = (idx, rows, cols)
-        draw(_Layer(pp, X[w_], Y[w_], noise[w_], sub, k[idx]))
+        draw(_Layer(p, idx, X[w_], Y[w_], noise[w_], sub, k[idx]))
         if which is not None:
             img[:, idx, rows, cols] = sub
 

@@ -1,0 +1,82 @@
+"""Training throughput (images/s) of stage 1 and of the adversarial rotation.
+
+    python benchmarks/train_throughput.py [--preset cpu] [--batches 20] [--full-run]
+
+Measures the real step functions of deepobfuscator.training on random images of
+the preset's size, for float32 and bf16 autocast (where the CPU has it), and with
+--full-run the wall time of a complete default training on synthfaces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from deepobfuscator.config import load_config
+from deepobfuscator.models import build_models
+from deepobfuscator.precision import autocast, cpu_has_bf16, memory_format
+from deepobfuscator.privacy import fixed_noise_image, settings_for_size
+from deepobfuscator.training import steps, train
+
+
+def throughput(preset: str, precision: str, stage: str, n_batches: int) -> float:
+    cfg = load_config(preset, ["data.private=[Male]"])
+    torch.manual_seed(0)
+    models = build_models(cfg)
+    layout = memory_format(cfg.channels_last)
+    for m in models.named().values():
+        m.to(memory_format=layout)
+    h, w = cfg.data.image_size
+    bs = cfg.train.task.batch_size if stage == "task" else cfg.train.adversarial.batch_size
+    device = torch.device("cpu")
+    ctx = steps.StepContext(cfg, models, steps.make_optimizers(models, stage, 1e-4),
+                            settings_for_size(h, w), fixed_noise_image((3, h, w), 0),
+                            amp=lambda: autocast(precision, device))
+    batch = steps.Batch(torch.rand(bs, 3, h, w).contiguous(memory_format=layout),
+                        torch.randint(0, 2, (bs,)).float(), torch.randint(0, 2, (bs, 1)).float())
+    rot = cfg.privacy.rotation
+
+    def one(i: int) -> None:
+        if stage == "task":
+            steps.task_step(ctx, batch)
+        else:
+            steps.rotation_step(ctx, batch, rot[i % len(rot)], 10.0)
+
+    for i in range(len(rot)):  # warm-up: one full rotation
+        one(i)
+    t0 = time.perf_counter()
+    for i in range(n_batches):
+        one(i)
+    return n_batches * bs / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--batches", type=int, default=20)
+    ap.add_argument("--full-run", action="store_true")
+    args = ap.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
+          f"cpu bf16: {cpu_has_bf16()}")
+    precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
+    for stage in ("task", "adversarial"):
+        for prec in precisions:
+            ips = throughput(args.preset, prec, stage, args.batches)
+            print(f"{args.preset:>6} {stage:<12} {prec:<5} {ips:8.1f} images/s")
+    if args.full_run:
+        cfg = load_config(args.preset)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            train(cfg, Path(tmp) / "run", progress=False)
+            print(f"full default training ({args.preset}, synthfaces): "
+                  f"{time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

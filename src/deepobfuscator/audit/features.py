@@ -1,0 +1,62 @@
+"""Turn a frozen run into what an attacker sees: features of each data split."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..attacks.base import FeatureSet
+from ..data.base import FaceDataset, to_tensor_batch
+from ..models import Models
+from ..precision import autocast
+
+
+@torch.no_grad()
+def extract(models: Models, ds: FaceDataset, attributes: list[str], device: torch.device,
+            precision: str = "fp32", batch_size: int = 256) -> FeatureSet:
+    """Features as uploaded (float32), the images they came from, and the labels."""
+    models.encoder.eval()
+    feats, imgs = [], []
+    for start in range(0, len(ds), batch_size):
+        x = to_tensor_batch(ds.images[start:start + batch_size])
+        with autocast(precision, device):
+            z = models.encoder(x.to(device))
+        feats.append(z.float().cpu().contiguous())
+        imgs.append(x)
+    return FeatureSet(
+        features=torch.cat(feats), images=torch.cat(imgs),
+        attributes={a: ds.attribute(a) for a in attributes},
+        identities=ds.identities.copy() if ds.has_identities else None,
+    )
+
+
+@torch.no_grad()
+def cloud_scores(models: Models, features: torch.Tensor, device: torch.device,
+                 batch_size: int = 256) -> np.ndarray:
+    """The cloud classifier's task probability for each feature map."""
+    models.classifier.eval()
+    out = [torch.sigmoid(models.classifier(features[i:i + batch_size].to(device)).float()).cpu()
+           for i in range(0, len(features), batch_size)]
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def training_adversary_scores(models: Models, features: torch.Tensor, private: list[str],
+                              device: torch.device, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """The run's own (training-time) adversaries on the test features: compared with the
+    fresh attackers, they show whether the defence only beat its own adversary."""
+    out = {}
+    for name in private:
+        adv = models.adversaries[name].eval()
+        out[name] = torch.cat([
+            torch.sigmoid(adv(features[i:i + batch_size].to(device)).float()).cpu()
+            for i in range(0, len(features), batch_size)]).numpy()
+    return out
+
+
+@torch.no_grad()
+def training_reconstructions(models: Models, features: torch.Tensor, device: torch.device,
+                             batch_size: int = 128) -> torch.Tensor:
+    models.reconstructor.eval()
+    return torch.cat([models.reconstructor(features[i:i + batch_size].to(device)).float().cpu()
+                      for i in range(0, len(features), batch_size)])

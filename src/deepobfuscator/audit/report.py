@@ -1,0 +1,234 @@
+"""audit.json -> report.md and a self-contained report.html (figures embedded).
+
+The verdict table puts every figure beside its reference: the no-privacy
+baseline and chance. Arrows say whether the obfuscated run is better for
+privacy (lower attacker success) or worse for utility (lower task accuracy).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..io import atomic_write_text
+
+
+def verdict_rows(results: dict) -> list[dict]:
+    """One row per figure: name, baseline, obfuscated, chance, and which way is better."""
+    runs, chance = results["runs"], results["chance"]
+    task = results["config"]["data"]["task"]
+    rows = []
+
+    def add(name, getter, ref, better, fmt="{:.3f}"):
+        vals = {}
+        for run in ("baseline", "obfuscated"):
+            try:
+                vals[run] = getter(runs[run]) if run in runs else None
+            except KeyError:
+                vals[run] = None
+        rows.append({"figure": name, **vals, "chance": ref, "better": better, "fmt": fmt})
+
+    mean_ms = chance["reconstruction_mean_image"]
+    add("Reconstruction MS-SSIM (inverse network)", lambda r: r["inversion"]["msssim"]["mean"],
+        mean_ms["msssim"]["mean"], "lower")
+    add("Reconstruction SSIM (inverse network)", lambda r: r["inversion"]["ssim"]["mean"],
+        mean_ms["ssim"]["mean"], "lower")
+    add("Reconstruction PSNR dB (inverse network)", lambda r: r["inversion"]["psnr"]["mean"],
+        mean_ms["psnr"]["mean"], "lower", "{:.2f}")
+    add("Reconstruction MS-SSIM (white-box)", lambda r: r["whitebox"]["msssim"]["mean"],
+        mean_ms["msssim"]["mean"], "lower")
+    for a, ref in chance["attributes"].items():
+        if a == task:
+            continue
+        add(f"{a}: attacker balanced accuracy", lambda r, a=a: r["attributes"][a]
+            ["balanced_accuracy"], 0.5, "lower")
+        add(f"{a}: attacker ROC AUC", lambda r, a=a: r["attributes"][a]["roc_auc"], 0.5, "lower")
+    if "reid" in chance:
+        add("Re-identification top-1 (from reconstructions)",
+            lambda r: r["reid"]["reconstruction_probes"]["top1"], chance["reid"]["top1"], "lower")
+        add("Re-identification top-5 (from reconstructions)",
+            lambda r: r["reid"]["reconstruction_probes"]["top5"], chance["reid"]["top5"], "lower")
+    add(f"Utility: cloud {task} accuracy", lambda r: r["utility"]["accuracy"],
+        chance["attributes"][task]["majority_rate"], "higher")
+    add(f"Utility: cloud {task} AUC", lambda r: r["utility"]["auc"], 0.5, "higher")
+    add(f"{task} from features by a fresh probe (balanced acc.)",
+        lambda r: r["attributes"][task]["balanced_accuracy"], 0.5, "higher")
+    return rows
+
+
+def change_arrow(row: dict) -> str:
+    b, o = row.get("baseline"), row.get("obfuscated")
+    if b is None or o is None:
+        return ""
+    if abs(o - b) < 1e-3 * max(1.0, abs(b)):
+        return "= same"
+    down = o < b
+    good = down == (row["better"] == "lower")
+    return ("↓" if down else "↑") + (" better" if good else " worse")
+
+
+def format_value(row: dict, key: str) -> str:
+    v = row.get(key)
+    return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else \
+        row["fmt"].format(v)
+
+
+def _figures(out: Path, results: dict, grid: dict[str, torch.Tensor]) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = {}
+    cols = [c for c in ("original", "baseline", "obfuscated") if c in grid]
+    n = len(grid["original"])
+    fig, axes = plt.subplots(len(cols), n, figsize=(1.3 * n, 1.45 * len(cols)), squeeze=False)
+    titles = {"original": "original", "baseline": "from baseline features",
+              "obfuscated": "from obfuscated features"}
+    for i, c in enumerate(cols):
+        for j in range(n):
+            ax = axes[i][j]
+            ax.imshow(grid[c][j].permute(1, 2, 0).clamp(0, 1).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(titles[c], fontsize=7)
+    fig.suptitle("Test faces and the inverse-network attacker's reconstructions", fontsize=9)
+    fig.tight_layout()
+    figs["reconstructions"] = out / "figures" / "reconstructions.png"
+    _save(fig, figs["reconstructions"])
+
+    attrs = list(results["runs"]["obfuscated"]["attributes"])
+    fig, axes = plt.subplots(1, len(attrs), figsize=(3.2 * len(attrs), 3.2), squeeze=False)
+    for ax, a in zip(axes[0], attrs, strict=True):
+        for run, style in (("baseline", "--"), ("obfuscated", "-")):
+            if run not in results["runs"]:
+                continue
+            sc = results["runs"][run]["attributes"][a]
+            ax.plot(sc["roc"]["fpr"], sc["roc"]["tpr"], style,
+                    label=f"{run} (AUC {sc['roc_auc']:.2f})")
+        ax.plot([0, 1], [0, 1], ":", color="grey", label="chance")
+        ax.set_title(f"{a}" + (" (task)" if a == results["config"]["data"]["task"] else ""),
+                     fontsize=9)
+        ax.set_xlabel("false positive rate", fontsize=8)
+        ax.set_ylabel("true positive rate", fontsize=8)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Fresh attribute attackers on the test split", fontsize=9)
+    fig.tight_layout()
+    figs["roc"] = out / "figures" / "roc.png"
+    _save(fig, figs["roc"])
+    return figs
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render_markdown(results: dict, figs: dict[str, Path], out: Path) -> str:
+    rows = verdict_rows(results)
+    lines = ["# Privacy audit", ""]
+    lines += [f"Runs: {', '.join(f'{k}: `{v}`' for k, v in results['runs_dirs'].items())}. "
+              f"Every attacker was trained from scratch on the attacker split "
+              f"({results['data']['attacker']['images']} images) after the obfuscator was "
+              f"frozen, and scored on the test split ({results['data']['test']['images']} "
+              "images), which nobody trained on.", ""]
+    lines += ["## Verdict", "", "| figure | baseline (no privacy) | obfuscated | chance | change |",
+              "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['figure']} | {format_value(r, 'baseline')} | {format_value(r, 'obfuscated')} | "
+                     f"{r['fmt'].format(r['chance'])} | {change_arrow(r)} |")
+    lines += ["", "Chance: balanced accuracy and AUC 0.5; the majority-class rate for plain "
+              "accuracy; for reconstruction, the attacker split's mean face used as every "
+              "reconstruction; for re-identification, 1 / number of test identities.", ""]
+    if results["warnings"]:
+        lines += ["## Warnings", ""] + [f"- {w}" for w in results["warnings"]] + [""]
+    lines += ["## Reconstructions", "", f"![reconstructions]({figs['reconstructions'].relative_to(out)})",
+              "", "## Attribute attackers", "", f"![roc]({figs['roc'].relative_to(out)})", ""]
+    obf = results["runs"]["obfuscated"]
+    if "training_adversaries" in obf:
+        lines += ["## Fresh attackers vs the training-time adversaries", "",
+                  "| attribute | training-time adversary bal. acc. | fresh attacker bal. acc. |",
+                  "|---|---|---|"]
+        for a, own in obf["training_adversaries"].items():
+            lines.append(f"| {a} | {own['balanced_accuracy']:.3f} | "
+                         f"{obf['attributes'][a]['balanced_accuracy']:.3f} |")
+        own_r = obf["training_reconstructor"]["msssim"]["mean"]
+        lines += ["", f"Training-time reconstructor MS-SSIM {own_r:.3f} vs fresh inverse "
+                  f"network {obf['inversion']['msssim']['mean']:.3f}.", ""]
+    st = results["settings"]
+    lines += ["## Settings", "", f"- MS-SSIM: {json.dumps(st['msssim'])}",
+              f"- attackers: Adam, early stopping (patience {st['patience']}, at most "
+              f"{st['max_epochs']} epochs) on a held-out part of the attacker split; "
+              f"white-box: {st['whitebox_steps']} steps on {st['whitebox_images']} test images",
+              f"- device {st['device']}, precision {st['precision']}, seed {st['seed']}; "
+              f"audit took {results['seconds']} s", "",
+              "## Configuration of the audited run", "", "```json",
+              json.dumps(results["config"], indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, results: dict, grid: dict[str, torch.Tensor]) -> None:
+    figs = _figures(out, results, grid)
+    md = render_markdown(results, figs, out)
+    atomic_write_text(out / "report.md", md)
+    atomic_write_text(out / "report.html", _html(md, out))
+
+
+def _html(md: str, out: Path) -> str:
+    """A small markdown subset (headings, tables, lists, images, code) to HTML, with
+    images inlined as base64 so the file stands alone."""
+    body, in_table, in_code = [], False, False
+    for line in md.splitlines():
+        if line.startswith("```"):
+            body.append("</pre>" if in_code else "<pre>")
+            in_code = not in_code
+            continue
+        if in_code:
+            body.append(html.escape(line))
+            continue
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= set("-"):
+                continue
+            if not in_table:
+                body.append("<table>")
+                in_table = True
+                body.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells) + "</tr>")
+            else:
+                body.append("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
+        elif line.startswith("!["):
+            src = line[line.index("(") + 1: line.rindex(")")]
+            data = base64.b64encode((out / src).read_bytes()).decode()
+            body.append(f'<p><img src="data:image/png;base64,{data}" alt="{html.escape(src)}"></p>')
+        elif line.startswith("- "):
+            body.append(f"<li>{html.escape(line[2:])}</li>")
+        elif line:
+            body.append(f"<p>{html.escape(line)}</p>")
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+             ".good{color:#060}.bad{color:#a00}img{max-width:100%}pre{background:#f6f6f6;"
+             "padding:8px;font-size:11px;overflow:auto}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Privacy audit</title>"
+            f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+
+
+def _cell(c: str) -> str:
+    cls = " class='good'" if c.endswith("better") else " class='bad'" if c.endswith("worse") \
+        else ""
+    return f"<span{cls}>{html.escape(c)}</span>"

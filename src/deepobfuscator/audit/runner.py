@@ -1,0 +1,296 @@
+"""The privacy audit: fresh attackers against a frozen obfuscator, beside a baseline.
+
+For each audited run (the obfuscated one and, optionally, a no-privacy baseline
+trained with `privacy.method=none` on the same data), every attacker is trained
+from scratch on features of the attacker split, with early stopping on a
+held-out part of it, and scored on the test split, which nobody trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..attacks.attribute_probe import AttributeProbe, score_attribute
+from ..attacks.base import FeatureSet, FitSettings
+from ..attacks.inversion import InversionAttack
+from ..attacks.reid import (
+    IdentityEmbedder,
+    dlib_available,
+    dlib_embed,
+    gallery_probe_split,
+    reid_scores,
+)
+from ..attacks.whitebox import WhiteBoxAttack
+from ..config import Config
+from ..data.splits import check_splits_match, make_splits
+from ..io import atomic_write, atomic_write_json
+from ..metrics import accuracy, balanced_accuracy, roc_auc
+from ..models import Models, feature_shape
+from ..precision import resolve_precision
+from ..runs import RunError, RunPaths, load_run
+from ..training.trainer import resolve_device
+from .features import cloud_scores, extract, training_adversary_scores, training_reconstructions
+from .image_metrics import image_scores, msssim_settings_for, summarize
+
+# On the no-privacy baseline, attackers at least this strong are "shown strong";
+# weaker ones trigger a warning, since their figures on the defence prove little.
+STRONG_INVERSION_MSSSIM = 0.8
+STRONG_PROBE_BAL_ACC = 0.9
+
+
+@dataclass
+class AuditSettings:
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    max_epochs: int = 30
+    patience: int = 4
+    max_attack_seconds: float = 0.0  # per attacker; 0 = until early stopping
+    whitebox_images: int = 32
+    whitebox_steps: int = 300
+    grid_images: int = 8
+    progress: bool = True
+
+    def fit_settings(self, device: torch.device, precision: str, lr: float = 1e-3) -> FitSettings:
+        return FitSettings(max_epochs=self.max_epochs, patience=self.patience, lr=lr,
+                           seed=self.seed, device=str(device), precision=precision,
+                           max_seconds=self.max_attack_seconds, progress=self.progress)
+
+
+def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None = None,
+          settings: AuditSettings | None = None) -> Path:
+    """Audit `run_dir` (and `baseline_dir`); write audit.json, scores.npz, attacker
+    weights and the report into `out_dir` (default RUN/audit). Returns out_dir."""
+    s = settings or AuditSettings()
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir else run_dir / "audit"
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(s.device)
+    precision = resolve_precision(s.precision, device)
+    t0 = time.time()
+    runs = {"obfuscated": run_dir}
+    if baseline_dir is not None:
+        runs["baseline"] = Path(baseline_dir)
+    loaded = {name: _load(path, device) for name, path in runs.items()}
+    cfg = loaded["obfuscated"][0]
+    if "baseline" in loaded:
+        _check_comparable(cfg, loaded["baseline"][0], runs)
+    roles = _splits(cfg, run_dir)
+    attrs = [cfg.data.task, *cfg.data.private]
+
+    results: dict = {"runs": {}, "warnings": []}
+    arrays: dict[str, np.ndarray] = {}
+    embedder = None
+    if roles["attacker"].has_identities and roles["test"].has_identities:
+        embedder = _train_embedder(roles, cfg, s, device, precision, out)
+        results["reid_embedder"] = embedder[1]
+    grid = {}
+    for name, (run_cfg, models) in loaded.items():
+        print(f"== auditing {name}: {runs[name]}")
+        r, arr, recon = _audit_one(name, run_cfg, models, roles, attrs, s, device, precision,
+                                   out, embedder[0] if embedder else None)
+        results["runs"][name] = r
+        arrays.update({f"{name}/{k}": v for k, v in arr.items()})
+        grid[name] = recon[: s.grid_images]
+    test = extract(loaded["obfuscated"][1], roles["test"], attrs, device)
+    grid["original"] = test.images[: s.grid_images]
+    results["chance"] = _chance(roles, test, attrs, cfg)
+    results["warnings"] += _weak_attacker_warnings(results)
+    results["settings"] = {**asdict(s), "device": str(device), "precision": precision,
+                           "msssim": msssim_settings_for(*cfg.data.image_size)}
+    results["runs_dirs"] = {k: str(v) for k, v in runs.items()}
+    results["config"] = cfg.to_dict()
+    results["data"] = {role: {"images": len(ds), "source": ds.source}
+                       for role, ds in roles.items()}
+    results["feature_shape"] = list(feature_shape(cfg))
+    results["seconds"] = round(time.time() - t0, 1)
+    for w in results["warnings"]:
+        print(f"warning: {w}")
+    atomic_write_json(out / "audit.json", results)
+    atomic_write(out / "scores.npz", lambda p: _savez(p, arrays))
+    from .report import write_report
+
+    write_report(out, results, grid)
+    return out
+
+
+def _load(path: Path, device: torch.device) -> tuple[Config, Models]:
+    paths = RunPaths(path)
+    if not paths.root.is_dir():
+        raise RunError(f"run folder not found: {path}")
+    return load_run(path, device)
+
+
+def _check_comparable(cfg: Config, base: Config, runs: dict) -> None:
+    """A baseline is a reference only when it saw the same data the same way."""
+    keys = {"data source": (cfg.data.source, base.data.source),
+            "data root": (cfg.data.root, base.data.root),
+            "image size": (cfg.data.image_size, base.data.image_size),
+            "crop": (cfg.data.crop, base.data.crop),
+            "task": (cfg.data.task, base.data.task),
+            "seed (splits)": (cfg.seed, base.seed)}
+    for what, (a, b) in keys.items():
+        if a != b:
+            raise RunError(f"baseline {runs['baseline']} differs from {runs['obfuscated']} in "
+                           f"{what} ({b!r} vs {a!r}); train the baseline with the same data "
+                           "settings and privacy.method=none")
+
+
+def _splits(cfg: Config, run_dir: Path) -> dict:
+    roles = make_splits(cfg)
+    check_splits_match(roles, RunPaths(run_dir).splits)
+    return roles
+
+
+def _train_embedder(roles: dict, cfg: Config, s: AuditSettings, device, precision, out: Path):
+    """One identity embedding per audit (raw attacker images only), shared by all runs."""
+    from ..data.base import to_tensor_batch
+
+    atk = roles["attacker"]
+    emb = IdentityEmbedder(tuple(cfg.data.image_size), s.fit_settings(device, precision))
+    curve = emb.fit(to_tensor_batch(atk.images), atk.identities)
+    _save_weights(emb.model, out / "attackers" / "reid_embedder.safetensors")
+    return emb, curve.to_dict()
+
+
+def _audit_one(name: str, cfg: Config, models: Models, roles: dict, attrs: list[str],
+               s: AuditSettings, device, precision, out: Path, embedder):
+    fs = s.fit_settings(device, precision)
+    atk = extract(models, roles["attacker"], attrs, device)
+    test = extract(models, roles["test"], attrs, device)
+    shape, size = tuple(atk.features.shape[1:]), tuple(cfg.data.image_size)
+    r: dict = {"run": cfg.privacy.method, "curves": {}}
+    arr: dict[str, np.ndarray] = {}
+
+    # utility: what the cloud answers
+    p = cloud_scores(models, test.features, device)
+    y = test.attributes[cfg.data.task]
+    r["utility"] = {"task": cfg.data.task, "accuracy": accuracy(y, p, 0.5),
+                    "balanced_accuracy": balanced_accuracy(y, p, 0.5), "auc": roc_auc(y, p)}
+    arr["task_prob"] = p
+
+    # attribute inference by fresh probes (the task too: what the cloud, or anyone, can learn)
+    r["attributes"] = {}
+    for a in attrs:
+        probe = AttributeProbe(shape, fs)
+        r["curves"][f"probe_{a}"] = probe.fit(atk, a).to_dict()
+        probs = probe.infer(test.features)
+        r["attributes"][a] = score_attribute(test.attributes[a], probs)
+        arr[f"probe_{a}"] = probs
+        _save_weights(probe.model, out / "attackers" / name / f"probe_{a}.safetensors")
+
+    # reconstruction by a learned inverse network
+    inv = InversionAttack(shape, size, fs)
+    r["curves"]["inversion"] = inv.fit(atk).to_dict()
+    recon = inv.reconstruct(test.features)
+    scores = image_scores(recon, test.images)
+    r["inversion"] = summarize(scores)
+    arr.update({f"inversion_{k}": v for k, v in scores.items()})
+    _save_weights(inv.model, out / "attackers" / name / "inversion.safetensors")
+
+    # white-box optimisation through the (known) obfuscator weights
+    k = min(s.whitebox_images, len(test))
+    wb = WhiteBoxAttack(models.encoder, steps=s.whitebox_steps, device=device,
+                        progress=s.progress)
+    wb_recon = wb.reconstruct(test.features[:k])
+    wb_scores = image_scores(wb_recon, test.images[:k])
+    r["whitebox"] = {**summarize(wb_scores), "images": k, "steps": s.whitebox_steps}
+    arr.update({f"whitebox_{m}": v for m, v in wb_scores.items()})
+
+    # re-identification from reconstructions
+    if embedder is not None and test.identities is not None:
+        r["reid"], arr["reid_ranks"] = _reid(embedder, test, recon, s.seed)
+
+    # the run's own training-time adversaries, for the "beat only its own adversary" check
+    if cfg.privacy.method != "none":
+        own = training_adversary_scores(models, test.features, cfg.data.private, device)
+        r["training_adversaries"] = {
+            a: {"balanced_accuracy": balanced_accuracy(test.attributes[a], v, 0.5),
+                "auc": roc_auc(test.attributes[a], v)} for a, v in own.items()}
+        own_recon = training_reconstructions(models, test.features, device)
+        r["training_reconstructor"] = summarize(image_scores(own_recon, test.images))
+    return r, arr, recon
+
+
+def _reid(embedder, test: FeatureSet, recon: torch.Tensor, seed: int):
+    gallery, probes = gallery_probe_split(test.identities, seed)
+    g_emb = embedder.embed(test.images[gallery])
+    out = {}
+    summary, ranks = reid_scores(g_emb, test.identities[gallery],
+                                 embedder.embed(recon[probes]), test.identities[probes])
+    out["reconstruction_probes"] = summary
+    out["raw_probes"] = reid_scores(g_emb, test.identities[gallery],
+                                    embedder.embed(test.images[probes]),
+                                    test.identities[probes])[0]
+    if dlib_available():
+        dg, dp = dlib_embed(test.images[gallery]), dlib_embed(recon[probes])
+        if dg is not None and dp is not None:
+            out["dlib_reconstruction_probes"] = reid_scores(
+                dg, test.identities[gallery], dp, test.identities[probes])[0]
+    return out, ranks
+
+
+def _chance(roles: dict, test: FeatureSet, attrs: list[str], cfg: Config) -> dict:
+    """Reference levels an attacker with no information reaches."""
+    from ..data.base import to_tensor_batch
+    from ..metrics import majority_rate
+
+    mean_img = to_tensor_batch(roles["attacker"].images).mean(0, keepdim=True)
+    mean_scores = summarize(image_scores(mean_img.expand_as(test.images), test.images))
+    out = {"attributes": {a: {"balanced_accuracy": 0.5, "auc": 0.5,
+                              "majority_rate": majority_rate(test.attributes[a])}
+                          for a in attrs},
+           "reconstruction_mean_image": mean_scores}
+    if test.identities is not None:
+        n = len(np.unique(test.identities))
+        out["reid"] = {"top1": 1.0 / n, "top5": min(5, n) / n, "identities": n}
+    return out
+
+
+def _weak_attacker_warnings(results: dict) -> list[str]:
+    base = results["runs"].get("baseline")
+    if base is None:
+        return ["no --baseline given: figures have no no-privacy reference"]
+    out = []
+    ms = base["inversion"]["msssim"]["mean"]
+    if ms < STRONG_INVERSION_MSSSIM:
+        out.append(f"the inversion attacker is weak against the baseline (MS-SSIM {ms:.3f} < "
+                   f"{STRONG_INVERSION_MSSSIM}): its figure on the obfuscated run proves little")
+    for a, sc in base["attributes"].items():
+        if a != results["config"]["data"]["task"] and sc["balanced_accuracy"] < \
+                STRONG_PROBE_BAL_ACC:
+            out.append(f"the {a} probe is weak against the baseline (balanced accuracy "
+                       f"{sc['balanced_accuracy']:.3f} < {STRONG_PROBE_BAL_ACC})")
+    obf = results["runs"]["obfuscated"]
+    for a, own in obf.get("training_adversaries", {}).items():
+        fresh = obf["attributes"][a]["balanced_accuracy"]
+        if fresh > own["balanced_accuracy"] + 0.05:
+            out.append(f"a fresh {a} attacker beats the training-time adversary (balanced "
+                       f"accuracy {fresh:.3f} vs {own['balanced_accuracy']:.3f}): the "
+                       "obfuscator overfit its own adversary")
+    return out
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to the name
+        np.savez_compressed(f, **arrays)
+
+
+def _save_weights(model: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda p: save_file(state, str(p)))
+
+
+def load_audit(out_dir: Path) -> dict:
+    p = Path(out_dir) / "audit.json"
+    if not p.is_file():
+        raise RunError(f"no audit.json in {out_dir}; run `deepobfuscator audit RUN` first")
+    return json.loads(p.read_text())

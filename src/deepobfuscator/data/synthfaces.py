@@ -13,6 +13,7 @@ face-normalised coordinates turned into ~1 px anti-aliased coverage, so any (h, 
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,26 +29,26 @@ ATTRIBUTES = [
     "Pale_Skin", "5_o_Clock_Shadow", "Heavy_Makeup",
 ]  # fmt: skip
 _CHUNK = 64  # images per render batch: keeps (B, H, W) temporaries cache-sized at 64 px
-F32 = np.float32
+_F32 = np.float32
 _SKIN = np.array([[255, 226, 200], [241, 194, 160], [224, 172, 130], [198, 134, 98],
-                  [141, 85, 56], [95, 60, 40]], F32) / 255  # fmt: skip
+                  [141, 85, 56], [95, 60, 40]], _F32) / 255  # fmt: skip
 _HAIR = np.array([[28, 24, 22], [92, 58, 34], [222, 192, 124], [178, 175, 170],
-                  [150, 68, 34]], F32) / 255  # black, brown, blond, grey, red  # fmt: skip
+                  [150, 68, 34]], _F32) / 255  # black brown blond grey red  # fmt: skip
 # P(hair colour) for (female young, female old, male young, male old)
-_HAIR_P = np.array([[.30, .33, .30, 0, .07], [.20, .25, .18, .35, .02],
-                    [.45, .40, .09, 0, .06], [.22, .20, .05, .50, .03]])  # fmt: skip
-_IRIS = np.array([[70, 45, 25], [60, 100, 145], [75, 105, 65], [35, 25, 20]], F32) / 255
-_SHADOW = np.array([[120, 70, 130], [125, 85, 60], [70, 90, 150], [75, 65, 75]], F32) / 255
-_LIPSTICK = np.array([[190, 30, 50], [205, 70, 100], [150, 20, 40], [170, 60, 60]], F32) / 255
+_HAIR_P = np.array([[.33, .38, .22, 0, .07], [.22, .28, .13, .35, .02],
+                    [.45, .42, .07, 0, .06], [.22, .22, .03, .50, .03]])  # fmt: skip
+_IRIS = np.array([[70, 45, 25], [60, 100, 145], [75, 105, 65], [35, 25, 20]], _F32) / 255
+_SHADOW = np.array([[120, 70, 130], [125, 85, 60], [70, 90, 150], [75, 65, 75]], _F32) / 255
+_LIPSTICK = np.array([[190, 30, 50], [205, 70, 100], [150, 20, 40], [170, 60, 60]], _F32) / 255
 
 
 def _identities(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
-    u = lambda lo, hi: rng.uniform(lo, hi, n).astype(F32)  # noqa: E731
+    u = lambda lo, hi: rng.uniform(lo, hi, n).astype(_F32)  # noqa: E731
     male = rng.random(n) < 0.4
     young = rng.random(n) < np.where(male, 0.66, 0.81)
     t = 5 * rng.beta(1.3, 2.6, n)  # skin tone position on the palette, mostly light
     i0 = np.minimum(t.astype(int), 4)
-    skin = _SKIN[i0] + (t - i0)[:, None].astype(F32) * (_SKIN[i0 + 1] - _SKIN[i0])
+    skin = _SKIN[i0] + (t - i0)[:, None].astype(_F32) * (_SKIN[i0 + 1] - _SKIN[i0])
     cum = np.cumsum(_HAIR_P[male * 2 + ~young], axis=1)
     hair_cat = (rng.random(n)[:, None] > cum).sum(1).clip(0, 4)
     bald = male & (rng.random(n) < np.where(young, 0.02, 0.3))
@@ -66,19 +67,19 @@ def _identities(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         ex=u(0.34, 0.44), ey=u(-0.2, -0.08), er=u(0.085, 0.11),
         iris=_IRIS[rng.integers(0, 4, n)], liner=np.where(lipstick, u(0.008, 0.014), 0.004),
         brow_t=np.where(male, u(0.026, 0.04), u(0.011, 0.018)), brow_l=u(0.09, 0.13),
-        brow_a=rng.normal(0, 0.12, n).astype(F32) - 0.06 * ~male, brow_gap=u(0.08, 0.12),
+        brow_a=rng.normal(0, 0.12, n).astype(_F32) - 0.06 * ~male, brow_gap=u(0.08, 0.12),
         nose_w=u(0.055, 0.085) * np.where(male, 1.15, 1.0), nose_y=u(0.2, 0.3),
         mouth_y=u(0.5, 0.6), mouth_w=u(0.15, 0.19),
         lip_t=np.where(male, u(0.02, 0.03), u(0.026, 0.038)),
         lipstick=lipstick, lip=np.where(lipstick[:, None], _LIPSTICK[rng.integers(0, 4, n)],
-                                        skin * np.array([0.85, 0.62, 0.62], F32)),
+                                        skin * np.array([0.85, 0.62, 0.62], _F32)),
         beard=beard, stubble=stubble, makeup=makeup, shadow=_SHADOW[rng.integers(0, 4, n)],
         beard_a=np.where(beard, u(0.35, 0.8), u(0.12, 0.25) * stubble),
         mustache=male & (rng.random(n) < 0.12) | beard,
         wrinkle=np.where(young, 0, u(0.2, 0.45)), rough=np.where(young, u(0.006, 0.012),
                                                                   u(0.025, 0.04)),
         wearer=rng.random(n) < np.where(young, 0.07, 0.22) + 0.04 * male,
-        frame=rng.choice([0.08, 0.25, 0.55], (n, 1)) * np.array([1, 0.9, 0.7], F32),
+        frame=rng.choice([0.08, 0.25, 0.55], (n, 1)) * np.array([1, 0.9, 0.7], _F32),
         frame_t=u(0.01, 0.02), lens_r=u(0.105, 0.13), tint=np.where(rng.random(n) < 0.15,
                                                                    u(0.6, 0.85), u(0, 0.12)),
         smile_p=np.clip(rng.normal(0.48, 0.15, n), 0.05, 0.95), base_scale=u(0.95, 1.05),
@@ -88,18 +89,18 @@ def _identities(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
 def _images(rng: np.random.Generator, idn: dict, ids: np.ndarray) -> dict[str, np.ndarray]:
     """Per-image parameters: identity traits gathered by `ids`, plus expression and nuisance."""
     n = len(ids)
-    u = lambda lo, hi, *s: rng.uniform(lo, hi, (n, *s)).astype(F32)  # noqa: E731
+    u = lambda lo, hi, *s: rng.uniform(lo, hi, (n, *s)).astype(_F32)  # noqa: E731
     p = {k: v[ids] for k, v in idn.items()}
     smile = rng.random(n) < p["smile_p"]
     mouth_open = rng.random(n) < np.where(smile, 0.8, 0.15)
     p.update(
         smile=smile, open=mouth_open, glasses=rng.random(n) < np.where(p["wearer"], 0.9, 0.01),
-        curv=np.where(smile, u(0.07, 0.11), rng.normal(0, 0.008, n).astype(F32)),
-        mouth_w=p["mouth_w"] * np.where(smile, u(1.35, 1.6), u(0.9, 1.05)),
+        curv=np.where(smile, u(0.06, 0.095), rng.normal(0, 0.008, n).astype(_F32)),
+        mouth_w=p["mouth_w"] * np.where(smile, u(1.25, 1.45), u(0.9, 1.05)),
         open_t=np.where(mouth_open, np.where(smile, u(0.028, 0.045), u(0.008, 0.016)), 0),
         teeth=smile & (rng.random(n) < 0.9), squint=np.where(smile, u(0.6, 0.85), u(0.9, 1.1)),
-        dx=np.clip(rng.normal(0, 0.04, n), -0.1, 0.1).astype(F32),
-        dy=np.clip(rng.normal(0.06, 0.04, n), -0.04, 0.16).astype(F32),
+        dx=np.clip(rng.normal(0, 0.04, n), -0.1, 0.1).astype(_F32),
+        dy=np.clip(rng.normal(0.06, 0.04, n), -0.04, 0.16).astype(_F32),
         scale=p["base_scale"] * u(0.9, 1.1), rot=np.clip(rng.normal(0, 0.06, n), -0.15, 0.15),
         bg=u(0.1, 0.9, 3) * 0.7 + u(0.1, 0.9, 1) * 0.3, bg_grad=u(-0.3, 0.3),
         bg_tex=u(0, 0.08), bg_freq=u(2, 12), bg_dir=u(0, math.pi), bg_phase=u(0, 6.3),
@@ -124,28 +125,36 @@ def _labels(p: dict) -> np.ndarray:
 
 
 def _ell(x, y, rx, ry):
-    """Approximate signed distance to an axis-aligned ellipse (negative inside)."""
-    x, y = x * (1 / rx), y * (1 / ry)
-    return (np.sqrt(x * x + y * y) - 1) * np.minimum(rx, ry)
+    """Signed distance to an axis-aligned ellipse (negative inside), first-order accurate at
+    the rim, so thin shapes (eyes, mustache) get a one-pixel edge along both axes too."""
+    irx, iry = 1 / rx, 1 / ry
+    x, y = x * irx, y * iry
+    gx, gy = x * irx, y * iry
+    return (x * x + y * y - 1) / (2 * np.sqrt(gx * gx + gy * gy + 1e-12))  # (r^2-1)/|grad r^2|
 
 
 def _rgb(r: float, g: float, b: float) -> np.ndarray:
-    return np.array([r, g, b], F32)[:, None, None, None]
+    return np.array([r, g, b], _F32)[:, None, None, None]
 
 
 class _Layer:
     """Some images of a chunk within a pixel window: face-frame coordinates, their
     parameters and (channel-first) pixels, plus the drawing primitives."""
 
-    def __init__(self, p: dict, idx, X, Y, noise, img, k) -> None:
-        self.p, self.idx, self.X, self.Y, self.AX, self.noise, self.img, self.k = (
-            p, idx, X, Y, np.abs(X), noise, img, k)  # fmt: skip
+    def __init__(self, p: dict, idx, X, Y, noise, img, k, U=None) -> None:
+        self.p, self.idx, self.X, self.Y, self.AX, self.noise, self.img, self.k, self.U = (
+            p, idx, X, Y, np.abs(X), noise, img, k, U)  # fmt: skip
+
+    def strands(self) -> np.ndarray:
+        """Hair colour with vertical strands; ignoring the small head tilt lets the
+        texture be one row per image (U), not a full (H, W) sin."""
+        return self.rgb("hair") * (1 + 0.07 * np.sin(self.c("hair_f") * self.U + self.c("hair_ph")))
 
     def c(self, key: str) -> np.ndarray:
-        return np.asarray(self.p[key][self.idx], F32)[:, None, None]
+        return np.asarray(self.p[key][self.idx], _F32)[:, None, None]
 
     def rgb(self, key: str) -> np.ndarray:
-        return np.asarray(self.p[key][self.idx], F32).T[:, :, None, None]  # (3, B, 1, 1)
+        return np.asarray(self.p[key][self.idx], _F32).T[:, :, None, None]  # (3, B, 1, 1)
 
     def any(self, key: str) -> bool:
         return bool(self.p[key][self.idx].any())
@@ -178,8 +187,7 @@ def _body(q: _Layer) -> None:
 def _back_hair(q: _Layer) -> None:  # long hair falls behind the neck, beside the face
     a, b, vol, L = q.c("a"), q.c("b"), q.c("vol"), q.c("hair_len")
     box = np.maximum(q.AX - a - vol, np.abs(q.Y - (b + L) / 2) - (b + L) / 2)
-    strands = 1 + 0.07 * np.sin(q.c("hair_f") * q.X + q.c("hair_ph"))
-    q.paint(q.cov(np.minimum(_ell(q.X, q.Y, a + vol, b + vol), box)), q.rgb("hair") * strands)
+    q.paint(q.cov(np.minimum(_ell(q.X, q.Y, a + vol, b + vol), box)), q.strands())
 
 
 def _neck(q: _Layer) -> None:
@@ -209,11 +217,14 @@ def _forehead_lines(q: _Layer) -> None:
     q.shade(q.cov(fl) * q.c("wrinkle"), 0.35)
 
 
+def _eye_shadow(q: _Layer) -> None:  # Heavy_Makeup
+    ex, ey, er = q.c("ex") * q.c("a"), q.c("ey") * q.c("b"), q.c("er")
+    q.paint(q.cov(_ell(q.AX - ex, q.Y - ey + er * 0.3, er * 1.1, er * 0.6)) * 0.55, q.rgb("shadow"))
+
+
 def _eyes(q: _Layer) -> None:
     ex, ey, er, sq = q.c("ex") * q.c("a"), q.c("ey") * q.c("b"), q.c("er"), q.c("squint")
     exx, eyy = q.AX - ex, q.Y - ey
-    lid = q.cov(_ell(exx, eyy + er * 0.3, er * 1.1, er * 0.6)) * q.c("makeup") * 0.55
-    q.paint(lid, q.rgb("shadow"))  # eye shadow (Heavy_Makeup)
     d_eye = _ell(exx, eyy, er, er * 0.5 * sq)  # smiling narrows the eyes
     q.shade(q.cov(d_eye - q.c("liner")), 0.85)
     eye = q.cov(d_eye)
@@ -237,7 +248,7 @@ def _nose_mouth(q: _Layer) -> None:
     # nasolabial folds: deep with age, faint with a smile
     fold_x = nw * 1.4 + (Y - ny) * (mw * 1.1 - nw * 1.4) / (my + 0.02 - ny)
     fold = np.maximum(np.abs(AX - fold_x) - 0.007, np.abs(Y - (ny + my) / 2) - (my - ny) / 2)
-    q.shade(q.cov(fold) * np.maximum(q.c("wrinkle"), 0.6 * q.c("smile")), 0.35)
+    q.shade(q.cov(fold) * np.maximum(q.c("wrinkle"), 0.45 * q.c("smile")), 0.35)
     uu = np.minimum((X / mw) ** 2, 1)
     inside, taper, ot = q.cov(AX - mw), 1 - uu, q.c("open_t")
     yc = Y - my + q.c("curv") * uu - 0.3 * ot  # distance from the mouth line; smiles lift corners
@@ -263,7 +274,7 @@ def _hair_cap(q: _Layer) -> None:
     if q.any("bald"):
         bald = q.c("bald")
         cap *= 1 - bald + bald * q.cov(0.8 * a - q.AX) * q.cov(-Y - 0.1)  # bald: side fringe
-    q.paint(cap, q.rgb("hair") * (1 + 0.07 * np.sin(q.c("hair_f") * X + q.c("hair_ph"))))
+    q.paint(cap, q.strands())
 
 
 def _glasses(q: _Layer) -> None:  # tinted lenses, rims, bridge and temple arms
@@ -279,12 +290,13 @@ def _glasses(q: _Layer) -> None:  # tinted lenses, rims, bridge and temple arms
 
 # (layer, face-frame box holding it, images that have it); painted in this order
 _LAYERS = [
-    (_body, (-1.6, 1.6, 0.55, 2.6), None), (_back_hair, (-0.75, 0.75, -1.0, 2.6), "long"),
-    (_neck, (-0.3, 0.3, 0.0, 1.25), None), (_ears, (-0.65, 0.65, -0.2, 0.2), "short"),
+    (_body, (-1.6, 1.6, 0.55, 2.6), None), (_back_hair, (-0.68, 0.68, -1.0, 1.7), "long"),
+    (_neck, (-0.3, 0.3, -0.05, 1.25), None), (_ears, (-0.65, 0.65, -0.2, 0.2), "short"),
     (_skin, (-0.56, 0.56, -0.75, 0.75), None), (_beard, (-0.56, 0.56, -0.3, 0.75), "beard"),
-    (_forehead_lines, (-0.3, 0.3, -0.5, -0.2), "old"), (_eyes, (-0.45, 0.45, -0.42, 0.05), None),
-    (_nose_mouth, (-0.45, 0.45, 0.0, 0.55), None), (_mustache, (-0.35, 0.35, 0.2, 0.5), "mus"),
-    (_hair_cap, (-0.7, 0.7, -1.0, 0.4), None),
+    (_forehead_lines, (-0.3, 0.3, -0.5, -0.2), "old"),
+    (_eye_shadow, (-0.45, 0.45, -0.3, 0.05), "makeup"), (_eyes, (-0.5, 0.5, -0.5, 0.05), None),
+    (_nose_mouth, (-0.45, 0.45, 0.0, 0.6), None), (_mustache, (-0.35, 0.35, 0.1, 0.5), "mus"),
+    (_hair_cap, (-0.7, 0.7, -1.0, 0.5), None),
     (_glasses, (-0.6, 0.6, -0.35, 0.15), "glasses"),
 ]  # fmt: skip
 
@@ -294,23 +306,24 @@ def _span(v: np.ndarray, s: int, n: int) -> slice:
     return slice(max(int(v.min() * s / 2 + n / 2) - 1, 0), min(int(v.max() * s / 2 + n / 2) + 2, n))
 
 
-def _render(p: dict, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw a chunk of images: (B, h, w, 3) uint8."""
+def _render(p: dict, h: int, w: int, rng: np.random.Generator, out: np.ndarray) -> None:
+    """Draw a chunk of images into out, uint8 (B, h, w, 3)."""
     s = min(h, w)  # normalised units: the shorter side spans [-1, 1], so faces always fit
-    gy = ((np.arange(h, dtype=F32) + 0.5 - h / 2) * (2 / s))[None, :, None]
-    gx = ((np.arange(w, dtype=F32) + 0.5 - w / 2) * (2 / s))[None, None, :]
+    gy = ((np.arange(h, dtype=_F32) + 0.5 - h / 2) * (2 / s))[None, :, None]
+    gx = ((np.arange(w, dtype=_F32) + 0.5 - w / 2) * (2 / s))[None, None, :]
     full = _Layer(p, slice(None), gx, gy, None, None, None)
     c, rgb = full.c, full.rgb
     pose = np.stack([np.cos(p["rot"]), np.sin(p["rot"]), p["scale"], p["dx"], p["dy"]], 1)
     cos, sin, sc, dx, dy = np.cos(c("rot")), np.sin(c("rot")), c("scale"), c("dx"), c("dy")
     X, Y = (cos * (gx - dx) + sin * (gy - dy)) / sc, (cos * (gy - dy) - sin * (gx - dx)) / sc
+    U = (gx - dx) / sc  # (B, 1, w): horizontal face coordinate, ignoring tilt
     k = sc * (s / 2)  # pixels per face unit: edges ramp over one pixel at any resolution
-    noise = rng.random(X.shape, dtype=F32) * 2 - 1  # uniform: a third the cost of normal
+    noise = rng.random(X.shape, dtype=_F32) * 2 - 1  # uniform: a third the cost of normal
     wave = np.sin(c("bg_freq") * (gx * np.cos(c("bg_dir")) + gy * np.sin(c("bg_dir")))
                   + c("bg_phase"))  # fmt: skip
     img = rgb("bg") * (1 + c("bg_grad") * gy + c("bg_tex") * wave)  # channel-first
     masks = dict(long=p["long"], short=~p["long"], beard=p["beard_a"] > 0, old=~p["young"],
-                 glasses=p["glasses"], mus=p["mustache"])  # fmt: skip
+                 glasses=p["glasses"], mus=p["mustache"], makeup=p["makeup"])  # fmt: skip
 
     for draw, (x_lo, x_hi, y_lo, y_hi), which in _LAYERS:
         # Small parts are drawn only in the pixel window that holds their box in every
@@ -324,14 +337,14 @@ def _render(p: dict, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
         cols = _span(dx_ + sc_ * (co * bx - si * by), s, w)
         sub = img[:, idx, rows, cols]  # a view for all images, a copy for a selection
         w_ = (idx, rows, cols)
-        draw(_Layer(p, idx, X[w_], Y[w_], noise[w_], sub, k[idx]))
+        draw(_Layer(p, idx, X[w_], Y[w_], noise[w_], sub, k[idx], U[idx, :, cols]))
         if which is not None:
             img[:, idx, rows, cols] = sub
 
     light = c("bright") * (1 + c("light")[..., 0] * gx + c("light")[..., 1] * gy)
     img *= light * rgb("cast") * 255
     img += noise[:, ::-1] * (446 * c("noise"))  # sensor noise (luminance only, cheap)
-    return np.clip(img, 0, 255, out=img).astype(np.uint8).transpose(1, 2, 3, 0)
+    np.copyto(out, np.clip(img, 0, 255, out=img).transpose(1, 2, 3, 0), casting="unsafe")
 
 
 def generate_synthfaces(
@@ -343,6 +356,8 @@ def generate_synthfaces(
         raise DataError("synthfaces needs at least one identity and one image per identity")
     if min(h, w) < 16:
         raise DataError(f"synthfaces image size {(h, w)} is too small: use at least 16 px")
+    if seed < 0:
+        raise DataError(f"synthfaces seed must be a non-negative integer, got {seed}")
     rng = np.random.default_rng([seed, 0])
     idn = _identities(rng, n_identities)
     ids = np.repeat(np.arange(n_identities), images_per_identity)
@@ -354,10 +369,10 @@ def generate_synthfaces(
     def job(start: int) -> None:
         sl = slice(start, min(start + chunk, n))
         # one noise stream per chunk, so threads never change the result
-        images[sl] = _render({k: v[sl] for k, v in p.items()}, h, w,
-                             np.random.default_rng([seed, 1, start]))  # fmt: skip
+        rng = np.random.default_rng([seed, 1, start])
+        _render({k: v[sl] for k, v in p.items()}, h, w, rng, images[sl])
 
-    with ThreadPoolExecutor(max_workers=2) as pool:  # numpy releases the GIL in ufuncs
+    with ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:  # ufuncs release the GIL
         list(pool.map(job, range(0, n, chunk)))
     per = images_per_identity
     files = [f"synth_{i // per:06d}_{i % per:02d}.png" for i in range(n)]
@@ -376,7 +391,11 @@ def load_synthfaces(
     cache_dir: Path | None = None,
     use_cache: bool = True,
 ) -> FaceDataset:
-    """The default embedded dataset: n_images faces, images_per_identity per person."""
+    """The default embedded dataset: n_images faces, images_per_identity per person.
+
+    Generates ceil(n_images / images_per_identity) identities (the last one may be cut
+    short), cached on disk under a key of every parameter and GENERATOR_VERSION.
+    """
     if n_images < 1:
         raise DataError(f"synthfaces n_images must be positive, got {n_images}")
     n_ids = math.ceil(n_images / images_per_identity) if images_per_identity > 0 else 0

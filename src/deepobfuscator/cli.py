@@ -12,9 +12,10 @@ from pathlib import Path
 
 from .config import ConfigError, load_config, preset_names
 from .data.base import DataError
+from .deploy.cli_commands import DEPLOY_ERRORS, register
 from .runs import RunError
 
-USER_ERRORS = (ConfigError, DataError, RunError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, RunError, FileNotFoundError, *DEPLOY_ERRORS)
 
 
 def default_run_dir(cfg) -> Path:
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
+    register(sub)  # export, serve, classify, bench
     return p
 
 

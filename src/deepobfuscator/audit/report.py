@@ -42,7 +42,7 @@ def verdict_rows(results: dict) -> list[dict]:
         mean_ms["psnr"]["mean"], "lower", "{:.2f}")
     add("Reconstruction MS-SSIM (white-box)", lambda r: r["whitebox"]["msssim"]["mean"],
         mean_ms["msssim"]["mean"], "lower")
-    for a, ref in chance["attributes"].items():
+    for a in chance["attributes"]:
         if a == task:
             continue
         add(f"{a}: attacker balanced accuracy", lambda r, a=a: r["attributes"][a]
@@ -144,14 +144,16 @@ def render_markdown(results: dict, figs: dict[str, Path], out: Path) -> str:
     lines += ["## Verdict", "", "| figure | baseline (no privacy) | obfuscated | chance | change |",
               "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['figure']} | {format_value(r, 'baseline')} | {format_value(r, 'obfuscated')} | "
-                     f"{r['fmt'].format(r['chance'])} | {change_arrow(r)} |")
+        lines.append(f"| {r['figure']} | {format_value(r, 'baseline')} | "
+                     f"{format_value(r, 'obfuscated')} | {r['fmt'].format(r['chance'])} | "
+                     f"{change_arrow(r)} |")
     lines += ["", "Chance: balanced accuracy and AUC 0.5; the majority-class rate for plain "
               "accuracy; for reconstruction, the attacker split's mean face used as every "
               "reconstruction; for re-identification, 1 / number of test identities.", ""]
     if results["warnings"]:
         lines += ["## Warnings", ""] + [f"- {w}" for w in results["warnings"]] + [""]
-    lines += ["## Reconstructions", "", f"![reconstructions]({figs['reconstructions'].relative_to(out)})",
+    recon_png = figs["reconstructions"].relative_to(out)
+    lines += ["## Reconstructions", "", f"![reconstructions]({recon_png})",
               "", "## Attribute attackers", "", f"![roc]({figs['roc'].relative_to(out)})", ""]
     obf = results["runs"]["obfuscated"]
     if "training_adversaries" in obf:

@@ -70,7 +70,6 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
     s = settings or AuditSettings()
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir else run_dir / "audit"
-    out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(s.device)
     precision = resolve_precision(s.precision, device)
     t0 = time.time()
@@ -78,6 +77,7 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
     if baseline_dir is not None:
         runs["baseline"] = Path(baseline_dir)
     loaded = {name: _load(path, device) for name, path in runs.items()}
+    out.mkdir(parents=True, exist_ok=True)  # only once the runs load: never create RUN itself
     cfg = loaded["obfuscated"][0]
     if "baseline" in loaded:
         _check_comparable(cfg, loaded["baseline"][0], runs)
@@ -101,7 +101,7 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
     test = extract(loaded["obfuscated"][1], roles["test"], attrs, device)
     grid["original"] = test.images[: s.grid_images]
     results["chance"] = _chance(roles, test, attrs, cfg)
-    results["warnings"] += _weak_attacker_warnings(results)
+    results["warnings"] += _weak_attacker_warnings(results, cfg.data.task)
     results["settings"] = {**asdict(s), "device": str(device), "precision": precision,
                            "msssim": msssim_settings_for(*cfg.data.image_size)}
     results["runs_dirs"] = {k: str(v) for k, v in runs.items()}
@@ -253,7 +253,7 @@ def _chance(roles: dict, test: FeatureSet, attrs: list[str], cfg: Config) -> dic
     return out
 
 
-def _weak_attacker_warnings(results: dict) -> list[str]:
+def _weak_attacker_warnings(results: dict, task: str) -> list[str]:
     base = results["runs"].get("baseline")
     if base is None:
         return ["no --baseline given: figures have no no-privacy reference"]
@@ -263,7 +263,7 @@ def _weak_attacker_warnings(results: dict) -> list[str]:
         out.append(f"the inversion attacker is weak against the baseline (MS-SSIM {ms:.3f} < "
                    f"{STRONG_INVERSION_MSSSIM}): its figure on the obfuscated run proves little")
     for a, sc in base["attributes"].items():
-        if a != results["config"]["data"]["task"] and sc["balanced_accuracy"] < \
+        if a != task and sc["balanced_accuracy"] < \
                 STRONG_PROBE_BAL_ACC:
             out.append(f"the {a} probe is weak against the baseline (balanced accuracy "
                        f"{sc['balanced_accuracy']:.3f} < {STRONG_PROBE_BAL_ACC})")

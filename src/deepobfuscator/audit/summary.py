@@ -14,6 +14,7 @@ def summary_table(out_dir: Path) -> str:
     lines = [f"{'figure':<{w}}{'baseline':>10}{'obfuscated':>12}{'chance':>9}  change",
              "-" * (w + 45)]
     for r in rows:
-        lines.append(f"{r['figure']:<{w}}{format_value(r, 'baseline'):>10}{format_value(r, 'obfuscated'):>12}"
+        lines.append(f"{r['figure']:<{w}}{format_value(r, 'baseline'):>10}"
+                     f"{format_value(r, 'obfuscated'):>12}"
                      f"{r['fmt'].format(r['chance']):>9}  {change_arrow(r)}")
     return "\n".join(lines)

@@ -1,0 +1,133 @@
+"""Bounded load test of the cloud service on loopback.
+
+    python benchmarks/load_test.py EXPORT_DIR [--clients 8] [--duration 10] [--batch 1]
+
+Starts `deepobfuscator serve` in a subprocess on a free loopback port (with a token,
+access log off), then runs --clients concurrent clients (asyncio + httpx, one
+keep-alive connection each) that POST feature batches in the export's wire dtype for
+--duration seconds. Prints requests/s, images/s, p50/p99 latency and the error count;
+exits 1 if any request failed. The features are the obfuscator's real output on
+rendered faces, so the payload size is the real one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from deepobfuscator.data.synthfaces import generate_synthfaces
+from deepobfuscator.deploy.client import DeviceObfuscator
+from deepobfuscator.deploy.preprocess_np import to_input
+
+TOKEN = "load-test-token"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(export: Path, port: int, threads: int) -> subprocess.Popen:
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    cmd = [sys.executable, "-m", "deepobfuscator.deploy.cli_commands", "serve", str(export),
+           "--port", str(port), "--token", TOKEN, "--log-level", "warning",
+           "--threads", str(threads)]
+    proc = subprocess.Popen(cmd, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with code {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.terminate()
+    raise SystemExit("server did not become healthy within 60 s")
+
+
+def make_bodies(export: Path, batch: int, n: int = 16) -> list[bytes]:
+    device = DeviceObfuscator(export, threads=1)
+    size = tuple(device.bundle.preprocessing["size"])
+    faces = to_input(generate_synthfaces(n, batch, size, seed=11).images)
+    return [device.encode(device.features(faces[i * batch:(i + 1) * batch])) for i in range(n)]
+
+
+async def client(url: str, bodies: list[bytes], stop: float, lat: list, errors: list) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        i = 0
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            try:
+                r = await http.post(url, content=bodies[i % len(bodies)], headers=headers)
+                ok = r.status_code == 200
+                if not ok:
+                    errors.append(f"{r.status_code}: {r.text[:100]}")
+            except httpx.HTTPError as exc:
+                ok = False
+                errors.append(f"{exc.__class__.__name__}: {exc}")
+            if ok:
+                lat.append((time.perf_counter() - t0) * 1e3)
+            i += 1
+
+
+async def run_load(url: str, bodies: list[bytes], clients: int, duration: float) -> dict:
+    lat: list[float] = []
+    errors: list[str] = []
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(url, bodies, t0 + duration, lat, errors)
+                           for _ in range(clients)))
+    wall = time.perf_counter() - t0
+    return {"requests": len(lat) + len(errors), "ok": len(lat), "errors": len(errors),
+            "error_samples": errors[:5], "seconds": round(wall, 2),
+            "requests_per_s": round(len(lat) / wall, 1),
+            "p50_ms": round(float(np.percentile(lat, 50)), 2) if lat else None,
+            "p99_ms": round(float(np.percentile(lat, 99)), 2) if lat else None}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("export", type=Path, help="export folder from `deepobfuscator export`")
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds of load")
+    p.add_argument("--batch", type=int, default=1, help="images per request")
+    p.add_argument("--server-threads", type=int, default=1, help="onnxruntime threads")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    args = p.parse_args()
+    bodies = make_bodies(args.export, args.batch)
+    port = free_port()
+    proc = start_server(args.export, port, args.server_threads)
+    try:
+        res = asyncio.run(run_load(f"http://127.0.0.1:{port}/v1/classify", bodies,
+                                   args.clients, args.duration))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    res.update(clients=args.clients, batch=args.batch, body_bytes=len(bodies[0]),
+               images_per_s=round(res["requests_per_s"] * args.batch, 1))
+    print(f"{res['clients']} clients, batch {res['batch']}, {res['body_bytes']} bytes per "
+          f"request, {res['seconds']} s: {res['requests_per_s']} requests/s "
+          f"({res['images_per_s']} images/s), p50 {res['p50_ms']} ms, p99 {res['p99_ms']} ms, "
+          f"errors {res['errors']} of {res['requests']}")
+    for e in res["error_samples"]:
+        print(f"  error: {e}")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+    return 1 if res["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

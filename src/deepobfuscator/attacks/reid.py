@@ -1,0 +1,199 @@
+"""Re-identification: can the attacker tell WHO is in a photo? An identity embedding trained
+on raw photos of the attacker split's people (a cosine-margin head generalises to unseen people)
+matches probes (reconstructions) to one raw photo per test person by cosine similarity."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models.vgg import conv_bn_relu
+from ..precision import autocast
+from .base import FitResult, FitSettings, batches, fit, holdout_split
+
+WORK_SIZE = 48  # images are resized to this shorter side: identity survives, time stays bounded
+MARGIN, SCALE = 0.25, 24.0  # CosFace: logits s * (cos - m at the true class)
+# 12 epochs get most of what 30 would in ~40 s on 2 cores (48 px beats 64 px at equal time);
+# an epoch cap keeps runs reproducible, the time cap is a safety net for slow machines
+MAX_EPOCHS, MAX_SECONDS = 12, 60.0
+
+
+class EmbeddingNet(nn.Module):
+    """Strided stem, conv stages (one conv at the finest scale, two after, doubling width),
+    each max-pooled, down to ~4x4 -> flatten -> linear + BN -> embedding (unnormalised)."""
+
+    def __init__(self, image_size: tuple[int, int], embedding_dim: int = 128,
+                 width: int = 32) -> None:
+        super().__init__()
+        scale = min(1.0, WORK_SIZE / min(image_size))
+        self.size = (max(16, round(image_size[0] * scale)), max(16, round(image_size[1] * scale)))
+        layers = [nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(True)]
+        ch, h, w = width, self.size[0] // 2, self.size[1] // 2
+        while min(h, w) >= 8:
+            first = len(layers) == 3
+            nxt = ch if first else min(ch * 2, width * 4)
+            layers += [*conv_bn_relu(ch, nxt), *([] if first else conv_bn_relu(nxt, nxt)),
+                       nn.MaxPool2d(2)]
+            ch, h, w = nxt, h // 2, w // 2
+        self.body = nn.Sequential(*layers)
+        self.neck = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(
+            ch * h * w, embedding_dim, bias=False), nn.BatchNorm1d(embedding_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, self.size, mode="bilinear", antialias=True, align_corners=False)
+        return self.neck(self.body((x - 0.5).contiguous(memory_format=torch.channels_last)))
+
+    def cosface_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Needs `self.classes`, the (identities, D) class centres, set by IdentityEmbedder.fit."""
+        e = self.forward(x).float()
+        with torch.autocast(x.device.type, enabled=False):  # scaled cosines need float32
+            cos = F.normalize(e, dim=1) @ F.normalize(self.classes, dim=1).T
+            return F.cross_entropy(SCALE * (cos - MARGIN * F.one_hot(y, cos.shape[1])), y)
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Flip, shift/scale/rotate, brightness and contrast, and sometimes blur: the probes are
+    blurry reconstructions of other photos, so the embedding should not depend on detail."""
+    n, r = len(x), lambda *s: torch.rand(*s, generator=gen) - 0.5
+    flip, ang, sc = torch.where(r(n) < 0, -1.0, 1.0), r(n) * 0.3, 1 + r(n) * 0.2
+    cos, sin = torch.cos(ang) * sc, torch.sin(ang) * sc
+    theta = torch.stack([torch.stack([cos * flip, -sin, r(n) * 0.16], 1),
+                         torch.stack([sin * flip, cos, r(n) * 0.16], 1)], 1)
+    x = F.grid_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False),
+                      padding_mode="border", align_corners=False)
+    mean = x.mean((1, 2, 3), keepdim=True)
+    x = (x - mean) * (1 + 0.4 * r(n, 1, 1, 1)) + mean * (1 + 0.4 * r(n, 1, 1, 1))
+    blur = r(n) < -0.2  # 30%
+    if blur.any():  # box down-sample by 2 or 4 and back up: a cheap blur
+        small = F.avg_pool2d(x[blur], 2 if r(1).item() < 0 else 4)
+        x[blur] = F.interpolate(small, x.shape[-2:], mode="bilinear", align_corners=False)
+    return x.clamp(0, 1)
+
+
+def _per_identity(identities: np.ndarray, seed: int, n_out) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, taken) indices: n_out(count) random images taken from each identity with >= 2."""
+    rng, ids, taken = np.random.default_rng(seed), np.asarray(identities), [np.zeros(0, int)]
+    for u in np.unique(ids):
+        idx = rng.permutation(np.flatnonzero(ids == u))
+        taken.append(idx[:n_out(len(idx))] if len(idx) >= 2 else idx[:0])
+    taken = np.sort(np.concatenate(taken).astype(np.int64))
+    return np.setdiff1d(np.arange(len(ids)), taken), taken
+
+
+class IdentityEmbedder:
+    """Face-identity embedding trained on raw images of the attacker split's people."""
+
+    def __init__(self, image_size: tuple[int, int], settings: FitSettings,
+                 embedding_dim: int = 128, max_epochs: int = MAX_EPOCHS,
+                 max_seconds: float = MAX_SECONDS) -> None:
+        caps = [c for c in (settings.max_seconds, max_seconds) if c > 0]  # the tighter; 0 = none
+        self.settings = replace(settings, max_epochs=min(settings.max_epochs, max_epochs),
+                                max_seconds=min(caps) if caps else 0.0)
+        self.device = torch.device(settings.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed)
+            self.model = EmbeddingNet(tuple(image_size), embedding_dim).to(
+                self.device, memory_format=torch.channels_last)
+
+    def fit(self, images: torch.Tensor, identities: np.ndarray) -> FitResult:
+        """Identity classification on (N, 3, H, W) images in [0, 1]; early stopping on
+        held-out images of the same identities (some photos of everyone)."""
+        s = self.settings
+        names, y = np.unique(np.asarray(identities), return_inverse=True)
+        tr, va = _per_identity(y, s.seed, lambda n: min(n - 1, max(1, round(s.val_fraction * n))))
+        if len(va) == 0:  # everyone has one photo: hold out people instead
+            tr, va = holdout_split(len(y), s.val_fraction, s.seed)
+        y, gen = torch.from_numpy(y.astype(np.int64)), torch.Generator().manual_seed(s.seed)
+
+        def loss_fn(model: nn.Module, batch: tuple) -> torch.Tensor:
+            x = _augment(batch[0], gen) if model.training else batch[0]
+            return model.cosface_loss(x.to(self.device), batch[1].to(self.device))
+
+        def train_batches(rng: np.random.Generator) -> list[tuple]:
+            return [(images[tr[b]], y[tr[b]]) for b in batches(len(tr), s.batch_size, rng)]
+
+        val = [(images[va[b]], y[va[b]]) for b in batches(len(va), 256)]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s.seed)  # class centres, and dropout masks while training
+            w = torch.randn(len(names), self.model.neck[-1].num_features)
+            self.model.classes = nn.Parameter(w.to(self.device))  # saved with the weights
+            return fit(self.model, loss_fn, train_batches, val, s, "reid embedder")
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """(N, D) L2-normalised float32 embeddings (image and mirror image averaged)."""
+        self.model.eval()
+        out = [torch.zeros(0, self.model.neck[-1].num_features)]
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].to(self.device)
+            with autocast(self.settings.precision, self.device):
+                e = self.model(x).float() + self.model(x.flip(-1)).float()
+            out.append(F.normalize(e, dim=1).cpu())
+        return torch.cat(out)
+
+
+def gallery_probe_split(identities: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(gallery, probes) indices: one random photo of each identity with >= 2 photos in the
+    gallery, its other photos as probes; identities with a single photo are dropped."""
+    ids = np.asarray(identities)
+    rest, gallery = _per_identity(ids, seed, lambda n: 1)
+    return gallery, rest[np.isin(ids[rest], ids[gallery])]
+
+
+def reid_scores(gallery_emb, gallery_ids: np.ndarray, probe_emb, probe_ids: np.ndarray,
+                chunk: int = 1024) -> tuple[dict, np.ndarray]:
+    """Nearest-neighbour identification by cosine similarity: (summary, per-probe rank). An
+    identity scores its best gallery photo's similarity; ties count as a random pick among
+    the tied (expected top-k and rank), so collapsed embeddings score chance, not 0 or 1."""
+    g = F.normalize(torch.as_tensor(gallery_emb, dtype=torch.float32), dim=1)
+    p = F.normalize(torch.as_tensor(probe_emb, dtype=torch.float32), dim=1)
+    names, g_col = np.unique(np.asarray(gallery_ids), return_inverse=True)
+    true = np.searchsorted(names, np.asarray(probe_ids)).clip(0, max(len(names) - 1, 0))
+    if len(names) == 0 or np.any(names[true] != np.asarray(probe_ids)):
+        raise ValueError("every probe identity needs a photo in the gallery")
+    k, cols = len(names), torch.from_numpy(g_col.astype(np.int64))
+    above, ties = [torch.zeros(0)], [torch.zeros(0)]  # (probes,) identities above / tied
+    for i in range(0, len(p), chunk):
+        sim = p[i:i + chunk] @ g.T
+        best = torch.full((len(sim), k), -torch.inf).scatter_reduce(
+            1, cols.expand(len(sim), -1), sim, "amax")  # per identity: its best photo
+        t = best.gather(1, torch.from_numpy(true[i:i + chunk]).unsqueeze(1))
+        above.append((best > t).sum(1).double())
+        ties.append((best == t).sum(1).double() - 1)
+    above, ties = torch.cat(above).numpy(), torch.cat(ties).numpy()
+    ranks, mean = above + 1 + ties / 2, lambda v: float(v.mean()) if len(v) else float("nan")
+    hit = lambda n: mean(np.clip((n - above) / (ties + 1), 0, 1))  # noqa: E731
+    return {"top1": hit(1), "top5": hit(5), "chance_top1": 1.0 / k, "chance_top5": min(5, k) / k,
+            "mean_rank": mean(ranks), "n_identities": int(k), "n_probes": int(len(p))}, ranks
+
+
+@lru_cache(maxsize=1)
+def _dlib_model():
+    try:
+        import dlib
+        import face_recognition_models as frm
+        return dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+    except Exception:  # not installed, a broken native build, or no model file
+        return None
+
+
+def dlib_available() -> bool:
+    """True when the optional `dlib` and `face_recognition_models` load."""
+    return _dlib_model() is not None
+
+
+def dlib_embed(images: torch.Tensor) -> torch.Tensor | None:
+    """dlib's 128-d face descriptors (N, 128), each whole (already aligned) image used as
+    the 150x150 uint8 RGB face chip; None when dlib is not installed."""
+    if (model := _dlib_model()) is None:
+        return None
+    chips = F.interpolate(images.float(), (150, 150), mode="bilinear", antialias=True)
+    chips = (chips.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).contiguous().numpy()
+    out = [np.asarray(model.compute_face_descriptor(c), np.float32) for c in chips]
+    return torch.from_numpy(np.stack(out)) if out else torch.zeros(0, 128)

@@ -1,0 +1,222 @@
+"""On-device benchmark of an export: latency, size, FLOPs and bytes on the wire.
+
+Batch 1 (one camera frame), per thread count: onnxruntime fp32, onnxruntime int8
+(static QDQ quantization, per-channel weights, calibrated on rendered faces),
+eager PyTorch (when the run's weights are on this machine), for the obfuscator
+alone and for the whole model (obfuscator + classifier) run on the device.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import wire
+from .manifest import load_export
+from .preprocess_np import to_input, to_uint8
+
+ORIGINAL_SIZE = (218, 178)  # CelebA's aligned crops (h, w): the stand-in "original photo"
+
+
+def bench(export_dir: str | Path, threads: Sequence[int] = (1, 2), runs: int = 100,
+          warmup: int = 10, image: str | Path | None = None, verbose: bool = True) -> dict:
+    """Measure an export folder; prints a table (verbose) and returns the figures."""
+    bundle = load_export(export_dir)
+    pre = bundle.preprocessing
+    photo, photo_source = _sample_photo(image)
+    x = to_input(to_uint8(photo, pre)[None])
+    calib = _calibration_inputs(pre, x)
+    res: dict = {"export": str(bundle.root), "input_shape": list(x.shape),
+                 "feature_shape": list(bundle.feature_shape), "runs": runs,
+                 "photo": photo_source, "latency_ms": {}, "notes": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {"fp32": (bundle.model_path("obfuscator"), bundle.model_path("classifier"))}
+        paths["int8"] = _quantize(paths["fp32"], calib, Path(tmp))
+        res["model_bytes"] = {f"{part}_{kind}": p.stat().st_size for kind, pair in paths.items()
+                              for part, p in zip(("obfuscator", "classifier"), pair, strict=True)}
+        for t in threads:
+            for kind, (enc_p, cls_p) in paths.items():
+                enc, cls = _session(enc_p, t), _session(cls_p, t)
+                res["latency_ms"][f"obfuscator onnxruntime {kind} t{t}"] = _time(
+                    lambda e=enc: e.run(None, {"image": x}), runs, warmup)
+                res["latency_ms"][f"whole model onnxruntime {kind} t{t}"] = _time(
+                    lambda e=enc, c=cls: c.run(None, {"features": e.run(None, {"image": x})[0]}),
+                    runs, warmup)
+        res["int8_model_check"] = _int8_check(paths, calib)
+    res["latency_ms"].update(_torch_latency(bundle.manifest, x, threads, runs, warmup, res))
+    pte = bundle.manifest["models"].get("obfuscator_pte")
+    if pte:
+        res["model_bytes"]["obfuscator_pte"] = pte["bytes"]
+    enc_macs = onnx_macs(bundle.model_path("obfuscator"))
+    cls_macs = onnx_macs(bundle.model_path("classifier"))
+    res["macs"] = {"obfuscator": enc_macs, "classifier": cls_macs, "whole": enc_macs + cls_macs}
+    res["flops"] = {k: 2 * v for k, v in res["macs"].items()}
+    res["payload_bytes"] = payload_sizes(_session(paths["fp32"][0], 1).run(None, {"image": x})[0],
+                                         photo, pre)
+    if verbose:
+        print(format_report(res))
+    return res
+
+
+def _sample_photo(image: str | Path | None) -> tuple[Image.Image, str]:
+    if image is not None:
+        with Image.open(image) as img:
+            return img.convert("RGB"), str(image)
+    from ..data.synthfaces import generate_synthfaces
+
+    ds = generate_synthfaces(1, 1, ORIGINAL_SIZE, seed=0)
+    return Image.fromarray(ds.images[0]), f"rendered synthface at {ORIGINAL_SIZE[0]}x" \
+        f"{ORIGINAL_SIZE[1]} (pass --image for a real photo)"
+
+
+def _calibration_inputs(pre: dict, x: np.ndarray) -> np.ndarray:
+    from ..data.synthfaces import generate_synthfaces
+
+    ds = generate_synthfaces(8, 2, tuple(pre["size"]), seed=7)
+    return np.concatenate([x, to_input(ds.images)])
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _time(fn, runs: int, warmup: int) -> dict:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        ts.append((time.perf_counter() - t0) * 1e3)
+    return {"median": float(np.median(ts)), "p90": float(np.percentile(ts, 90))}
+
+
+def _quantize(fp32: tuple[Path, Path], calib: np.ndarray, tmp: Path) -> tuple[Path, Path]:
+    """Static int8 (QDQ) copies of both models, calibrated on rendered faces."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, name: str, arrays: np.ndarray) -> None:
+            self.items = iter([{name: a[None]} for a in arrays])
+
+        def get_next(self) -> dict | None:
+            return next(self.items, None)
+
+    feats = _session(fp32[0], 1).run(None, {"image": calib})[0]
+    out = (tmp / "obfuscator_int8.onnx", tmp / "classifier_int8.onnx")
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.setLevel(logging.ERROR)  # the quantizer logs "consider pre-processing" on the root logger
+    try:
+        for src, dst, name, data in ((fp32[0], out[0], "image", calib),
+                                     (fp32[1], out[1], "features", feats)):
+            quantize_static(str(src), str(dst), Reader(name, data),
+                            quant_format=QuantFormat.QDQ, per_channel=True)
+    finally:
+        root.setLevel(level)
+    return out
+
+
+def _int8_check(paths: dict, calib: np.ndarray) -> dict:
+    """How far the int8 models drift from fp32 on the calibration faces (not a task metric)."""
+    z32 = _session(paths["fp32"][0], 1).run(None, {"image": calib})[0]
+    z8 = _session(paths["int8"][0], 1).run(None, {"image": calib})[0]
+    p32 = _session(paths["fp32"][1], 1).run(None, {"features": z32})[0]
+    p8 = _session(paths["int8"][1], 1).run(None, {"features": z8})[0]
+    return {"features_max_abs_diff_rel": float(np.abs(z8 - z32).max() / max(z32.max(), 1e-12)),
+            "probability_max_abs_diff": float(np.abs(p8 - p32).max()), "images": len(calib)}
+
+
+def _torch_latency(manifest: dict, x: np.ndarray, threads: Sequence[int], runs: int,
+                   warmup: int, res: dict) -> dict:
+    """Eager PyTorch from the run's weights, if torch and the run folder are here."""
+    run = manifest.get("run", {}).get("path", "")
+    try:
+        import torch
+
+        from ..runs import load_run
+
+        _, models = load_run(Path(run))
+    except Exception as exc:  # noqa: BLE001 - any failure here means "skip", with the reason
+        res["notes"].append(f"eager PyTorch skipped: {exc.__class__.__name__}: {exc}")
+        return {}
+    out, before, xt = {}, torch.get_num_threads(), torch.from_numpy(x)
+    enc, cls = models.encoder.float().eval(), models.classifier.float().eval()
+    try:
+        with torch.inference_mode():
+            for t in threads:
+                torch.set_num_threads(t)
+                out[f"obfuscator torch eager fp32 t{t}"] = _time(lambda: enc(xt), runs, warmup)
+                out[f"whole model torch eager fp32 t{t}"] = _time(
+                    lambda: torch.sigmoid(cls(enc(xt))), runs, warmup)
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+def onnx_macs(path: Path) -> int:
+    """Multiply-accumulates of Conv, Gemm and MatMul nodes at batch 1, from inferred shapes."""
+    import onnx
+
+    m = onnx.load(str(path))
+    for inp in m.graph.input:
+        inp.type.tensor_type.shape.dim[0].dim_value = 1
+    m = onnx.shape_inference.infer_shapes(m)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*m.graph.input, *m.graph.value_info, *m.graph.output]}
+    shapes.update({i.name: list(i.dims) for i in m.graph.initializer})
+    macs = 0
+    for node in m.graph.node:
+        out = shapes.get(node.output[0], [])
+        if node.op_type == "Conv":  # each output value: C_in/groups * kh * kw MACs
+            macs += int(np.prod(out)) * int(np.prod(shapes[node.input[1]][1:]))
+        elif node.op_type in ("Gemm", "MatMul"):
+            a = shapes[node.input[0]]
+            trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+            macs += int(np.prod(out)) * (a[0] if trans_a else a[-1])
+    return macs
+
+
+def payload_sizes(features: np.ndarray, photo: Image.Image, pre: dict) -> dict:
+    """Bytes per image on the wire (batch 1, header included) vs the photo as JPEG q90."""
+    sizes = {f"wire_{d}": len(wire.encode(features, d)) for d in ("float32", "float16", "int8")}
+    sizes["wire_int8_per_tensor"] = len(wire.encode(features, "int8", per_channel=False))
+    small = Image.fromarray(to_uint8(photo, pre))
+    for name, img in (("jpeg_q90_input_resolution", small), ("jpeg_q90_original", photo)):
+        buf = io.BytesIO()
+        img.save(buf, format="JPEG", quality=90)
+        sizes[name] = buf.tell()
+    sizes["raw_uint8_input_resolution"] = int(np.asarray(small).size)
+    sizes["original_resolution"] = f"{photo.size[1]}x{photo.size[0]}"
+    return sizes
+
+
+def format_report(res: dict) -> str:
+    lines = [f"export: {res['export']}  input {res['input_shape']}  features "
+             f"{res['feature_shape']}  batch 1, {res['runs']} runs",
+             f"{'latency (ms/image)':<44}{'median':>9}{'p90':>9}"]
+    lines += [f"  {k:<42}{v['median']:>9.3f}{v['p90']:>9.3f}"
+              for k, v in res["latency_ms"].items()]
+    lines.append("model size (bytes): " + ", ".join(f"{k} {v}"
+                                                    for k, v in res["model_bytes"].items()))
+    lines.append("MACs at batch 1: " + ", ".join(f"{k} {v / 1e6:.2f} M"
+                                                 for k, v in res["macs"].items())
+                 + "  (FLOPs = 2 x MACs)")
+    lines.append(f"payload bytes per image ({res['photo']}): "
+                 + ", ".join(f"{k} {v}" for k, v in res["payload_bytes"].items()))
+    c = res["int8_model_check"]
+    lines.append(f"int8 models vs fp32 on {c['images']} faces: features max diff "
+                 f"{c['features_max_abs_diff_rel']:.3%} of max, probability max diff "
+                 f"{c['probability_max_abs_diff']:.2e}")
+    lines += [f"note: {n}" for n in res["notes"]]
+    return "\n".join(lines)

@@ -1,0 +1,144 @@
+"""Subcommands export, serve, classify and bench for the `deepobfuscator` command.
+
+`register(subparsers)` adds them to the main parser; heavy imports (torch,
+onnxruntime, fastapi) happen inside each command, so `--help` stays fast and
+`classify` never imports torch. Run standalone with `python -m
+deepobfuscator.deploy.cli_commands ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .client import ClientError
+from .manifest import ExportError
+from .preprocess_np import ImageError
+from .wire import DTYPES, WireError
+
+# User errors of the deploy commands: the CLI prints their message, no traceback.
+DEPLOY_ERRORS: tuple[type[Exception], ...] = (ExportError, WireError, ClientError, ImageError)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    out = export_run(Path(args.run), Path(args.out), wire_dtype=args.wire_dtype,
+                     per_channel=not args.per_tensor, parity_images=args.parity_images,
+                     mobile=not args.no_mobile)
+    m = json.loads((out / "manifest.json").read_text())
+    p = m["parity"]
+    print(f"exported {m['task']['name']} model to {out}: obfuscator.onnx "
+          f"({m['models']['obfuscator']['bytes']} B), classifier.onnx "
+          f"({m['models']['classifier']['bytes']} B); {m['mobile']}")
+    print(f"parity onnxruntime vs PyTorch on {p['images']} images ({p['image_source']}): "
+          f"features {p['features_max_abs_diff']:.2g}, probability "
+          f"{p['probability_max_abs_diff']:.2g} (tolerance {p['features_tolerance']:.0e} / "
+          f"{p['probability_tolerance']:.0e})")
+    w = m["wire"]
+    print(f"wire: {w['dtype']} ({w['quantization']}), {w['bytes_per_image']} bytes per image "
+          f"vs {w['image_bytes_uint8']} bytes of raw uint8 input")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import serve
+
+    serve(Path(args.export), host=args.host, port=args.port, token=args.token,
+          max_body_bytes=args.max_body_bytes, threads=args.threads, log_level=args.log_level)
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from .client import classify_images
+
+    results = classify_images(args.server, Path(args.model), args.images, token=args.token,
+                              batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['image']}: {r['task']} probability {r['probability']:.4f} "
+                  f"label {r['label']}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import bench
+
+    res = bench(Path(args.export), threads=tuple(args.threads), runs=args.runs,
+                image=args.image)
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+        print(f"figures written to {args.json}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add export, serve, classify and bench to the main command's subparsers."""
+    e = subparsers.add_parser("export", help="export a trained run to ONNX + manifest")
+    e.add_argument("run", help="run folder from `deepobfuscator train`")
+    e.add_argument("--out", required=True, help="export folder to write")
+    e.add_argument("--wire-dtype", choices=sorted(DTYPES), default="int8",
+                   help="how features travel (default int8: 4x smaller than float32)")
+    e.add_argument("--per-tensor", action="store_true",
+                   help="int8 with one scale for the tensor instead of one per channel")
+    e.add_argument("--parity-images", type=int, default=32)
+    e.add_argument("--no-mobile", action="store_true",
+                   help="skip the ExecuTorch .pte even when executorch is installed")
+    e.set_defaults(func=cmd_export)
+
+    s = subparsers.add_parser("serve", help="serve the cloud classifier of an export (HTTP)")
+    s.add_argument("export", help="export folder from `deepobfuscator export`")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--token", default=None,
+                   help="require 'Authorization: Bearer TOKEN' (default: $DEEPOBFUSCATOR_TOKEN)")
+    s.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
+    s.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = default)")
+    s.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn log level (info logs every request)")
+    s.set_defaults(func=cmd_serve)
+
+    c = subparsers.add_parser("classify", help="classify images through a running server")
+    c.add_argument("images", nargs="+", metavar="IMAGE")
+    c.add_argument("--server", required=True, help="e.g. http://127.0.0.1:8000")
+    c.add_argument("--model", required=True, help="the export folder (runs the obfuscator here)")
+    c.add_argument("--token", default=None, help="bearer token (default: $DEEPOBFUSCATOR_TOKEN)")
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--json", action="store_true", help="print the answers as JSON")
+    c.set_defaults(func=cmd_classify)
+
+    b = subparsers.add_parser("bench", help="on-device latency, size, FLOPs, payload bytes")
+    b.add_argument("export", help="export folder from `deepobfuscator export`")
+    b.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    b.add_argument("--runs", type=int, default=100)
+    b.add_argument("--image", default=None, help="a photo for the payload vs JPEG sizes")
+    b.add_argument("--json", default=None, metavar="PATH", help="also write the figures here")
+    b.set_defaults(func=cmd_bench)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point (the same commands as `deepobfuscator`)."""
+    parser = argparse.ArgumentParser(prog="python -m deepobfuscator.deploy.cli_commands")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        # the package's user errors (RunError, ConfigError, DataError, DEPLOY_ERRORS) are all
+        # ValueErrors defined in deepobfuscator; importing them here would import torch
+        if not (isinstance(exc, FileNotFoundError)
+                or type(exc).__module__.startswith("deepobfuscator.")):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The phone-side prototype: image files -> local obfuscator -> wire format -> cloud answer.
+
+Imports no torch, on purpose: numpy, Pillow, onnxruntime and httpx are what a
+device-side client has. tests/test_client.py runs it with torch made unimportable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import wire
+from .manifest import ExportBundle, load_export
+from .preprocess_np import load_batch
+
+TOKEN_ENV = "DEEPOBFUSCATOR_TOKEN"
+
+
+class ClientError(ValueError):
+    """The server could not be reached or refused the request; the message says why."""
+
+
+class DeviceObfuscator:
+    """obfuscator.onnx in onnxruntime, with the manifest's preprocessing and wire settings."""
+
+    def __init__(self, export_dir: str | Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        self.bundle: ExportBundle = load_export(export_dir)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(self.bundle.model_path("obfuscator")), opts,
+                                            providers=["CPUExecutionProvider"])
+
+    def preprocess(self, image_paths: Sequence[str | Path]) -> np.ndarray:
+        """Files -> float32 (N, 3, H, W) in [0, 1], exactly as in training."""
+        return load_batch(image_paths, self.bundle.preprocessing)
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """float32 (N, 3, H, W) model input -> float32 features (N, C, H', W')."""
+        return self.session.run(None, {"image": np.ascontiguousarray(images, np.float32)})[0]
+
+    def encode(self, features: np.ndarray, dtype: str | None = None) -> bytes:
+        """Features -> request body, in the manifest's wire dtype unless told otherwise."""
+        return wire.encode(features, dtype or self.bundle.wire_dtype,
+                           per_channel=self.bundle.wire_per_channel)
+
+
+def post_features(server_url: str, body: bytes, token: str | None = None,
+                  timeout: float = 30.0, client=None) -> dict:
+    """POST one encoded batch to /v1/classify; returns the JSON answer or raises ClientError."""
+    import httpx
+
+    token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+    headers = {"Content-Type": "application/octet-stream"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    url = server_url.rstrip("/") + "/v1/classify"
+    try:
+        if client is not None:
+            r = client.post(url, content=body, headers=headers, timeout=timeout)
+        else:
+            r = httpx.post(url, content=body, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise ClientError(f"cannot reach {url}: {exc.__class__.__name__}: {exc}; is "
+                          "`deepobfuscator serve` running there?") from exc
+    if r.status_code != 200:
+        try:
+            err = r.json()
+            why = f"{err.get('error')}: {err.get('detail')}"
+        except ValueError:
+            why = r.text[:200]
+        hint = " (pass --token or set $DEEPOBFUSCATOR_TOKEN)" if r.status_code == 401 else ""
+        raise ClientError(f"server answered {r.status_code} ({why}){hint}")
+    return r.json()
+
+
+def classify_images(server_url: str, export_dir: str | Path,
+                    image_paths: Sequence[str | Path], token: str | None = None,
+                    batch_size: int = 32, timeout: float = 30.0) -> list[dict]:
+    """Classify image files through the cloud service; one dict per image, in order:
+    {"image", "task", "probability", "label"}. Only obfuscated features leave this machine."""
+    import httpx
+
+    device = DeviceObfuscator(export_dir)
+    paths = [Path(p) for p in image_paths]
+    results: list[dict] = []
+    with httpx.Client() as http:
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            z = device.features(device.preprocess(chunk))
+            answer = post_features(server_url, device.encode(z), token, timeout, client=http)
+            preds = answer.get("predictions", [])
+            if len(preds) != len(chunk):
+                raise ClientError(f"server returned {len(preds)} answers for {len(chunk)} images")
+            for path, pred in zip(chunk, preds, strict=True):
+                results.append({"image": str(path), "task": answer.get("task"),
+                                "probability": float(pred["probability"]),
+                                "label": int(pred["label"])})
+    return results

@@ -1,0 +1,224 @@
+"""Export a trained run: two ONNX models and a manifest, parity-checked against PyTorch.
+
+The parity check runs both ONNX models in onnxruntime on real images (the run's
+test split; rendered synthfaces when the run's data is not on this machine) and
+compares them with the PyTorch models they came from. Above the tolerance the
+export fails and no manifest is written, so a folder that failed is never served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..io import atomic_write, atomic_write_json
+from . import wire
+from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, ExportError, load_export, sha256_file
+
+__all__ = ["ExportError", "export_run", "load_export", "FEATURE_TOL", "PROB_TOL"]
+
+# fp32 ONNX vs fp32 PyTorch differ only in summation order: ~1e-7 relative here.
+FEATURE_TOL = 1e-4  # max abs difference, relative to max(1, max |torch features|)
+PROB_TOL = 1e-4  # max abs difference of the task probability
+PARITY_IMAGES = 32
+OPSET = 18
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, wire_dtype: str = "int8",
+               per_channel: bool = True, parity_images: int = PARITY_IMAGES,
+               mobile: bool = True) -> Path:
+    """Write obfuscator.onnx, classifier.onnx (+ obfuscator.pte) and manifest.json into out_dir.
+
+    mobile: also build the ExecuTorch .pte when executorch is installed (extra `[mobile]`).
+    """
+    import torch
+
+    from ..data.factory import preprocess_from_config
+    from ..models import feature_shape
+    from ..runs import RunPaths, load_run, read_info
+
+    if wire_dtype not in wire.DTYPES:
+        raise ExportError(f"unknown wire dtype {wire_dtype!r}: use one of {sorted(wire.DTYPES)}")
+    run_dir, out = Path(run_dir).resolve(), Path(out_dir)
+    cfg, models = load_run(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # a failed export must not look complete
+    encoder = models.encoder.float().eval()
+    task = task_probability(models.classifier.float()).eval()
+    c, h, w = feature_shape(cfg)
+    images, image_source = _parity_images(cfg, parity_images)
+
+    t0 = time.perf_counter()
+    _export_onnx(encoder, torch.from_numpy(images[:2]), out / "obfuscator.onnx", "image",
+                 "features")
+    _export_onnx(task, torch.zeros(2, c, h, w), out / "classifier.onnx", "features",
+                 "probability")
+    parity = check_onnx_parity(out, encoder, task, images)
+    parity["images"], parity["image_source"] = len(images), image_source
+    models_entry = {name: _model_entry(out / f"{name}.onnx", "onnx")
+                    for name in ("obfuscator", "classifier")}
+    mobile_note = "not requested"
+    if mobile:
+        models_entry["obfuscator_pte"], mobile_note = _maybe_export_pte(encoder, images, out)
+    pre = preprocess_from_config(cfg.data).to_dict()
+    info = read_info(run_dir)
+    feat_elems = c * h * w
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "package_version": __version__, "torch_version": torch.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "export_seconds": round(time.perf_counter() - t0, 2),
+        "run": {"path": str(run_dir), "config_fingerprint": cfg.fingerprint(),
+                "config_file": str(RunPaths(run_dir).config), "privacy_method":
+                cfg.privacy.method, "final": info.get("final", {})},
+        "input": {"name": "image", "size": pre["size"], "crop": pre["crop"],
+                  "resample": pre["resample"], "value_range": pre["value_range"],
+                  "channel_order": pre["channel_order"], "layout": "NCHW", "dtype": "float32",
+                  "batch": "dynamic",
+                  "rule": "RGB; crop=square: centre-crop the largest square, none: keep the "
+                          "frame; resize to size=[height, width] with PIL's `resample` filter; "
+                          "uint8 / 255 as float32; HWC -> CHW"},
+        "features": {"name": "features", "shape": [c, h, w], "dtype": "float32",
+                     "min": 0.0, "elements": feat_elems,
+                     "elements_vs_image": round(feat_elems / (3 * pre["size"][0]
+                                                              * pre["size"][1]), 4)},
+        "wire": {"format_version": wire.VERSION, "dtype": wire_dtype,
+                 "quantization": ("per-channel affine" if per_channel else "per-tensor affine")
+                 if wire_dtype == "int8" else "none",
+                 "bytes_per_image": wire.encoded_size((1, c, h, w), wire_dtype, per_channel),
+                 "image_bytes_uint8": 3 * pre["size"][0] * pre["size"][1]},
+        "task": {"name": cfg.data.task, "output": f"P({cfg.data.task} = 1), sigmoid of the "
+                 "classifier's logit", "threshold": 0.5},
+        "models": models_entry,
+        "mobile": mobile_note,
+        "parity": parity,
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    for f in [out / MANIFEST, *(out / e["file"] for e in models_entry.values() if e)]:
+        f.chmod(0o644)  # temp files are created 0600; an export is meant to be shipped
+    load_export(out)  # what serve and classify will do: fail here, not there
+    return out
+
+
+def task_probability(classifier):
+    """The classifier with its sigmoid: the cloud model answers a probability, not a logit."""
+    import torch
+
+    class TaskProbability(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(self.net(z))
+
+    return TaskProbability(classifier)
+
+
+def _export_onnx(module, example, path: Path, input_name: str, output_name: str) -> None:
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    # the exporter prints progress and warns about torchvision ops: keep the CLI readable
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        prog = torch.onnx.export(module, (example,), dynamo=True, opset_version=OPSET,
+                                 input_names=[input_name], output_names=[output_name],
+                                 dynamic_shapes=({0: batch},), verbose=False)
+    atomic_write(path, lambda p: prog.save(str(p), external_data=False))
+
+
+def check_onnx_parity(out: Path, encoder, task, images: np.ndarray) -> dict:
+    """Max abs differences onnxruntime vs PyTorch; raises ExportError above tolerance."""
+    import onnxruntime as ort
+    import torch
+
+    opts = ort.SessionOptions()
+    enc = ort.InferenceSession(str(out / "obfuscator.onnx"), opts,
+                               providers=["CPUExecutionProvider"])
+    cls = ort.InferenceSession(str(out / "classifier.onnx"), opts,
+                               providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        z_t = encoder(torch.from_numpy(images)).numpy()
+        p_t = task(torch.from_numpy(z_t)).numpy()
+    z_o = enc.run(None, {"image": images})[0]
+    z_1 = enc.run(None, {"image": images[:1]})[0]  # batch 1: the dynamic axis really is dynamic
+    p_o = cls.run(None, {"features": z_t})[0]
+    scale = max(1.0, float(np.abs(z_t).max()))
+    d_z = float(max(np.abs(z_o - z_t).max(), np.abs(z_1 - z_t[:1]).max()))
+    d_p = float(np.abs(p_o - p_t).max())
+    if not (d_z <= FEATURE_TOL * scale and d_p <= PROB_TOL):
+        raise ExportError(
+            f"ONNX parity check failed: features differ by {d_z:.3g} (tolerance "
+            f"{FEATURE_TOL * scale:.3g}), probabilities by {d_p:.3g} (tolerance {PROB_TOL}); "
+            "the exported models do not compute what the PyTorch models compute")
+    return {"features_max_abs_diff": d_z, "probability_max_abs_diff": d_p,
+            "features_tolerance": FEATURE_TOL * scale, "probability_tolerance": PROB_TOL,
+            "tolerance_rule": "features: 1e-4 * max(1, max|features|); probability: 1e-4"}
+
+
+def _parity_images(cfg, n: int) -> tuple[np.ndarray, str]:
+    """float32 (n, 3, H, W): the run's test split, or rendered faces when it is unavailable."""
+    from ..data.base import DataError
+    from .preprocess_np import to_input
+
+    try:
+        from ..data.splits import make_splits
+
+        test = make_splits(cfg)["test"]
+        return to_input(test.images[:n]), f"test split ({test.source})"
+    except (DataError, OSError) as exc:
+        from ..data.synthfaces import generate_synthfaces
+
+        ds = generate_synthfaces(max(1, n // 4), 4, tuple(cfg.data.image_size), seed=12345)
+        return to_input(ds.images[:n]), f"synthfaces (run data unavailable: {exc})"
+
+
+def _model_entry(path: Path, fmt: str, **extra) -> dict:
+    return {"file": path.name, "format": fmt, "sha256": sha256_file(path),
+            "bytes": path.stat().st_size, **extra}
+
+
+def _maybe_export_pte(encoder, images: np.ndarray, out: Path) -> tuple[dict | None, str]:
+    """ExecuTorch + XNNPACK .pte of the obfuscator (batch 1), parity-checked; None if absent."""
+    try:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+            XnnpackPartitioner,
+        )
+        from executorch.exir import to_edge_transform_and_lower
+        from executorch.runtime import Runtime
+    except ImportError:
+        (out / "obfuscator.pte").unlink(missing_ok=True)
+        return None, "skipped: executorch is not installed (pip install 'deepobfuscator[mobile]')"
+    import torch
+
+    x = torch.from_numpy(images[:1])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        ep = torch.export.export(encoder, (x,))
+        program = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+        buffer = program.to_executorch().buffer
+    path = out / "obfuscator.pte"
+    atomic_write(path, lambda p: p.write_bytes(buffer))
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+    worst, scale = 0.0, 1.0
+    for i in range(min(8, len(images))):
+        xi = torch.from_numpy(images[i:i + 1])
+        with torch.no_grad():
+            ref = encoder(xi).numpy()
+        got = np.asarray(method.execute([xi])[0])
+        worst, scale = max(worst, float(np.abs(got - ref).max())), max(scale, float(ref.max()))
+    if worst > FEATURE_TOL * scale:
+        raise ExportError(f"ExecuTorch parity check failed: features differ by {worst:.3g} "
+                          f"(tolerance {FEATURE_TOL * scale:.3g})")
+    entry = _model_entry(path, "executorch", delegate="XNNPACK", batch=1,
+                         features_max_abs_diff=worst)
+    return entry, "obfuscator.pte built with ExecuTorch + XNNPACK (batch 1)"

@@ -1,0 +1,112 @@
+"""The export folder and its manifest: what a phone and a server need to agree on.
+
+    EXPORT/obfuscator.onnx   the device part: image (N, 3, H, W) float32 in [0, 1] -> features
+    EXPORT/classifier.onnx   the cloud part: features -> task probability (N,)
+    EXPORT/obfuscator.pte    optional: ExecuTorch + XNNPACK build of the obfuscator
+    EXPORT/manifest.json     preprocessing, shapes, wire settings, SHA-256 of each model
+
+Reading it needs no torch: the server and the client both call `load_export`,
+which refuses a folder with a missing file or a model whose hash does not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+FORMAT = "deepobfuscator-export"
+FORMAT_VERSION = 1
+REQUIRED_MODELS = ("obfuscator", "classifier")
+
+
+class ExportError(ValueError):
+    """An export that failed its checks, or an export folder that is incomplete or altered."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ExportBundle:
+    """A verified export folder."""
+
+    root: Path
+    manifest: dict
+
+    def model_path(self, name: str) -> Path:
+        return self.root / self.manifest["models"][name]["file"]
+
+    @property
+    def feature_shape(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.manifest["features"]["shape"])  # type: ignore[return-value]
+
+    @property
+    def preprocessing(self) -> dict:
+        return self.manifest["input"]
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]["name"]
+
+    @property
+    def wire_dtype(self) -> str:
+        return self.manifest["wire"]["dtype"]
+
+    @property
+    def wire_per_channel(self) -> bool:
+        return self.manifest["wire"]["quantization"] == "per-channel affine"
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest["task"].get("threshold", 0.5))
+
+
+def load_export(export_dir: str | Path, check_hashes: bool = True) -> ExportBundle:
+    """Open an export folder, checking that every file is there and every hash matches."""
+    root = Path(export_dir)
+    if not root.is_dir():
+        raise ExportError(f"export folder not found: {root}; create it with "
+                          "`deepobfuscator export RUN_DIR --out DIR`")
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise ExportError(f"{root}: {MANIFEST} is missing: the folder is incomplete; "
+                          "export the run again")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ExportError(f"{mpath}: not valid JSON ({exc}); export the run again") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ExportError(f"{mpath} is not a deepobfuscator export manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ExportError(f"{mpath}: export format version {manifest.get('format_version')} "
+                          f"is not supported (this package reads {FORMAT_VERSION}); "
+                          "export the run again with this version")
+    for key in ("input", "features", "wire", "task", "models"):
+        if key not in manifest:
+            raise ExportError(f"{mpath}: manifest field {key!r} missing; export the run again")
+    models = manifest["models"]
+    for entry in models.values():
+        if entry is None:
+            continue  # an optional model that was not built
+        path = root / entry["file"]
+        if not path.is_file():
+            raise ExportError(f"{root}: model file {entry['file']} is missing (listed in "
+                              f"{MANIFEST}); the folder is incomplete, export the run again")
+        if check_hashes:
+            digest = sha256_file(path)
+            if digest != entry["sha256"]:
+                raise ExportError(
+                    f"{path}: SHA-256 {digest[:16]}... does not match the manifest's "
+                    f"{entry['sha256'][:16]}...; the file was altered or replaced, export again")
+    for name in REQUIRED_MODELS:
+        if models.get(name) is None:
+            raise ExportError(f"{mpath}: no {name} model listed; export the run again")
+    return ExportBundle(root, manifest)

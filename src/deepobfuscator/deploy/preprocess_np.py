@@ -1,0 +1,79 @@
+"""The phone's preprocessing, from the manifest alone: numpy + Pillow, no torch.
+
+It reproduces `deepobfuscator.data.base.Preprocess.apply` followed by the
+training batch conversion (uint8 -> float32 / 255, HWC -> CHW) bit for bit;
+tests/test_client.py checks that equality. Kept separate from `data.base` so a
+client can ship this file without the training package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+class ImageError(ValueError):
+    """An image file the client cannot read, or preprocessing settings it does not know."""
+
+
+def check_settings(pre: dict) -> None:
+    """Refuse manifest preprocessing this implementation would not reproduce exactly."""
+    if pre.get("crop") not in ("square", "none"):
+        raise ImageError(f"manifest crop {pre.get('crop')!r} unknown: expected square or none")
+    if pre.get("resample") not in RESAMPLE:
+        raise ImageError(f"manifest resample {pre.get('resample')!r} unknown: expected one of "
+                         f"{sorted(RESAMPLE)}")
+    if list(pre.get("value_range", [])) != [0.0, 1.0] or pre.get("channel_order") != "RGB":
+        raise ImageError("manifest asks for a value range or channel order other than "
+                         "[0, 1] RGB; this client only implements that one")
+    if len(pre.get("size", [])) != 2:
+        raise ImageError(f"manifest input size {pre.get('size')!r} is not [height, width]")
+
+
+def to_uint8(img: Image.Image, pre: dict) -> np.ndarray:
+    """PIL image -> uint8 (H, W, 3): RGB, centre square crop (or none), resize."""
+    img = img.convert("RGB")
+    if pre["crop"] == "square":
+        w, h = img.size
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        img = img.crop((left, top, left + s, top + s))
+    target_h, target_w = (int(v) for v in pre["size"])
+    if img.size != (target_w, target_h):
+        img = img.resize((target_w, target_h), RESAMPLE[pre["resample"]])
+    return np.asarray(img, dtype=np.uint8)
+
+
+def to_input(images_uint8: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W, 3) -> float32 (N, 3, H, W) in [0, 1], the model's input."""
+    x = np.ascontiguousarray(images_uint8.transpose(0, 3, 1, 2)).astype(np.float32)
+    return x / np.float32(255.0)  # float32 division: the same rounding as torch's div_
+
+
+def load_batch(paths: Sequence[str | Path], pre: dict) -> np.ndarray:
+    """Image files -> float32 (N, 3, H, W) model input, per the manifest's preprocessing."""
+    check_settings(pre)
+    out = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise ImageError(f"image file not found: {path}")
+        try:
+            with Image.open(path) as img:
+                img.load()
+                out.append(to_uint8(img, pre))
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            raise ImageError(f"cannot read image {path} ({exc.__class__.__name__}: {exc})") from exc
+    if not out:
+        raise ImageError("no images given")
+    return to_input(np.stack(out))

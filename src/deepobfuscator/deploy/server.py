@@ -1,0 +1,170 @@
+"""The cloud service: features in the wire format in, the task's answer out.
+
+FastAPI on uvicorn, onnxruntime for the classifier; no torch on this path. Every
+malformed request gets a 4xx JSON body `{"error": code, "detail": message}`;
+the service refuses to start on an incomplete or altered export folder.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from . import wire
+from .manifest import load_export
+
+TOKEN_ENV = "DEEPOBFUSCATOR_TOKEN"
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+DEFAULT_MAX_BATCH = 256
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+_BEARER = HTTPBearer(auto_error=False)  # module level: annotations are resolved in globals
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+
+
+class ApiError(StarletteHTTPException):
+    def __init__(self, status: int, code: str, detail: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, detail, headers)
+        self.code = code
+
+
+class Prediction(BaseModel):
+    probability: float
+    label: int
+
+
+class ClassifyResponse(BaseModel):
+    task: str
+    threshold: float
+    predictions: list[Prediction]
+
+
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
+                 405: "method_not_allowed", 413: "too_large", 422: "invalid_request"}
+_BODY_DOC = {"requestBody": {"required": True, "description": "a feature batch in the wire "
+             "format (docs/deploy.md)", "content": {"application/octet-stream": {
+                 "schema": {"type": "string", "format": "binary"}}}}}
+
+
+def create_app(export_dir: str | Path, token: str | None = None,
+               max_body_bytes: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH,
+               threads: int = 0) -> FastAPI:
+    """The service for one export folder. token=None reads $DEEPOBFUSCATOR_TOKEN (unset: no auth).
+
+    Raises ExportError (before anything listens) if the folder is incomplete or altered.
+    """
+    import onnxruntime as ort
+
+    bundle = load_export(export_dir)
+    token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(bundle.model_path("classifier")), opts,
+                                   providers=["CPUExecutionProvider"])
+    public = dict(bundle.manifest)
+    public["run"] = {k: v for k, v in public.get("run", {}).items()
+                     if k not in ("path", "config_file")}  # no server file paths in answers
+
+    app = FastAPI(title="DeepObfuscator cloud classifier", version=__version__,
+                  description=f"Answers `{bundle.task}` from obfuscated features. The device "
+                  "runs obfuscator.onnx and sends its output in the wire format.")
+    def authorize(creds: Credentials) -> None:
+        if token is None:
+            return
+        given = creds.credentials.encode() if creds is not None else b""
+        if not hmac.compare_digest(given, token.encode()):  # constant time: no timing oracle
+            raise ApiError(401, "unauthorized", "missing or wrong bearer token: send "
+                           "'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = getattr(exc, "code", _STATUS_CODES.get(exc.status_code, "error"))
+        return JSONResponse({"error": code, "detail": exc.detail}, exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": "invalid_request", "detail": str(exc.errors())}, 422)
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok", "task": bundle.task, "version": __version__,
+                "classifier_sha256": bundle.manifest["models"]["classifier"]["sha256"]}
+
+    @app.get("/v1/manifest", dependencies=[Depends(authorize)])
+    async def manifest() -> dict:
+        return public
+
+    @app.post("/v1/classify", response_model=ClassifyResponse, openapi_extra=_BODY_DOC,
+              dependencies=[Depends(authorize)],
+              responses={400: {"description": "malformed feature batch"},
+                         401: {"description": "missing or wrong token"},
+                         413: {"description": "body or batch too large"}})
+    async def classify(request: Request) -> ClassifyResponse:
+        body = await _read_limited(request, max_body_bytes)
+        try:
+            z = wire.decode(body, expected_shape=bundle.feature_shape, max_bytes=max_body_bytes)
+        except wire.WireError as exc:
+            raise ApiError(413 if exc.code == "too_large" else 400, exc.code, str(exc)) from exc
+        if len(z) > max_batch:
+            raise ApiError(413, "batch_too_large",
+                           f"batch of {len(z)} feature tensors > limit {max_batch}; split it")
+        probs = (await run_in_threadpool(session.run, None, {"features": z}))[0]
+        probs = np.asarray(probs, np.float64).reshape(-1)
+        if not np.isfinite(probs).all():  # extreme inputs can overflow inside the network
+            raise ApiError(422, "non_finite_output", "the classifier's output is not finite "
+                           "for these features: they are far outside what the model was "
+                           "trained on")
+        return ClassifyResponse(task=bundle.task, threshold=bundle.threshold, predictions=[
+            Prediction(probability=float(p), label=int(p >= bundle.threshold)) for p in probs])
+
+    app.state.bundle = bundle
+    app.state.auth = token is not None
+    return app
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) as soon as it is known to exceed `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise ApiError(400, "bad_content_length", f"Content-Length {declared!r} is invalid")
+        if int(declared) > limit:
+            raise ApiError(413, "too_large", f"body of {declared} bytes > limit {limit}; "
+                           "send fewer images per request")
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            raise ApiError(413, "too_large", f"body exceeds limit {limit} bytes")
+    return bytes(buf)
+
+
+def serve(export_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
+          token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
+          threads: int = 0, log_level: str = "info") -> None:
+    """Run the service on uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(export_dir, token, max_body_bytes, threads=threads)
+    if not app.state.auth and host not in LOOPBACK:
+        print(f"warning: serving on {host} without a token; set --token or ${TOKEN_ENV}",
+              file=sys.stderr)
+    print(f"serving {app.state.bundle.task} from {export_dir} on http://{host}:{port} "
+          f"(docs: /docs, auth: {'bearer token' if app.state.auth else 'none'})")
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -1,0 +1,94 @@
+"""Shared by the deploy tests: one tiny trained run and its export per session, and a real
+uvicorn server on a free loopback port.
+
+Fixtures are imported by each test module; the module-level cache makes the run and
+the export happen once per session even though each module registers the fixtures.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+DEPLOY_TINY = [
+    "data.image_size=[32,32]", "data.synth_images=160", "data.synth_images_per_identity=8",
+    "model.width=0.125", "model.fc_hidden=32", "train.task.epochs=4", "train.task.lr=0.003",
+    "model.dropout=0", "train.reconstructor.epochs=1", "train.adversaries.epochs=1",
+    "train.adversarial.epochs=1", "train.task.batch_size=16", "train.reconstructor.batch_size=16",
+    "train.adversaries.batch_size=16", "train.adversarial.batch_size=16", "threads=1",
+    "privacy.method=none",
+]  # dropout 0, a few task epochs and no adversarial stage (which can flatten a tiny model's
+# answers): answers spread around 0.5, so comparisons mean something
+TOKEN = "test-token-123"
+_CACHE: dict[str, Path] = {}
+
+
+def _cache_env(tmp_path_factory) -> pytest.MonkeyPatch:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DEEPOBFUSCATOR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    return mp
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    if "run" not in _CACHE:
+        from deepobfuscator.config import load_config
+        from deepobfuscator.training import train
+
+        mp = _cache_env(tmp_path_factory)
+        try:
+            cfg = load_config("cpu", DEPLOY_TINY)
+            _CACHE["run"] = train(cfg, tmp_path_factory.getbasetemp() / "deploy_run",
+                                  progress=False)
+        finally:
+            mp.undo()
+    return _CACHE["run"]
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run, tmp_path_factory) -> Path:
+    """Exported through the command line (standalone entry point), as a user would."""
+    if "export" not in _CACHE:
+        from deepobfuscator.deploy.cli_commands import main
+
+        out = tmp_path_factory.getbasetemp() / "deploy_export"
+        mp = _cache_env(tmp_path_factory)
+        try:
+            assert main(["export", str(tiny_run), "--out", str(out)]) == 0
+        finally:
+            mp.undo()
+        _CACHE["export"] = out
+    return _CACHE["export"]
+
+
+class LiveServer:
+    """uvicorn serving `app` in a thread on a socket bound to a free loopback port."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()

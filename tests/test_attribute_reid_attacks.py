@@ -1,0 +1,148 @@
+"""Attribute-inference probe and re-identification attacks: known answers on small data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepobfuscator.attacks.attribute_probe import AttributeProbe, roc_curve, score_attribute
+from deepobfuscator.attacks.base import FeatureSet, FitSettings
+from deepobfuscator.attacks.reid import (
+    IdentityEmbedder,
+    dlib_available,
+    dlib_embed,
+    gallery_probe_split,
+    reid_scores,
+)
+from deepobfuscator.data.base import to_tensor_batch
+from deepobfuscator.data.synthfaces import generate_synthfaces
+
+FAST = dict(max_epochs=10, patience=3, batch_size=32, progress=False, precision="fp32")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small models on shared cores: one thread avoids OpenMP oversubscription stalls."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---- score_attribute ------------------------------------------------------------------
+
+def test_perfect_scores_are_one():
+    y = np.array([0, 0, 1, 1, 1, 0, 1])
+    s = score_attribute(y, y.astype(float))
+    assert s["accuracy"] == s["balanced_accuracy"] == s["roc_auc"] == 1.0
+    assert s["n"] == 7 and s["positive_rate"] == pytest.approx(4 / 7)
+    assert s["roc"]["fpr"][0] == 0 and s["roc"]["tpr"][-1] == 1 and 1.0 in s["roc"]["tpr"]
+
+
+def test_constant_guess_is_chance_and_majority_rate_follows_skew():
+    y = np.array([1] * 30 + [0] * 70)
+    s = score_attribute(y, np.full(100, 0.3))
+    assert s["balanced_accuracy"] == 0.5 and s["roc_auc"] == 0.5
+    assert s["accuracy"] == pytest.approx(0.7) and s["majority_rate"] == pytest.approx(0.7)
+    assert s["positive_rate"] == pytest.approx(0.3)
+    assert s["roc"] == {"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]}  # one threshold: the diagonal
+
+
+def test_roc_curve_is_thinned_monotone_and_keeps_its_area():
+    rng = np.random.default_rng(0)
+    y = rng.random(5000) < 0.3
+    p = rng.normal(y * 1.0, 1.0)
+    fpr, tpr = roc_curve(y, p)
+    assert len(fpr) <= 101 and (fpr[0], tpr[0]) == (0, 0) and (fpr[-1], tpr[-1]) == (1, 1)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    area = np.sum(np.diff(fpr) * (np.array(tpr[1:]) + np.array(tpr[:-1])) / 2)
+    assert area == pytest.approx(score_attribute(y, p)["roc_auc"], abs=0.01)
+    assert roc_curve(np.ones(5), np.arange(5)) == ([], [])  # one class: no curve
+
+
+# ---- AttributeProbe: a known-answer pair ----------------------------------------------
+
+def _features(n: int, informative: bool, seed: int) -> FeatureSet:
+    """(n, 8, 8, 8) noise maps, 30% positives; when informative, positives carry a faint
+    blob in one channel (the probe has to find it under the noise)."""
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.rand(n, generator=g) < 0.3).long()
+    z = torch.randn(n, 8, 8, 8, generator=g)
+    if informative:
+        z[:, 3, 2:5, 3:6] += 1.5 * y[:, None, None].float()
+    ids = np.arange(n) // 4  # four "photos" per person: the holdout splits by person
+    return FeatureSet(z, torch.zeros(n, 1), {"A": y.numpy()}, ids)
+
+
+@pytest.mark.parametrize("informative", [True, False])
+def test_probe_reads_an_encoded_attribute_and_not_noise(informative):
+    train, test = _features(800, informative, 0), _features(400, informative, 1)
+    probe = AttributeProbe((8, 8, 8), FitSettings(**FAST), width=16)
+    curve = probe.fit(train, "A")
+    p = probe.infer(test.features)
+    assert p.shape == (400,) and np.all((p >= 0) & (p <= 1))
+    assert curve.stopped in ("early_stopping", "max_epochs") and len(curve.val_loss) >= 1
+    s = score_attribute(test.attributes["A"], p)
+    if informative:
+        assert s["balanced_accuracy"] > 0.9 and s["roc_auc"] > 0.95
+    else:  # balanced training: no hiding behind the 70% majority, and nothing to find
+        assert abs(s["balanced_accuracy"] - 0.5) < 0.1 and abs(s["roc_auc"] - 0.5) < 0.1
+
+
+# ---- re-identification ----------------------------------------------------------------
+
+def test_gallery_probe_split_properties():
+    ids = np.array([5, 5, 5, 7, 9, 9, 2, 2, 2, 2, 11])  # 7 and 11 have a single photo
+    gallery, probes = gallery_probe_split(ids, seed=3)
+    assert len(np.intersect1d(gallery, probes)) == 0
+    assert sorted(ids[gallery]) == [2, 5, 9]  # one photo of each person with >= 2
+    assert set(ids[probes]) <= set(ids[gallery]) and len(probes) == 11 - 2 - 3
+    again = gallery_probe_split(ids, seed=3)
+    assert np.array_equal(again[0], gallery) and np.array_equal(again[1], probes)
+
+
+def test_reid_scores_perfect_random_and_collapsed():
+    rng = np.random.default_rng(0)
+    n_id, per = 50, 6
+    ids = np.repeat(np.arange(n_id), per)
+    gallery, probes = gallery_probe_split(ids, 0)
+    centres = rng.normal(size=(n_id, 32))
+    perfect = centres[ids] + 0.01 * rng.normal(size=(len(ids), 32))
+    s, ranks = reid_scores(perfect[gallery], ids[gallery], perfect[probes], ids[probes])
+    assert s["top1"] == 1.0 and s["top5"] == 1.0 and np.all(ranks == 1)
+    assert s["n_identities"] == n_id and s["n_probes"] == n_id * (per - 1)
+    assert s["chance_top1"] == 1 / n_id and s["chance_top5"] == 5 / n_id
+    noise = rng.normal(size=(len(ids), 32))
+    s, _ = reid_scores(noise[gallery], ids[gallery], noise[probes], ids[probes])
+    assert s["top1"] < 3 / n_id and s["top5"] < 3 * 5 / n_id
+    flat = np.ones((len(ids), 8))  # every identity tied: exactly chance, not 0 or 1
+    s, ranks = reid_scores(flat[gallery], ids[gallery], flat[probes], ids[probes])
+    assert s["top1"] == pytest.approx(1 / n_id) and s["top5"] == pytest.approx(5 / n_id)
+    assert np.allclose(ranks, (n_id + 1) / 2)
+    with pytest.raises(ValueError):
+        reid_scores(perfect[gallery[:3]], ids[gallery[:3]], perfect[probes], ids[probes])
+
+
+def test_embedder_recognises_unseen_people():
+    ds = generate_synthfaces(60, 8, (32, 32), seed=5)
+    x, ids = to_tensor_batch(ds.images), ds.identities
+    train = ids < 40  # the embedder never sees the 20 test people
+    emb = IdentityEmbedder((32, 32), FitSettings(**{**FAST, "max_epochs": 8}))
+    curve = emb.fit(x[torch.from_numpy(train)], ids[train])
+    assert curve.best_epoch >= 0
+    xt, it = x[torch.from_numpy(~train)], ids[~train]
+    gallery, probes = gallery_probe_split(it, 0)
+    e = emb.embed(xt)
+    assert e.shape == (len(xt), 128) and torch.allclose(e.norm(dim=1), torch.ones(len(xt)))
+    s, _ = reid_scores(e[gallery], it[gallery], e[probes], it[probes])
+    assert s["top1"] > 3 * s["chance_top1"], s
+
+
+def test_dlib_embed_is_optional():
+    x = torch.rand(2, 3, 32, 32)
+    if not dlib_available():
+        assert dlib_embed(x) is None
+        pytest.skip("dlib and face_recognition_models are not installed")
+    e = dlib_embed(x)
+    assert e is not None and e.shape == (2, 128)

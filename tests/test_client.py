@@ -1,0 +1,126 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from deploy_helpers import TOKEN, LiveServer, tiny_export, tiny_run  # noqa: F401
+from PIL import Image
+
+from deepobfuscator.data.base import Preprocess, to_tensor_batch
+from deepobfuscator.data.synthfaces import generate_synthfaces
+from deepobfuscator.deploy import wire
+from deepobfuscator.deploy.cli_commands import main
+from deepobfuscator.deploy.client import ClientError, DeviceObfuscator, classify_images
+from deepobfuscator.deploy.preprocess_np import ImageError, to_input, to_uint8
+from deepobfuscator.deploy.server import create_app
+from deepobfuscator.runs import load_run
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture(scope="module")
+def live(tiny_export):  # noqa: F811
+    with LiveServer(create_app(tiny_export, token=TOKEN)) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Photos bigger than the model input and not square: crop and resize both matter."""
+    d = tmp_path_factory.mktemp("photos")
+    faces = generate_synthfaces(3, 2, (54, 44), seed=3).images
+    paths = []
+    for i, img in enumerate(faces):
+        p = d / f"face{i}.{'jpg' if i % 3 == 0 else 'png'}"
+        im = Image.fromarray(img)
+        (im.convert("RGBA") if i == 1 else im).save(p)
+        paths.append(p)
+    return paths
+
+
+def _photo(seed: int, size: tuple[int, int], mode: str) -> Image.Image:
+    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 4), dtype=np.uint8)
+    return Image.fromarray(arr, "RGBA").convert(mode)
+
+
+@pytest.mark.parametrize("crop", ["square", "none"])
+@pytest.mark.parametrize("resample", ["bilinear", "bicubic", "lanczos", "nearest"])
+def test_numpy_preprocessing_equals_the_training_preprocessing(crop, resample):
+    pre = Preprocess(size=(32, 24), crop=crop, resample=resample)
+    manifest_pre = {**pre.to_dict()}
+    for i, (size, mode) in enumerate([((50, 70), "RGB"), ((71, 40), "RGBA"), ((24, 32), "L"),
+                                      ((32, 32), "P"), ((33, 33), "RGB")]):
+        img = _photo(i, size, mode)
+        ref = to_tensor_batch(pre.apply(img)[None].copy()).numpy()
+        got = to_input(to_uint8(img, manifest_pre)[None])
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, ref)
+
+
+def _torch_answers(run, paths):
+    """In-process PyTorch: training preprocessing, encoder, int8 wire round trip, classifier."""
+    cfg, models = load_run(run)
+    pre = Preprocess(size=tuple(cfg.data.image_size), crop=cfg.data.crop)
+    x = to_tensor_batch(np.stack([pre.apply(Image.open(p)) for p in paths]))
+    with torch.no_grad():
+        z = models.encoder(x)
+        z_wire = torch.from_numpy(wire.decode(wire.encode(z.numpy(), "int8")))
+        p = torch.sigmoid(models.classifier(z_wire)).numpy()
+        p_raw = torch.sigmoid(models.classifier(z)).numpy()
+    return z.numpy(), p, p_raw
+
+
+def test_end_to_end_answer_equals_pytorch(live, tiny_run, tiny_export, photos):  # noqa: F811
+    got = classify_images(live.url, tiny_export, photos, token=TOKEN, batch_size=4)
+    z, p, p_raw = _torch_answers(tiny_run, photos)
+    assert [r["image"] for r in got] == [str(p) for p in photos]
+    probs = np.array([r["probability"] for r in got])
+    assert np.abs(probs - p).max() < 2e-5  # int8 on the wire on both sides
+    assert [r["label"] for r in got] == [int(v >= 0.5) for v in p]
+    assert np.abs(probs - p_raw).max() < 1e-2  # what int8 costs against float32 features
+    # the answers differ between images by far more than the tolerance: not vacuous
+    assert p.std() > 1e-4
+    device = DeviceObfuscator(tiny_export)
+    np.testing.assert_allclose(device.features(device.preprocess(photos)), z, atol=1e-5)
+
+
+def test_client_runs_without_torch(live, tiny_export, photos):  # noqa: F811
+    code = (
+        "import json, sys\n"
+        "sys.modules['torch'] = None  # any import of torch now fails\n"
+        "from deepobfuscator.deploy.client import classify_images\n"
+        f"r = classify_images({live.url!r}, {str(tiny_export)!r}, "
+        f"{[str(p) for p in photos]!r}, token={TOKEN!r})\n"
+        "assert sys.modules['torch'] is None\n"
+        "print(json.dumps(r))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    in_process = classify_images(live.url, tiny_export, photos, token=TOKEN)
+    assert json.loads(proc.stdout) == in_process
+
+
+def test_client_errors_say_what_to_do(live, tiny_export, photos, tmp_path):  # noqa: F811
+    with pytest.raises(ClientError, match="401.*--token"):
+        classify_images(live.url, tiny_export, photos[:1], token="wrong")
+    with pytest.raises(ClientError, match="cannot reach"):
+        classify_images("http://127.0.0.1:1", tiny_export, photos[:1], token=TOKEN)
+    with pytest.raises(ImageError, match="image file not found"):
+        classify_images(live.url, tiny_export, [tmp_path / "none.png"], token=TOKEN)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(ImageError, match="cannot read image"):
+        classify_images(live.url, tiny_export, [tmp_path / "bad.png"], token=TOKEN)
+
+
+def test_classify_command(live, tiny_export, photos, capsys):  # noqa: F811
+    args = ["classify", "--server", live.url, "--model", str(tiny_export), "--token", TOKEN]
+    assert main([*args, *map(str, photos[:2])]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Smiling probability") == 2
+    assert main(["classify", "--server", live.url, "--model", str(tiny_export),
+                 str(photos[0])]) == 2
+    assert "401" in capsys.readouterr().err

@@ -1,0 +1,125 @@
+import importlib.util
+import json
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from deploy_helpers import tiny_export, tiny_run  # noqa: F401
+
+from deepobfuscator import __version__
+from deepobfuscator.deploy.export import (
+    ExportError,
+    check_onnx_parity,
+    export_run,
+    load_export,
+    task_probability,
+)
+from deepobfuscator.deploy.manifest import sha256_file
+from deepobfuscator.models import feature_shape
+from deepobfuscator.runs import load_run
+
+
+def test_manifest_describes_the_export(tiny_run, tiny_export):  # noqa: F811
+    cfg, _ = load_run(tiny_run)
+    m = json.loads((tiny_export / "manifest.json").read_text())
+    assert m["format_version"] == 1 and m["package_version"] == __version__
+    assert m["run"]["config_fingerprint"] == cfg.fingerprint()
+    assert m["input"]["size"] == [32, 32] and m["input"]["crop"] == "square"
+    assert m["input"]["value_range"] == [0.0, 1.0] and m["input"]["channel_order"] == "RGB"
+    assert m["input"]["layout"] == "NCHW" and m["input"]["resample"] == "bilinear"
+    assert m["features"]["shape"] == list(feature_shape(cfg))
+    assert m["wire"] == {"format_version": 1, "dtype": "int8",
+                         "quantization": "per-channel affine", "bytes_per_image": 24 + 8 * 16
+                         + 16 * 8 * 8, "image_bytes_uint8": 3 * 32 * 32}
+    assert m["task"]["name"] == "Smiling"
+    for name in ("obfuscator", "classifier"):
+        entry = m["models"][name]
+        path = tiny_export / entry["file"]
+        assert entry["sha256"] == sha256_file(path) and entry["bytes"] == path.stat().st_size
+    p = m["parity"]
+    assert p["image_source"].startswith("test split") and p["images"] == 32
+    assert p["features_max_abs_diff"] <= p["features_tolerance"]
+    assert p["probability_max_abs_diff"] <= p["probability_tolerance"]
+    if importlib.util.find_spec("executorch") is None:
+        assert m["models"]["obfuscator_pte"] is None and m["mobile"].startswith("skipped")
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_onnx_matches_pytorch_at_any_batch(tiny_run, tiny_export, batch):  # noqa: F811
+    _, models = load_run(tiny_run)
+    x = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
+    with torch.no_grad():
+        z = models.encoder(x)
+        p = torch.sigmoid(models.classifier(z))
+    enc = ort.InferenceSession(str(tiny_export / "obfuscator.onnx"))
+    cls = ort.InferenceSession(str(tiny_export / "classifier.onnx"))
+    z_o = enc.run(None, {"image": x.numpy()})[0]
+    np.testing.assert_allclose(z_o, z.numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(cls.run(None, {"features": z.numpy()})[0], p.numpy(), atol=1e-6)
+
+
+def test_parity_check_fails_loudly_when_models_differ(tiny_run, tiny_export):  # noqa: F811
+    _, models = load_run(tiny_run)
+    with torch.no_grad():
+        models.encoder.blocks[0][0].weight.mul_(1.01)  # the "PyTorch" model drifted
+    images = np.random.default_rng(0).random((4, 3, 32, 32), dtype=np.float32)
+    with pytest.raises(ExportError, match="parity check failed: features differ"):
+        check_onnx_parity(tiny_export, models.encoder, task_probability(models.classifier),
+                          images)
+
+
+def _copy(tiny_export, tmp_path):  # noqa: F811
+    dst = tmp_path / "export"
+    shutil.copytree(tiny_export, dst)
+    return dst
+
+
+def test_tampered_model_is_refused(tiny_export, tmp_path):  # noqa: F811
+    d = _copy(tiny_export, tmp_path)
+    with open(d / "classifier.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ExportError, match="classifier.onnx: SHA-256 .* does not match"):
+        load_export(d)
+    load_export(d, check_hashes=False)  # only the hash was wrong
+
+
+@pytest.mark.parametrize("missing", ["obfuscator.onnx", "classifier.onnx", "manifest.json"])
+def test_incomplete_folder_is_refused_naming_the_file(tiny_export, tmp_path, missing):  # noqa: F811
+    d = _copy(tiny_export, tmp_path)
+    (d / missing).unlink()
+    with pytest.raises(ExportError, match=f"{missing} is missing"):
+        load_export(d)
+
+
+def test_bad_manifest_and_bad_options(tiny_run, tiny_export, tmp_path):  # noqa: F811
+    d = _copy(tiny_export, tmp_path)
+    (d / "manifest.json").write_text("{not json")
+    with pytest.raises(ExportError, match="not valid JSON"):
+        load_export(d)
+    m = json.loads((tiny_export / "manifest.json").read_text())
+    m["format_version"] = 99
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ExportError, match="version 99 is not supported"):
+        load_export(d)
+    with pytest.raises(ExportError, match="folder not found"):
+        load_export(tmp_path / "nope")
+    with pytest.raises(ExportError, match="unknown wire dtype"):
+        export_run(tiny_run, tmp_path / "x", wire_dtype="int4")
+
+
+def test_bench_reports_every_figure(tiny_export):  # noqa: F811
+    from deepobfuscator.deploy.bench import bench
+
+    res = bench(tiny_export, threads=(1,), runs=3, warmup=1, verbose=False)
+    keys = set(res["latency_ms"])
+    for k in ("obfuscator onnxruntime fp32 t1", "obfuscator onnxruntime int8 t1",
+              "whole model onnxruntime fp32 t1", "obfuscator torch eager fp32 t1",
+              "whole model torch eager fp32 t1"):
+        assert k in keys and res["latency_ms"][k]["median"] > 0
+    # analytic MACs of the tiny obfuscator: 4 convs of 3x3 at 32 and 16 px (8 and 16 channels)
+    assert res["macs"]["obfuscator"] == 32 * 32 * 8 * (27 + 72) + 16 * 16 * 16 * (72 + 144)
+    pb = res["payload_bytes"]
+    assert pb["wire_int8"] < pb["wire_float16"] < pb["wire_float32"]
+    assert pb["jpeg_q90_original"] > 0 and pb["jpeg_q90_input_resolution"] > 0

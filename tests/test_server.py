@@ -1,0 +1,169 @@
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from deploy_helpers import TOKEN, LiveServer, tiny_export, tiny_run  # noqa: F401
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deepobfuscator.deploy import wire
+from deepobfuscator.deploy.manifest import ExportError
+from deepobfuscator.deploy.server import create_app
+
+MAX_BODY = 64 * 1024
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_export):  # noqa: F811
+    with LiveServer(create_app(tiny_export, token=TOKEN, max_body_bytes=MAX_BODY,
+                               max_batch=32)) as s:
+        with httpx.Client(base_url=s.url, timeout=10) as client:
+            yield client
+
+
+def _features(n=3, seed=0):
+    return np.random.default_rng(seed).random((n, 16, 8, 8), dtype=np.float32) * 2
+
+
+def test_classify_happy_path_matches_the_onnx_classifier(server, tiny_export):  # noqa: F811
+    z = _features()
+    r = server.post("/v1/classify", content=wire.encode(z, "float32"), headers=AUTH)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["task"] == "Smiling" and len(body["predictions"]) == 3
+    ref = ort.InferenceSession(str(tiny_export / "classifier.onnx")).run(
+        None, {"features": z})[0]
+    for pred, p in zip(body["predictions"], ref, strict=True):
+        assert pred["probability"] == pytest.approx(float(p), abs=1e-6)
+        assert pred["label"] == int(p >= 0.5)
+    for dtype in ("float16", "int8"):
+        r = server.post("/v1/classify", content=wire.encode(z, dtype), headers=AUTH)
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 3
+
+
+def test_health_manifest_and_docs(server):
+    assert server.get("/healthz").json()["status"] == "ok"  # no token needed
+    m = server.get("/v1/manifest", headers=AUTH).json()
+    assert m["features"]["shape"] == [16, 8, 8] and "path" not in m["run"]
+    assert server.get("/docs").status_code == 200
+    spec = server.get("/openapi.json").json()
+    assert "application/octet-stream" in spec["paths"]["/v1/classify"]["post"]["requestBody"][
+        "content"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
+                                     {"Authorization": f"Basic {TOKEN}"},
+                                     {"Authorization": TOKEN}])
+def test_requests_without_the_right_token_get_401(server, headers):
+    for r in (server.post("/v1/classify", content=wire.encode(_features()), headers=headers),
+              server.get("/v1/manifest", headers=headers)):
+        assert r.status_code == 401
+        assert r.json()["error"] == "unauthorized" and "bearer token" in r.json()["detail"]
+        assert r.headers["www-authenticate"] == "Bearer"
+
+
+def _patch(data: bytes, offset: int, value: bytes) -> bytes:
+    b = bytearray(data)
+    b[offset:offset + len(value)] = value
+    return bytes(b)
+
+
+GOOD = wire.encode(_features(2), "float32")
+BAD_BODIES = {
+    "empty": (b"", "empty"),
+    "truncated": (GOOD[:-10], "truncated"),
+    "truncated_header": (GOOD[:6], "truncated"),
+    "bad_magic": (_patch(GOOD, 0, b"JPEG"), "bad_magic"),
+    "bad_version": (_patch(GOOD, 4, b"\x02"), "bad_version"),
+    "bad_dtype": (_patch(GOOD, 5, b"\x09"), "bad_dtype"),
+    "wrong_shape": (wire.encode(np.ones((1, 8, 8, 8), np.float32)), "shape_mismatch"),
+    "extra_bytes": (GOOD + b"xyz", "length_mismatch"),
+    "nan": (_patch(GOOD, 24, struct.pack("<f", float("nan"))), "non_finite"),
+    "inf": (_patch(GOOD, 28, struct.pack("<f", float("-inf"))), "non_finite"),
+    "json_body": (b'{"image": "aGVsbG8="}', "bad_magic"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_BODIES))
+def test_each_bad_body_gets_a_4xx_json_error_naming_it(server, name):
+    body, code = BAD_BODIES[name]
+    r = server.post("/v1/classify", content=body, headers=AUTH)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == code and r.json()["detail"]
+
+
+def test_oversized_bodies_and_batches_get_413(server):
+    big = wire.encode(np.ones((70, 16, 8, 8), np.float32), "float32")  # 286 KiB > 64 KiB
+    r = server.post("/v1/classify", content=big, headers=AUTH)
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+
+    def chunks():  # no Content-Length: the limit is enforced while reading
+        for i in range(0, len(big), 8192):
+            yield big[i:i + 8192]
+
+    r = server.post("/v1/classify", content=chunks(), headers=AUTH)
+    assert r.status_code == 413 and r.json()["error"] == "too_large"
+    r = server.post("/v1/classify", content=wire.encode(np.ones((40, 16, 8, 8)), "int8"),
+                    headers=AUTH)
+    assert r.status_code == 413 and r.json()["error"] == "batch_too_large"
+
+
+def test_extreme_features_are_a_4xx_not_a_crash(server):
+    r = server.post("/v1/classify", content=wire.encode(np.full((1, 16, 8, 8), 3e38)),
+                    headers=AUTH)
+    assert r.status_code in (200, 422), r.text
+    r = server.get("/v1/classify", headers=AUTH)
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_corruptions_never_produce_a_500(server, data):
+    b = bytearray(wire.encode(_features(1), data.draw(st.sampled_from(["float32", "int8"]))))
+    for _ in range(data.draw(st.integers(1, 3))):
+        b[data.draw(st.integers(0, len(b) - 1))] = data.draw(st.integers(0, 255))
+    body = bytes(b[:data.draw(st.integers(0, len(b)))])
+    r = server.post("/v1/classify", content=body, headers=AUTH)
+    assert r.status_code in (200, 400, 413, 422), r.text
+    assert "error" in r.json() or "predictions" in r.json()
+
+
+def test_token_from_the_environment(tiny_export, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("DEEPOBFUSCATOR_TOKEN", "from-env")
+    with LiveServer(create_app(tiny_export)) as s:
+        assert httpx.get(s.url + "/v1/manifest").status_code == 401
+        r = httpx.get(s.url + "/v1/manifest", headers={"Authorization": "Bearer from-env"})
+        assert r.status_code == 200
+
+
+def _broken(tiny_export, tmp_path, how):  # noqa: F811
+    d = tmp_path / "export"
+    shutil.copytree(tiny_export, d)
+    if how == "missing":
+        (d / "classifier.onnx").unlink()
+    else:
+        (d / "obfuscator.onnx").write_bytes((d / "obfuscator.onnx").read_bytes()[:-1] + b"!")
+    return d
+
+
+@pytest.mark.parametrize("how,message", [("missing", "classifier.onnx is missing"),
+                                         ("tampered", "obfuscator.onnx: SHA-256")])
+def test_refuses_to_start_on_a_broken_export(tiny_export, tmp_path, how, message):  # noqa: F811
+    d = _broken(tiny_export, tmp_path, how)
+    with pytest.raises(ExportError, match=message):
+        create_app(d)
+    src = Path(__file__).resolve().parents[1] / "src"
+    proc = subprocess.run(
+        [sys.executable, "-m", "deepobfuscator.deploy.cli_commands", "serve", str(d),
+         "--port", "1"], capture_output=True, text=True, timeout=60,
+        env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert message.split(":")[0] in proc.stderr and proc.stderr.startswith("error:")

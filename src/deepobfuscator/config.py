@@ -92,6 +92,12 @@ class PrivacyConfig:
     reconstruction_weight: float = 1.0
     attribute_weight: float = 1.0
     noise_seed: int = 1234  # the fixed noise image of the noise-target step
+    # re-initialise the training adversaries (P and R) every N adversarial epochs (0 = never),
+    # so the obfuscator cannot overfit one attacker
+    adversary_refresh: int = 0
+    # defences to compare against, usable with either method (with `none`: stage 1 only)
+    feature_noise: float = 0.0  # Shredder-like: Gaussian noise of this std on the uploads
+    dcor_weight: float = 0.0  # NoPeek: + weight * distance correlation(image, features)
 
 
 @dataclass
@@ -293,6 +299,12 @@ def validate(cfg: Config) -> None:
                           f"got {cfg.model.split_block}")
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width must be positive, got {cfg.model.width}")
+    p = cfg.privacy
+    for key, value in {"privacy.feature_noise": p.feature_noise,
+                       "privacy.dcor_weight": p.dcor_weight,
+                       "privacy.adversary_refresh": p.adversary_refresh}.items():
+        if value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value}")
     if cfg.data.task in cfg.data.private:
         raise ConfigError(f"data.task {cfg.data.task!r} is also listed in data.private")
     fr = cfg.data

@@ -9,6 +9,7 @@ from pathlib import Path
 from .audit import AuditSettings, audit, summary_table
 from .config import Config, load_config
 from .training import train
+from .training.reuse import start_from_baseline
 
 # A smoke-test sized demo (for tests): the same pipeline on a few hundred faces.
 QUICK_OVERRIDES = [
@@ -33,6 +34,8 @@ def run_demo(out: Path, quick: bool = False, progress: bool = True) -> Path:
     runs = {}
     for name, cfg in demo_configs(quick).items():
         print(f"== training {name} on synthfaces ({out / name})")
+        if "baseline" in runs and start_from_baseline(cfg, out / name, runs["baseline"]):
+            print("   stage 1 (task) is the baseline's, bit for bit: starting from its checkpoint")
         runs[name] = train(cfg, out / name, progress=progress)
     settings = AuditSettings(progress=progress)
     if quick:

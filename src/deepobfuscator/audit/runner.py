@@ -196,7 +196,7 @@ def _audit_one(name: str, cfg: Config, models: Models, roles: dict, attrs: list[
 
     # white-box optimisation through the (known) obfuscator weights
     k = min(s.whitebox_images, len(test))
-    wb = WhiteBoxAttack(models.encoder, steps=s.whitebox_steps, device=device,
+    wb = WhiteBoxAttack(_without_noise(models.encoder), steps=s.whitebox_steps, device=device,
                         progress=s.progress)
     wb_recon = wb.reconstruct(test.features[:k])
     wb_scores = image_scores(wb_recon, test.images[:k])
@@ -216,6 +216,17 @@ def _audit_one(name: str, cfg: Config, models: Models, roles: dict, attrs: list[
         own_recon = training_reconstructions(models, test.features, device)
         r["training_reconstructor"] = summarize(image_scores(own_recon, test.images))
     return r, arr, recon
+
+
+def _without_noise(encoder: torch.nn.Module) -> torch.nn.Module:
+    """The white-box attacker holds E's weights and can run it without the feature noise."""
+    if getattr(encoder, "noise_std", 0.0) <= 0:
+        return encoder
+    import copy
+
+    clean = copy.deepcopy(encoder)
+    clean.noise_std = 0.0
+    return clean
 
 
 def _reid(embedder, test: FeatureSet, recon: torch.Tensor, seed: int):

@@ -8,7 +8,8 @@ from .split import (
     build_models,
     feature_shape,
     init_adversaries_from_classifier,
+    reinit_attackers,
 )
 
 __all__ = ["Classifier", "Models", "Obfuscator", "Reconstructor", "build_models",
-           "feature_shape", "init_adversaries_from_classifier"]
+           "feature_shape", "init_adversaries_from_classifier", "reinit_attackers"]

@@ -20,8 +20,13 @@ class Obfuscator(nn.Module):
     channels is fewer bytes on the wire and less room for private information.
     """
 
-    def __init__(self, widths: list[list[int]], split_block: int, bottleneck: int = 0) -> None:
+    def __init__(self, widths: list[list[int]], split_block: int, bottleneck: int = 0,
+                 noise_std: float = 0.0) -> None:
         super().__init__()
+        # Shredder-like defence: Gaussian noise on every upload, in training and in use (the
+        # attacker sees noisy features). Export leaves it out of the ONNX graph (parity needs
+        # a deterministic model) and the manifest tells the device to add it.
+        self.noise_std = float(noise_std)
         blocks, c_in = [], 3
         for ws in widths[:split_block]:
             blocks.append(vgg_block(c_in, ws))
@@ -35,7 +40,10 @@ class Obfuscator(nn.Module):
         self.out_channels = bottleneck if bottleneck > 0 else c_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bottleneck(self.blocks(x))
+        z = self.bottleneck(self.blocks(x))
+        if self.noise_std > 0:
+            z = z + self.noise_std * torch.randn_like(z)
+        return z
 
 
 class Classifier(nn.Module):
@@ -132,7 +140,7 @@ def build_models(cfg: Config, private: list[str] | None = None) -> Models:
     m = cfg.model
     widths = block_widths(m.width)
     size = tuple(cfg.data.image_size)
-    encoder = Obfuscator(widths, m.split_block, m.bottleneck)
+    encoder = Obfuscator(widths, m.split_block, m.bottleneck, cfg.privacy.feature_noise)
     c_feat = encoder.out_channels
     classifier = Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout)
     names = cfg.data.private if private is None else private
@@ -144,6 +152,17 @@ def build_models(cfg: Config, private: list[str] | None = None) -> Models:
     for net in models.named().values():
         init_weights(net)
     return models
+
+
+def reinit_attackers(models: Models) -> None:
+    """Fresh weights for the training-time attackers (P and R), for adversary refresh."""
+    for net in (models.adversaries, models.reconstructor):
+        for m in net.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+            if isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+                m.reset_running_stats()
+        init_weights(net)
 
 
 def init_adversaries_from_classifier(models: Models) -> None:

@@ -14,10 +14,11 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..models import Models
+from ..models import Models, reinit_attackers
 from ..privacy import (
     MSSSIMSettings,
     bce_logits,
+    distance_correlation,
     entropy_privacy,
     neg_ce_privacy,
     reconstruction_loss,
@@ -39,6 +40,9 @@ class StepContext:
     msssim: MSSSIMSettings
     noise: torch.Tensor  # (3, H, W): the fixed target of the noise step
     amp: Callable[[], AbstractContextManager] = nullcontext  # forward-pass precision
+    # called after each backward pass with the optimizers about to step (data-parallel
+    # training averages gradients over processes here; see training/distributed.py)
+    sync_grads: Callable[[list[torch.optim.Optimizer]], None] | None = None
 
 
 def _modes(models: Models, train: set[str]) -> None:
@@ -50,6 +54,8 @@ def _update(ctx: StepContext, opt_name: str, loss: torch.Tensor) -> None:
     for m in ctx.models.named().values():
         m.zero_grad(set_to_none=True)
     loss.backward()
+    if ctx.sync_grads is not None:
+        ctx.sync_grads([ctx.optimizers[opt_name]])
     ctx.optimizers[opt_name].step()
 
 
@@ -58,14 +64,25 @@ def _adversaries_loss(ctx: StepContext, z: torch.Tensor, batch: Batch) -> torch.
                for k, adv in enumerate(ctx.models.adversaries.values()))
 
 
+def _dcor_term(ctx: StepContext, batch: Batch, z: torch.Tensor) -> torch.Tensor | None:
+    """NoPeek's leakage penalty, weighted; None when the option is off."""
+    w = ctx.cfg.privacy.dcor_weight
+    return w * distance_correlation(batch.x, z) if w > 0 else None
+
+
 def task_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
-    """Stage 1: E and C learn the task."""
+    """Stage 1: E and C learn the task (plus NoPeek's penalty when dcor_weight > 0)."""
     _modes(ctx.models, {"encoder", "classifier"})
     with ctx.amp():
-        logits = ctx.models.classifier(ctx.models.encoder(batch.x))
+        z = ctx.models.encoder(batch.x)
+        logits = ctx.models.classifier(z)
     loss = bce_logits(logits, batch.task)
+    out = {"task_loss": loss.item()}
+    if (dcor := _dcor_term(ctx, batch, z)) is not None:
+        loss = loss + dcor
+        out["dcor"] = dcor.item()
     _update(ctx, "encoder_classifier", loss)
-    return {"task_loss": loss.item()}
+    return out
 
 
 def reconstructor_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
@@ -101,9 +118,12 @@ def adversaries_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
     for m in ctx.models.named().values():
         m.zero_grad(set_to_none=True)
     total.backward()
-    for name in ("reconstructor", "adversaries"):
-        if name in ctx.optimizers:
-            ctx.optimizers[name].step()
+    stepping = [ctx.optimizers[n] for n in ("reconstructor", "adversaries")
+                if n in ctx.optimizers]
+    if ctx.sync_grads is not None:
+        ctx.sync_grads(stepping)
+    for opt in stepping:
+        opt.step()
     return losses
 
 
@@ -150,8 +170,12 @@ def encoder_step(ctx: StepContext, batch: Batch, kind: str, lam: float) -> dict[
     else:
         raise ValueError(f"unknown encoder step {kind!r}")
     loss = c_loss + lam * priv
+    out = {"task_loss": c_loss.item(), f"{kind}_privacy": priv.item()}
+    if (dcor := _dcor_term(ctx, batch, z)) is not None:
+        loss = loss + dcor
+        out["dcor"] = dcor.item()
     _update(ctx, "encoder", loss)
-    return {"task_loss": c_loss.item(), f"{kind}_privacy": priv.item()}
+    return out
 
 
 def rotation_step(ctx: StepContext, batch: Batch, step: str, lam: float) -> dict[str, float]:
@@ -162,6 +186,21 @@ def rotation_step(ctx: StepContext, batch: Batch, step: str, lam: float) -> dict
     if step == "classifier":
         return classifier_step(ctx, batch)
     raise ValueError(f"unknown rotation step {step!r}")
+
+
+def maybe_refresh_attackers(ctx: StepContext, epoch: int, lr: float) -> bool:
+    """Adversary refresh: at the start of every `privacy.adversary_refresh`-th adversarial
+    epoch, P and R restart from fresh weights and fresh optimizers, so the obfuscator
+    must hide from attackers it has never seen rather than from one it has learnt to fool."""
+    k = ctx.cfg.privacy.adversary_refresh
+    if k <= 0 or epoch == 0 or epoch % k:
+        return False
+    reinit_attackers(ctx.models)
+    fresh = make_optimizers(ctx.models, "adversarial", lr)
+    for name in ("reconstructor", "adversaries"):
+        if name in fresh:
+            ctx.optimizers[name] = fresh[name]
+    return True
 
 
 def lambda_at(cfg: Config, epoch: int) -> float:

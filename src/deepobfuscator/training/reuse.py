@@ -1,0 +1,51 @@
+"""Start a privacy run from a finished no-privacy baseline's task stage.
+
+With the same seed, data, model and task settings, stage 1 of a DeepObfuscator run
+computes exactly what the baseline computed (same splits, same initial weights, same
+batches), so its end-of-stage-1 checkpoint can be copied instead of recomputed. The
+result is bit-identical to training from scratch; the demo and sweeps save one stage-1
+training per privacy run this way.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..config import Config
+from ..runs import RunPaths, read_run_config
+from .checkpoint import load_checkpoint
+
+
+def shares_task_stage(cfg: Config, baseline_cfg: Config) -> bool:
+    """True when both configs train stage 1 identically. The privacy settings that act in
+    stage 1 (feature noise, NoPeek's penalty) must be off in both."""
+    a, b = cfg.to_dict(), baseline_cfg.to_dict()
+    stage1_privacy = ("feature_noise", "dcor_weight")
+    if any(a["privacy"][k] or b["privacy"][k] for k in stage1_privacy):
+        return False
+    same_train = (a["train"]["task"] == b["train"]["task"]
+                  and a["train"]["checkpoint_every_s"] == b["train"]["checkpoint_every_s"]
+                  and a["train"]["eval_max_images"] == b["train"]["eval_max_images"])
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("privacy", "train")}  # noqa: E731
+    return same_train and strip(a) == strip(b)
+
+
+def start_from_baseline(cfg: Config, out_dir: Path, baseline_dir: Path) -> bool:
+    """Copy a finished baseline's stage-1 checkpoint into a new run folder of `cfg`.
+
+    Returns False (and copies nothing) when the folder already holds a checkpoint, the
+    baseline is not a finished `privacy.method=none` run, or stage 1 would differ.
+    """
+    out, base = RunPaths(Path(out_dir)), RunPaths(Path(baseline_dir))
+    if out.checkpoint.is_file() or not base.checkpoint.is_file() or not base.info.is_file():
+        return False
+    base_cfg = read_run_config(base.root)
+    if base_cfg.privacy.method != "none" or not shares_task_stage(cfg, base_cfg):
+        return False
+    ckpt = load_checkpoint(base.checkpoint)
+    if ckpt["position"] != {"stage": 1, "epoch": 0, "batch": 0}:
+        return False
+    out.root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(base.checkpoint, out.checkpoint)  # the trainer resumes at stage 2
+    return True

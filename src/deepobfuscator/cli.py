@@ -7,6 +7,7 @@ that says what to do, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -28,9 +29,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else default_run_dir(cfg)
-    print(f"run folder: {out}")
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
+    if main_rank:
+        print(f"run folder: {out}")
     train(cfg, out, progress=not args.quiet, restart=args.restart)
-    print(f"done: {out}")
+    if main_rank:
+        print(f"done: {out}")
     return 0
 
 

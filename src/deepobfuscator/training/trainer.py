@@ -8,6 +8,9 @@ rotation of obfuscator, adversary and classifier steps with the lambda schedule.
 Resuming: batch order is a pure function of (seed, stage, epoch), and the
 checkpoint holds weights, optimizer and RNG states and the position, so a run
 resumed from a checkpoint ends with the same weights as one never interrupted.
+
+Data-parallel (torchrun): each process trains on its slice of every global batch and
+gradients are averaged before each step; only rank 0 writes. See distributed.py.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ..precision import autocast, memory_format, resolve_precision
 from ..privacy import fixed_noise_image, settings_for_size
 from ..runs import RunError, RunPaths
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, versions
+from .distributed import Dist, GradSync, shard, state_checksum
 from .evaluate import evaluate
 from .steps import (
     Batch,
@@ -35,6 +39,7 @@ from .steps import (
     adversaries_step,
     lambda_at,
     make_optimizers,
+    maybe_refresh_attackers,
     reconstructor_step,
     rotation_step,
     task_step,
@@ -60,24 +65,41 @@ def resolve_device(name: str) -> torch.device:
 
 
 def train(cfg: Config, out_dir: Path, progress: bool = True, restart: bool = False) -> Path:
-    """Train (or resume) a run into `out_dir`; returns the run folder."""
-    paths = RunPaths(Path(out_dir))
-    _prepare_folder(cfg, paths, restart)
+    """Train (or resume) a run into `out_dir`; returns the run folder.
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this; they train data-parallel
+    and only rank 0 writes into `out_dir`.
+    """
+    d = Dist.from_env()
+    try:
+        return _train(cfg, Path(out_dir), progress and d.is_main, restart, d)
+    finally:
+        d.close()
+
+
+def _train(cfg: Config, out_dir: Path, progress: bool, restart: bool, d: Dist) -> Path:
+    paths = RunPaths(out_dir)
+    d.main_only(lambda: _prepare_folder(cfg, paths, restart))
+    d.barrier()
     if paths.info.is_file() and _read_json(paths.info).get("status") == "complete":
         if progress:
             print(f"{paths.root}: training already complete")
         return paths.root
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    roles = make_splits(cfg)
-    if paths.splits.is_dir():
-        check_splits_match(roles, paths.splits)
-    else:
-        write_splits(roles, paths.splits)
-    save_config(cfg, paths.config)
-    _write_preprocessing(cfg, paths)
-    return _Loop(cfg, paths, roles, device, progress).run()
+    device = d.device(resolve_device(cfg.device))
+    roles = d.main_first(lambda: make_splits(cfg))  # rank 0 fills the data cache first
+
+    def write_run_files() -> None:
+        if paths.splits.is_dir():
+            check_splits_match(roles, paths.splits)
+        else:
+            write_splits(roles, paths.splits)
+        save_config(cfg, paths.config)
+        _write_preprocessing(cfg, paths)
+
+    d.main_only(write_run_files)
+    return _Loop(cfg, paths, roles, device, progress, d).run()
 
 
 def _prepare_folder(cfg: Config, paths: RunPaths, restart: bool) -> None:
@@ -127,15 +149,20 @@ def _write_preprocessing(cfg: Config, paths: RunPaths) -> None:
 
 class _Loop:
     def __init__(self, cfg: Config, paths: RunPaths, roles: dict[str, FaceDataset],
-                 device: torch.device, progress: bool) -> None:
+                 device: torch.device, progress: bool, d: Dist | None = None) -> None:
         self.cfg, self.paths, self.roles, self.device, self.progress = (
             cfg, paths, roles, device, progress)
+        self.d = d or Dist()
         torch.manual_seed(cfg.seed)
         self.precision = resolve_precision(cfg.precision, device)
         self.layout = memory_format(cfg.channels_last)
         self.models = build_models(cfg).to(device)
         for module in self.models.named().values():
             module.to(memory_format=self.layout)
+        self.sync = GradSync(self.d, self.models.named().values()) if self.d.enabled else None
+        if self.d.rank > 0:  # own dropout masks and feature noise on each rank
+            torch.manual_seed(int(np.random.SeedSequence([cfg.seed, self.d.rank])
+                                  .generate_state(1)[0]))
         self.msssim = settings_for_size(*cfg.data.image_size)
         self.noise = fixed_noise_image((3, *cfg.data.image_size), cfg.privacy.noise_seed).to(device)
         train = roles["defender_train"]
@@ -160,7 +187,13 @@ class _Loop:
             self.history, self.timings = list(ckpt["history"]), dict(ckpt["timings"])
             pos, running, opt_state = dict(ckpt["position"]), dict(ckpt["running"]), \
                 ckpt["optimizers"]
-            set_rng_state(ckpt["rng"])
+            if not self.d.is_main:
+                running = {}  # rank 0 holds the summed losses of all ranks so far
+            ranks = ckpt.get("rng_ranks") or []
+            if len(ranks) == self.d.world:
+                set_rng_state(ranks[self.d.rank])
+            elif self.d.is_main:
+                set_rng_state(ckpt["rng"])
             if self.progress:
                 print(f"resuming {self.paths.root} at stage {STAGES[pos['stage']]}, "
                       f"epoch {pos['epoch']}, batch {pos['batch']}")
@@ -171,51 +204,69 @@ class _Loop:
                                        "adversaries": "adversaries",
                                        "adversarial": "adversarial"}[stage])
             optimizers = make_optimizers(self.models, stage, scfg.lr)
-            if opt_state is not None:
+            if opt_state:  # {} at a stage boundary: the next stage starts fresh optimizers
                 for name, opt in optimizers.items():
                     opt.load_state_dict(opt_state[name])
                 opt_state = None
             elif stage == "adversaries" and cfg.model.adversary_from_classifier:
                 init_adversaries_from_classifier(self.models)
+            self._broadcast_models()  # every rank starts each stage from rank 0's weights
             ctx = StepContext(cfg, self.models, optimizers, self.msssim, self.noise,
-                              amp=lambda: autocast(self.precision, self.device))
+                              amp=lambda: autocast(self.precision, self.device),
+                              sync_grads=self.sync)
             start_epoch = pos["epoch"] if s_idx == pos["stage"] else 0
             for epoch in range(start_epoch, scfg.epochs):
                 first_batch = pos["batch"] if (s_idx, epoch) == (pos["stage"], pos["epoch"]) else 0
                 if first_batch == 0:
                     running = {}
+                    if stage == "adversarial" and maybe_refresh_attackers(ctx, epoch, scfg.lr):
+                        self._broadcast_models()  # fresh attackers drawn on rank 0
                 t0 = time.time()
                 self._epoch(ctx, s_idx, stage, epoch, scfg, first_batch, running)
                 self.timings[stage] = self.timings.get(stage, 0.0) + time.time() - t0
-                record = {"stage": stage, "epoch": epoch, **_means(running)}
-                if stage == "adversarial":
-                    record["lambda"] = lambda_at(cfg, epoch)
-                record.update(evaluate(
-                    self.models, self.roles["defender_val"], cfg.data.task, cfg.data.private,
-                    stage, self.msssim, self.device, max_images=cfg.train.eval_max_images,
-                    amp=lambda: autocast(self.precision, self.device)))
-                self.history.append(record)
-                if self.progress:
-                    tqdm.write(_format_record(record))
+                running = self.d.sum_counts(running)
+                if self.d.is_main:  # the others go straight on to the next collective
+                    self._record(stage, epoch, running)
                 nxt = ({"stage": s_idx, "epoch": epoch + 1, "batch": 0}
                        if epoch + 1 < scfg.epochs else {"stage": s_idx + 1, "epoch": 0, "batch": 0})
                 self._checkpoint(nxt, {}, {} if nxt["stage"] != s_idx else optimizers)
         self._finish()
         return self.paths.root
 
+    def _record(self, stage: str, epoch: int, running: dict[str, float]) -> None:
+        cfg = self.cfg
+        record = {"stage": stage, "epoch": epoch, **_means(running)}
+        if stage == "adversarial":
+            record["lambda"] = lambda_at(cfg, epoch)
+        record.update(evaluate(
+            self.models, self.roles["defender_val"], cfg.data.task, cfg.data.private,
+            stage, self.msssim, self.device, max_images=cfg.train.eval_max_images,
+            amp=lambda: autocast(self.precision, self.device)))
+        self.history.append(record)
+        if self.progress:
+            tqdm.write(_format_record(record))
+
+    def _broadcast_models(self) -> None:
+        for module in self.models.named().values():
+            self.d.broadcast_module(module)
+
     def _epoch(self, ctx: StepContext, s_idx: int, stage: str, epoch: int, scfg,
                first_batch: int, running: dict[str, float]) -> None:
-        cfg, n = self.cfg, len(self.images)
+        cfg, n, world = self.cfg, len(self.images), self.d.world
         order = np.random.default_rng([cfg.seed, s_idx, epoch]).permutation(n)
-        bs = min(scfg.batch_size, n)
-        n_batches = n // bs  # full batches only: BatchNorm needs > 1 sample
+        per = min(scfg.batch_size, n) // world  # this rank's slice of each global batch
+        if per < 2:
+            raise RunError(f"train.{stage}.batch_size={scfg.batch_size} over {world} processes "
+                           f"leaves {per} image(s) per process; BatchNorm needs at least 2")
+        n_batches = n // (per * world)  # full batches only: BatchNorm needs > 1 sample
         lam = lambda_at(cfg, epoch) if stage == "adversarial" else 0.0
         last_save = time.time()
         bar = tqdm(range(first_batch, n_batches), total=n_batches, initial=first_batch,
                    desc=f"{stage} {epoch + 1}/{scfg.epochs}", unit="batch", leave=False,
                    disable=not self.progress, mininterval=1.0)
         for b in bar:
-            idx = torch.from_numpy(order[b * bs:(b + 1) * bs]).to(self.device)
+            idx = torch.from_numpy(shard(order, per * world, world, self.d.rank, b)).to(
+                self.device)
             x = self.images[idx].permute(0, 3, 1, 2).float().div_(255.0)
             batch = Batch(x.contiguous(memory_format=self.layout), self.task[idx],
                           self.private[idx])
@@ -233,12 +284,22 @@ class _Loop:
                 running[f"n:{k}"] = running.get(f"n:{k}", 0) + 1
             if self.progress and b % 10 == 0:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
-            if time.time() - last_save > cfg.train.checkpoint_every_s and b + 1 < n_batches:
+            due = time.time() - last_save > cfg.train.checkpoint_every_s and b + 1 < n_batches
+            if self.d.enabled:  # rank 0's clock decides, so every rank joins the checkpoint
+                due = self.d.any(due and self.d.is_main)
+            if due:
+                merged = self.d.sum_counts(running)
+                running.clear()
+                running.update(merged)
                 self._checkpoint({"stage": s_idx, "epoch": epoch, "batch": b + 1},
                                  running, ctx.optimizers)
                 last_save = time.time()
 
     def _checkpoint(self, position: dict, running: dict, optimizers: dict) -> None:
+        """Collective under torchrun (every rank's RNG state is saved); rank 0 writes."""
+        rngs = self.d.gather_objects(rng_state()) if self.d.enabled else None
+        if not self.d.is_main:
+            return
         save_checkpoint(self.paths.checkpoint, {
             "config": self.cfg.to_dict(),
             "position": position,
@@ -246,6 +307,7 @@ class _Loop:
             "models": {n: m.state_dict() for n, m in self.models.named().items()},
             "optimizers": {n: o.state_dict() for n, o in optimizers.items()},
             "rng": rng_state(),
+            **({"rng_ranks": rngs} if rngs else {}),
             "history": self.history,
             "timings": self.timings,
         })
@@ -257,6 +319,16 @@ class _Loop:
 
         from ..io import atomic_write
 
+        dist_info = {"world_size": self.d.world}
+        if self.d.enabled:
+            sums = self.d.gather_objects(state_checksum(self.models.named()))
+            if len(set(sums)) != 1:
+                raise RuntimeError(f"data-parallel ranks ended with different weights "
+                                   f"(checksums {sums}); this is a bug, please report it")
+            dist_info.update(ranks_identical=True, backend=self.d.backend)
+        if not self.d.is_main:
+            self.d.barrier()  # wait until rank 0 has written the run
+            return
         for name, module in self.models.named().items():
             state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
             atomic_write(self.paths.weight_file(name),
@@ -274,7 +346,9 @@ class _Loop:
             "versions": versions(),
             "device": str(self.device),
             "precision": self.precision,
+            **dist_info,
         })
+        self.d.barrier()
 
 
 def _means(running: dict[str, float]) -> dict[str, float]:

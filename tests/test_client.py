@@ -87,6 +87,14 @@ def test_end_to_end_answer_equals_pytorch(live, tiny_run, tiny_export, photos): 
     np.testing.assert_allclose(device.features(device.preprocess(photos)), z, atol=1e-5)
 
 
+def test_answers_do_not_depend_on_the_batch_size(live, tiny_export, photos):  # noqa: F811
+    # regression: int8 ranges were shared across a request, so an image's probability
+    # changed with --batch-size and with the other images sent beside it
+    one = classify_images(live.url, tiny_export, photos, token=TOKEN, batch_size=1)
+    assert classify_images(live.url, tiny_export, photos, token=TOKEN, batch_size=32) == one
+    assert classify_images(live.url, tiny_export, photos[::-1], token=TOKEN) == one[::-1]
+
+
 def test_client_runs_without_torch(live, tiny_export, photos):  # noqa: F811
     code = (
         "import json, sys\n"

@@ -30,7 +30,7 @@ def test_manifest_describes_the_export(tiny_run, tiny_export):  # noqa: F811
     assert m["input"]["value_range"] == [0.0, 1.0] and m["input"]["channel_order"] == "RGB"
     assert m["input"]["layout"] == "NCHW" and m["input"]["resample"] == "bilinear"
     assert m["features"]["shape"] == list(feature_shape(cfg))
-    assert m["wire"] == {"format_version": 1, "dtype": "int8",
+    assert m["wire"] == {"format_version": 2, "dtype": "int8",
                          "quantization": "per-channel affine", "bytes_per_image": 24 + 8 * 16
                          + 16 * 8 * 8, "image_bytes_uint8": 3 * 32 * 32}
     assert m["task"]["name"] == "Smiling"
@@ -103,6 +103,24 @@ def test_bad_manifest_and_bad_options(tiny_run, tiny_export, tmp_path):  # noqa:
     (d / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ExportError, match="version 99 is not supported"):
         load_export(d)
+    m["format_version"] = 1
+    m["wire"]["format_version"] = 1  # an export made before the wire format's version 2
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ExportError, match="wire format version 1, this package speaks 2"):
+        load_export(d)
+    m["wire"]["format_version"] = 2
+    m["models"]["classifier"]["file"] = "../classifier.onnx"
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ExportError, match="malformed model entry"):
+        load_export(d)
+    del m["models"]["classifier"]["sha256"]
+    m["models"]["classifier"]["file"] = "classifier.onnx"
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ExportError, match="malformed model entry"):
+        load_export(d)
+    (d / "manifest.json").write_text(json.dumps({**m, "wire": "int8"}))
+    with pytest.raises(ExportError, match="'wire' missing or not an object"):
+        load_export(d)
     with pytest.raises(ExportError, match="folder not found"):
         load_export(tmp_path / "nope")
     with pytest.raises(ExportError, match="unknown wire dtype"):
@@ -123,3 +141,41 @@ def test_bench_reports_every_figure(tiny_export):  # noqa: F811
     pb = res["payload_bytes"]
     assert pb["wire_int8"] < pb["wire_float16"] < pb["wire_float32"]
     assert pb["jpeg_q90_original"] > 0 and pb["jpeg_q90_input_resolution"] > 0
+
+
+def test_feature_noise_stays_out_of_the_graph_and_goes_into_the_manifest(
+        tiny_run, tmp_path, monkeypatch):  # noqa: F811
+    """An obfuscator trained with feature noise: ONNX without it (parity holds), the manifest
+    tells the device to add it, and the device client does."""
+    import deepobfuscator.runs as runs
+    from deepobfuscator.deploy.client import DeviceObfuscator
+
+    real_load_run = runs.load_run
+
+    def noisy_load_run(path, *a, **k):
+        cfg, models = real_load_run(path, *a, **k)
+        models.encoder.noise_std = 0.25  # what privacy.feature_noise=0.25 builds
+        return cfg, models
+
+    monkeypatch.setattr(runs, "load_run", noisy_load_run)
+    out = export_run(tiny_run, tmp_path / "noisy", parity_images=8)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["features"]["noise_std"] == 0.25 and m["features"]["min"] is None
+    assert "adds Gaussian noise of std 0.25" in m["features"]["noise"]
+    device = DeviceObfuscator(out)
+    assert device.bundle.noise_std == 0.25
+    x = np.random.default_rng(0).random((4, 3, 32, 32), dtype=np.float32)
+    clean = device.features(x, noise=False)
+    np.testing.assert_array_equal(clean, device.features(x, noise=False))  # graph: no noise
+    _, models = real_load_run(tiny_run)
+    with torch.no_grad():
+        np.testing.assert_allclose(clean, models.encoder(torch.from_numpy(x)).numpy(),
+                                   atol=1e-5)
+    noise = device.features(x) - clean
+    assert noise.std() == pytest.approx(0.25, rel=0.05) and abs(noise.mean()) < 0.01
+    assert not np.array_equal(device.features(x), device.features(x))  # fresh every time
+
+
+def test_noise_free_obfuscator_is_exported_as_is(tiny_export):  # noqa: F811
+    m = json.loads((tiny_export / "manifest.json").read_text())
+    assert m["features"]["noise_std"] == 0.0 and m["features"]["min"] == 0.0

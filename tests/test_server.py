@@ -81,7 +81,7 @@ BAD_BODIES = {
     "truncated": (GOOD[:-10], "truncated"),
     "truncated_header": (GOOD[:6], "truncated"),
     "bad_magic": (_patch(GOOD, 0, b"JPEG"), "bad_magic"),
-    "bad_version": (_patch(GOOD, 4, b"\x02"), "bad_version"),
+    "bad_version": (_patch(GOOD, 4, b"\x01"), "bad_version"),  # version 1: batch-wide int8
     "bad_dtype": (_patch(GOOD, 5, b"\x09"), "bad_dtype"),
     "wrong_shape": (wire.encode(np.ones((1, 8, 8, 8), np.float32)), "shape_mismatch"),
     "extra_bytes": (GOOD + b"xyz", "length_mismatch"),
@@ -134,6 +134,15 @@ def test_random_corruptions_never_produce_a_500(server, data):
     r = server.post("/v1/classify", content=body, headers=AUTH)
     assert r.status_code in (200, 400, 413, 422), r.text
     assert "error" in r.json() or "predictions" in r.json()
+
+
+def test_an_empty_token_is_refused_not_an_open_door(tiny_export):  # noqa: F811
+    # regression: token "" matched requests without any Authorization header
+    with pytest.raises(ValueError, match="empty bearer token"):
+        create_app(tiny_export, token="")
+    from deepobfuscator.deploy.cli_commands import main
+
+    assert main(["serve", str(tiny_export), "--token", "", "--port", "1"]) == 2
 
 
 def test_token_from_the_environment(tiny_export, monkeypatch):  # noqa: F811

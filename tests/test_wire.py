@@ -37,7 +37,7 @@ def test_float16_round_trip_within_half_precision(x):
 
 
 def _int8_bound(x: np.ndarray, per_channel: bool) -> np.ndarray:
-    axes = (0, 2, 3) if per_channel else None
+    axes = (2, 3) if per_channel else (1, 2, 3)  # each image has its own parameters
     lo = np.minimum(x.min(axis=axes, keepdims=True), 0).astype(np.float64)
     hi = np.maximum(x.max(axis=axes, keepdims=True), 0).astype(np.float64)
     return (hi - lo) / 255 / 2 * (1 + 1e-5) + 1e-12
@@ -63,7 +63,30 @@ def test_int8_keeps_relu_zeros_exact(x):
 
 def test_int8_is_a_quarter_of_float32():
     x = np.random.default_rng(0).random((2, 16, 8, 8), dtype=np.float32)
-    assert len(encode(x, "float32")) - 24 == 4 * (len(encode(x, "int8")) - 24 - 8 * 16)
+    assert len(encode(x, "float32")) - 24 == 4 * (len(encode(x, "int8")) - 24 - 8 * 2 * 16)
+    assert len(encode(x, "int8", per_channel=False)) == 24 + 8 * 2 + 2 * 16 * 8 * 8
+
+
+@pytest.mark.parametrize("dtype,per_channel", [("int8", True), ("int8", False),
+                                               ("float16", True), ("float32", True)])
+def test_an_image_decodes_the_same_whatever_shares_its_batch(dtype, per_channel):
+    # regression: version 1 took int8 ranges over the whole batch, so an image's answer
+    # changed with the other images in its request (and with the client's --batch-size)
+    rng = np.random.default_rng(5)
+    x = np.maximum(rng.normal(size=(3, 4, 5, 5)), 0).astype(np.float32)
+    x[1] *= 100  # one image with a much larger range than the others
+    batch = decode(encode(x, dtype, per_channel))
+    for i in range(len(x)):
+        alone = decode(encode(x[i:i + 1], dtype, per_channel))
+        np.testing.assert_array_equal(batch[i:i + 1], alone)
+
+
+def test_version_1_bodies_are_refused():
+    b = bytearray(encode(np.ones((1, 2, 2, 2), np.float32), "int8"))
+    b[4] = 1
+    with pytest.raises(WireError, match="version 1") as info:
+        decode(bytes(b))
+    assert info.value.code == "bad_version"
 
 
 def _body(dtype="float32", shape=(2, 3, 4, 4)):
@@ -94,7 +117,8 @@ CORRUPTIONS = {
     "inf_payload_fp16": (_patched(24, struct.pack("<e", float("inf")), "float16"), "non_finite"),
     "nan_scale": (_patched(24, NAN, "int8"), "non_finite"),
     "zero_scale": (_patched(24, struct.pack("<f", 0.0), "int8"), "non_finite"),
-    "zero_point": (_patched(24 + 4 * 3, struct.pack("<i", 500), "int8"), "bad_quantization"),
+    # (2, 3, 4, 4) per-channel: 2 x 3 scales, then the zero points
+    "zero_point": (_patched(24 + 4 * 6, struct.pack("<i", 500), "int8"), "bad_quantization"),
     "json": (b'{"features": [1, 2, 3]}', "bad_magic"),
 }
 
@@ -151,3 +175,4 @@ def test_encode_refuses_what_it_cannot_send():
     with pytest.raises(WireError, match="unknown wire dtype"):
         encode(np.zeros((1, 1, 1, 1), np.float32), "bfloat16")
     assert wire.header_bytes("float32", 16) == 24
+    assert wire.header_bytes("int8", 16, batch=3) == 24 + 8 * 3 * 16

@@ -18,8 +18,14 @@ from .manifest import ExportError
 from .preprocess_np import ImageError
 from .wire import DTYPES, WireError
 
+
+class UsageError(ValueError):
+    """A deploy command given options that cannot work (the message says which)."""
+
+
 # User errors of the deploy commands: the CLI prints their message, no traceback.
-DEPLOY_ERRORS: tuple[type[Exception], ...] = (ExportError, WireError, ClientError, ImageError)
+DEPLOY_ERRORS: tuple[type[Exception], ...] = (ExportError, WireError, ClientError, ImageError,
+                                              UsageError)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -45,6 +51,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
+
+    if args.token is not None and not args.token.strip():
+        # e.g. --token "$TOKEN" with TOKEN unset: it would look protected and accept anyone
+        raise UsageError("--token is empty: pass a non-empty token, or leave --token out "
+                         "(and $DEEPOBFUSCATOR_TOKEN unset) to serve without authentication")
 
     serve(Path(args.export), host=args.host, port=args.port, token=args.token,
           max_body_bytes=args.max_body_bytes, threads=args.threads, log_level=args.log_level)

@@ -34,14 +34,24 @@ class DeviceObfuscator:
         opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(self.bundle.model_path("obfuscator")), opts,
                                             providers=["CPUExecutionProvider"])
+        self._rng = np.random.default_rng()  # unseeded: the noise must not be predictable
 
     def preprocess(self, image_paths: Sequence[str | Path]) -> np.ndarray:
         """Files -> float32 (N, 3, H, W) in [0, 1], exactly as in training."""
         return load_batch(image_paths, self.bundle.preprocessing)
 
-    def features(self, images: np.ndarray) -> np.ndarray:
-        """float32 (N, 3, H, W) model input -> float32 features (N, C, H', W')."""
-        return self.session.run(None, {"image": np.ascontiguousarray(images, np.float32)})[0]
+    def features(self, images: np.ndarray, noise: bool = True) -> np.ndarray:
+        """float32 (N, 3, H, W) model input -> float32 features (N, C, H', W'), as uploaded.
+
+        When the manifest has `features.noise_std` > 0 (an obfuscator trained with
+        `privacy.feature_noise`), Gaussian noise of that std is added here, from the OS's
+        entropy: the ONNX graph leaves it out. noise=False: the graph's output only.
+        """
+        z = self.session.run(None, {"image": np.ascontiguousarray(images, np.float32)})[0]
+        std = self.bundle.noise_std
+        if noise and std > 0:
+            z = z + (std * self._rng.standard_normal(z.shape)).astype(np.float32)
+        return z
 
     def encode(self, features: np.ndarray, dtype: str | None = None) -> bytes:
         """Features -> request body, in the manifest's wire dtype unless told otherwise."""

@@ -50,7 +50,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, wire_dtype: str = "int8
     cfg, models = load_run(run_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # a failed export must not look complete
-    encoder = models.encoder.float().eval()
+    encoder, noise_std = without_noise(models.encoder.float().eval())
     task = task_probability(models.classifier.float()).eval()
     c, h, w = feature_shape(cfg)
     images, image_source = _parity_images(cfg, parity_images)
@@ -86,7 +86,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, wire_dtype: str = "int8
                           "frame; resize to size=[height, width] with PIL's `resample` filter; "
                           "uint8 / 255 as float32; HWC -> CHW"},
         "features": {"name": "features", "shape": [c, h, w], "dtype": "float32",
-                     "min": 0.0, "elements": feat_elems,
+                     "min": 0.0 if noise_std == 0 else None, "noise_std": noise_std,
+                     "noise": "none" if noise_std == 0 else "the device adds Gaussian noise "
+                     f"of std {noise_std} to every value of obfuscator.onnx's output before "
+                     "encoding (privacy.feature_noise; the classifier was trained with it)",
+                     "elements": feat_elems,
                      "elements_vs_image": round(feat_elems / (3 * pre["size"][0]
                                                               * pre["size"][1]), 4)},
         "wire": {"format_version": wire.VERSION, "dtype": wire_dtype,
@@ -105,6 +109,24 @@ def export_run(run_dir: str | Path, out_dir: str | Path, wire_dtype: str = "int8
         f.chmod(0o644)  # temp files are created 0600; an export is meant to be shipped
     load_export(out)  # what serve and classify will do: fail here, not there
     return out
+
+
+def without_noise(encoder):
+    """(a noise-free copy of the obfuscator, the std of its feature noise).
+
+    An obfuscator trained with `privacy.feature_noise` adds Gaussian noise to every upload.
+    The ONNX graph leaves it out (the parity check needs a deterministic model; random ops
+    differ between runtimes) and the manifest's `features.noise_std` tells the device to
+    add it; `DeviceObfuscator.features` does.
+    """
+    std = float(getattr(encoder, "noise_std", 0.0) or 0.0)
+    if std == 0:
+        return encoder, 0.0
+    import copy
+
+    quiet = copy.deepcopy(encoder)
+    quiet.noise_std = 0.0
+    return quiet.eval(), std
 
 
 def task_probability(classifier):

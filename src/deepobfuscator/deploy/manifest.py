@@ -16,6 +16,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from .wire import VERSION as WIRE_VERSION
+
 MANIFEST = "manifest.json"
 FORMAT = "deepobfuscator-export"
 FORMAT_VERSION = 1
@@ -65,6 +67,11 @@ class ExportBundle:
         return self.manifest["wire"]["quantization"] == "per-channel affine"
 
     @property
+    def noise_std(self) -> float:
+        """Std of the Gaussian noise the device adds to the features (0: none)."""
+        return float(self.manifest["features"].get("noise_std") or 0.0)
+
+    @property
     def threshold(self) -> float:
         return float(self.manifest["task"].get("threshold", 0.5))
 
@@ -90,12 +97,22 @@ def load_export(export_dir: str | Path, check_hashes: bool = True) -> ExportBund
                           f"is not supported (this package reads {FORMAT_VERSION}); "
                           "export the run again with this version")
     for key in ("input", "features", "wire", "task", "models"):
-        if key not in manifest:
-            raise ExportError(f"{mpath}: manifest field {key!r} missing; export the run again")
+        if not isinstance(manifest.get(key), dict):
+            raise ExportError(f"{mpath}: manifest field {key!r} missing or not an object; "
+                              "export the run again")
+    wire_version = manifest["wire"].get("format_version")
+    if wire_version != WIRE_VERSION:
+        raise ExportError(f"{mpath}: the export speaks wire format version {wire_version}, this "
+                          f"package speaks {WIRE_VERSION}; export the run again with this version")
     models = manifest["models"]
     for entry in models.values():
         if entry is None:
             continue  # an optional model that was not built
+        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str)
+                and isinstance(entry.get("sha256"), str)
+                and Path(entry["file"]).name == entry["file"]):
+            raise ExportError(f"{mpath}: malformed model entry {entry!r} (a file name inside "
+                              "the folder and its sha256 expected); export the run again")
         path = root / entry["file"]
         if not path.is_file():
             raise ExportError(f"{root}: model file {entry['file']} is missing (listed in "

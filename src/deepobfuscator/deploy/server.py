@@ -7,6 +7,7 @@ the service refuses to start on an incomplete or altered export folder.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import sys
@@ -72,6 +73,9 @@ def create_app(export_dir: str | Path, token: str | None = None,
 
     bundle = load_export(export_dir)
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+    if token is not None and not token.strip():
+        # an empty token would match a request with no Authorization header at all
+        raise ValueError("empty bearer token: pass a non-empty token, or None for no auth")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     session = ort.InferenceSession(str(bundle.model_path("classifier")), opts,
@@ -83,11 +87,15 @@ def create_app(export_dir: str | Path, token: str | None = None,
     app = FastAPI(title="DeepObfuscator cloud classifier", version=__version__,
                   description=f"Answers `{bundle.task}` from obfuscated features. The device "
                   "runs obfuscator.onnx and sends its output in the wire format.")
+    # compare fixed-length digests in constant time: no timing oracle on the content or the
+    # length of the token
+    token_digest = hashlib.sha256(token.encode()).digest() if token is not None else b""
+
     def authorize(creds: Credentials) -> None:
         if token is None:
             return
         given = creds.credentials.encode() if creds is not None else b""
-        if not hmac.compare_digest(given, token.encode()):  # constant time: no timing oracle
+        if not hmac.compare_digest(hashlib.sha256(given).digest(), token_digest):
             raise ApiError(401, "unauthorized", "missing or wrong bearer token: send "
                            "'Authorization: Bearer <token>'", {"WWW-Authenticate": "Bearer"})
 

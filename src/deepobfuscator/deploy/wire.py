@@ -1,26 +1,29 @@
 """The feature wire format: one batch of feature tensors, from the phone to the cloud.
 
-numpy only (no torch), so a phone-side client can use it as is. Version 1, all
+numpy only (no torch), so a phone-side client can use it as is. Version 2, all
 integers little-endian:
 
     offset  size    field
     0       4       magic b"DOBF"
-    4       1       format version (1)
+    4       1       format version (2)
     5       1       dtype code: 1 float32, 2 float16, 3 int8
     6       1       quantization: 0 none, 1 per-tensor affine, 2 per-channel affine (axis 1)
     7       1       ndim (always 4: N, C, H, W)
     8       4*ndim  shape, u32 each
-    ...     4*K     scales, float32           (int8 only; K = 1 per-tensor, C per-channel)
-    ...     4*K     zero points, int32        (int8 only)
+    ...     4*K     scales, float32           (int8 only; K = N per-tensor, N*C per-channel,
+    ...     4*K     zero points, int32         in (image, channel) order)
     ...     rest    payload: N*C*H*W values of the dtype, C order
 
-int8 is affine: x = scale * (q - zero_point), q in [-128, 127]. The range of each
-channel (or of the tensor) always includes 0, so an exact 0 stays exactly 0: the
-obfuscator's features come after a ReLU, are >= 0 and mostly 0. For such features
-the zero point is -128 and all 256 levels cover [0, max]: the error of every value
-is at most scale / 2 = max / 510 of its channel (0.2 % of the channel's range),
-zeros are exact. float16 keeps 11 significant bits (relative error <= 2^-11) and
-rejects values above 65504.
+int8 is affine: x = scale * (q - zero_point), q in [-128, 127], with parameters of
+their own for every image (per-tensor) or every image and channel (per-channel): an
+image's answer never depends on which other images share its request. (Version 1
+shared them across the batch; it is refused.) The range of each channel (or of the
+image's tensor) always includes 0, so an exact 0 stays exactly 0: the obfuscator's
+features come after a ReLU, are >= 0 and mostly 0. For such features the zero point
+is -128 and all 256 levels cover [0, max]: the error of every value is at most
+scale / 2 = max / 510 of its channel (0.2 % of the channel's range), zeros are exact.
+float16 keeps 11 significant bits (relative error <= 2^-11) and rejects values above
+65504.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import struct
 import numpy as np
 
 MAGIC = b"DOBF"
-VERSION = 1
+VERSION = 2
 DTYPES = {"float32": 1, "float16": 2, "int8": 3}
 _NP = {1: np.dtype("<f4"), 2: np.dtype("<f2"), 3: np.dtype("i1")}
 QUANT_NONE, QUANT_TENSOR, QUANT_CHANNEL = 0, 1, 2
@@ -49,16 +52,21 @@ class WireError(ValueError):
         self.code = code
 
 
-def header_bytes(dtype: str, channels: int, per_channel: bool = True) -> int:
-    """Bytes of header + quantization parameters for one batch."""
-    k = (channels if per_channel else 1) if dtype == "int8" else 0
-    return _FIXED + 4 * NDIM + 8 * k
+def _param_count(quant: int, n: int, c: int) -> int:
+    """K: how many (scale, zero point) pairs a batch of N images with C channels carries."""
+    return {QUANT_NONE: 0, QUANT_TENSOR: n, QUANT_CHANNEL: n * c}[quant]
+
+
+def header_bytes(dtype: str, channels: int, per_channel: bool = True, batch: int = 1) -> int:
+    """Bytes of header + quantization parameters for a batch of `batch` images."""
+    quant = (QUANT_CHANNEL if per_channel else QUANT_TENSOR) if dtype == "int8" else QUANT_NONE
+    return _FIXED + 4 * NDIM + 8 * _param_count(quant, batch, channels)
 
 
 def encoded_size(shape: tuple[int, ...], dtype: str = "int8", per_channel: bool = True) -> int:
     """Total bytes of `encode` for features of shape (N, C, H, W), without encoding."""
     n, c, h, w = shape
-    return header_bytes(dtype, c, per_channel) + n * c * h * w * _NP[DTYPES[dtype]].itemsize
+    return header_bytes(dtype, c, per_channel, n) + n * c * h * w * _NP[DTYPES[dtype]].itemsize
 
 
 def encode(features: np.ndarray, dtype: str = "int8", per_channel: bool = True) -> bytes:
@@ -76,9 +84,9 @@ def encode(features: np.ndarray, dtype: str = "int8", per_channel: bool = True) 
     params = b""
     if dtype == "int8":
         quant = QUANT_CHANNEL if per_channel else QUANT_TENSOR
-        axes = (0, 2, 3) if per_channel else None
+        axes = (2, 3) if per_channel else (1, 2, 3)  # never across images: see the docstring
         scale, zero = _affine_params(x.min(axis=axes), x.max(axis=axes))
-        shape = (1, -1, 1, 1) if per_channel else ()
+        shape = _param_shape(quant, x.shape[0])
         q = np.rint(x / scale.astype(np.float64).reshape(shape)) + zero.reshape(shape)
         payload = np.clip(q, -128, 127).astype(np.int8).tobytes()
         params = scale.astype("<f4").tobytes() + zero.astype("<i4").tobytes()
@@ -146,7 +154,7 @@ def decode(data: bytes, expected_shape: tuple[int, ...] | None = None,
     if expected_shape is not None and tuple(shape[1:]) != tuple(expected_shape):
         raise WireError(f"feature shape mismatch: body has (C, H, W) = {tuple(shape[1:])}, "
                         f"this model expects {tuple(expected_shape)}", "shape_mismatch")
-    k = {QUANT_NONE: 0, QUANT_TENSOR: 1, QUANT_CHANNEL: shape[1]}[quant]
+    k = _param_count(quant, shape[0], shape[1])
     offset = _FIXED + 4 * ndim + 8 * k
     count = int(np.prod(shape, dtype=object))  # Python ints: a forged shape cannot overflow
     expected = offset + count * _NP[code].itemsize
@@ -167,12 +175,17 @@ def decode(data: bytes, expected_shape: tuple[int, ...] | None = None,
         raise WireError("non-finite or non-positive quantization scale", "non_finite")
     if (zero < -128).any() or (zero > 127).any():
         raise WireError("quantization zero point outside [-128, 127]", "bad_quantization")
-    bshape = (1, -1, 1, 1) if quant == QUANT_CHANNEL else ()
+    bshape = _param_shape(quant, shape[0])
     with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
         out = (scale.reshape(bshape) * (payload - zero.reshape(bshape))).astype(np.float32)
     if not np.isfinite(out).all():  # a huge scale can overflow float32
         raise WireError("non-finite values after dequantization", "non_finite")
     return out
+
+
+def _param_shape(quant: int, n: int) -> tuple[int, ...]:
+    """How K parameters broadcast against (N, C, H, W)."""
+    return (n, -1, 1, 1) if quant == QUANT_CHANNEL else (n, 1, 1, 1)
 
 
 def _name(code: int) -> str:

@@ -46,16 +46,32 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit(args: argparse.Namespace) -> int:
-    from .audit import AuditSettings, audit, summary_table
+def audit_settings(args: argparse.Namespace):
+    from .audit import AuditSettings
 
-    settings = AuditSettings(seed=args.seed, device=args.device, max_epochs=args.max_epochs,
-                             whitebox_images=args.whitebox_images,
-                             whitebox_steps=args.whitebox_steps, progress=not args.quiet)
+    return AuditSettings(seed=args.seed, device=args.device, max_epochs=args.max_epochs,
+                         whitebox_images=args.whitebox_images,
+                         whitebox_steps=args.whitebox_steps, progress=not args.quiet)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .audit import audit, summary_table
+
+    settings = audit_settings(args)
     out = audit(Path(args.run), Path(args.baseline) if args.baseline else None,
                 Path(args.out) if args.out else None, settings)
     print(summary_table(out))
     print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import sweep
+
+    out = sweep(args.config, args.grid, Path(args.out) if args.out else None,
+                Path(args.baseline_run) if args.baseline_run else None, audit_settings(args),
+                args.overrides, progress=not args.quiet)
+    print((out / "frontier.md").read_text())
     return 0
 
 
@@ -90,17 +106,33 @@ def build_parser() -> argparse.ArgumentParser:
     config_args(c)
     c.set_defaults(func=cmd_config)
 
+    def audit_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--seed", type=int, default=0, help="attackers' seed")
+        sp.add_argument("--device", default="auto", help="attackers' device")
+        sp.add_argument("--max-epochs", type=int, default=30,
+                        help="cap on each attacker's epochs")
+        sp.add_argument("--whitebox-images", type=int, default=32)
+        sp.add_argument("--whitebox-steps", type=int, default=300)
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
     a = sub.add_parser("audit", help="fresh attackers against a trained run (and a baseline)")
     a.add_argument("run", help="run folder from `deepobfuscator train`")
     a.add_argument("--baseline", help="a no-privacy run (privacy.method=none) on the same data")
     a.add_argument("--out", help="output folder (default: RUN/audit)")
-    a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--device", default="auto")
-    a.add_argument("--max-epochs", type=int, default=30, help="cap on each attacker's epochs")
-    a.add_argument("--whitebox-images", type=int, default=32)
-    a.add_argument("--whitebox-steps", type=int, default=300)
-    a.add_argument("--quiet", action="store_true", help="no progress bars")
+    audit_args(a)
     a.set_defaults(func=cmd_audit)
+
+    s = sub.add_parser("sweep", help="train + audit a grid of configs; draw the "
+                                     "privacy-utility frontier")
+    config_args(s)
+    s.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
+                   help="config key and the values to try, e.g. privacy.lambda=0,1,3,10,30; "
+                        "repeat for a cartesian product")
+    s.add_argument("--out", help="sweep folder (default: runs/sweep-<source>-<hash>)")
+    s.add_argument("--baseline-run", help="a finished no-privacy run to audit against "
+                                          "(default: train one into OUT/baseline)")
+    audit_args(s)
+    s.set_defaults(func=cmd_sweep)
 
     d = sub.add_parser("demo", help="the main job: baseline vs DeepObfuscator on synthfaces")
     d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")

@@ -1,0 +1,335 @@
+"""Sweeps: train a grid of configs, audit each against one no-privacy baseline, and
+draw the privacy-utility frontier.
+
+    OUT/baseline/                 the no-privacy baseline (unless --baseline-run is given)
+    OUT/points/<name>/run/        one training run per grid point
+    OUT/points/<name>/audit/      its audit (audit.json, report) against the baseline
+    OUT/frontier.png|md|json      task accuracy against each privacy figure
+
+Each point whose stage 1 would equal the baseline's (same data, model, seed and task
+settings; see training/reuse.py) starts from the baseline's stage-1 checkpoint.
+Resumable: a point whose audit.json exists (for the same config) is skipped, and an
+unfinished training resumes from its checkpoint; run the same command again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .audit import AuditSettings, audit
+from .config import Config, ConfigError, config_from_dict, load_config
+from .io import atomic_write, atomic_write_json, atomic_write_text
+from .runs import RunError, read_info
+from .training import train
+from .training.distributed import env_world_size
+from .training.reuse import start_from_baseline
+
+
+@dataclass
+class GridPoint:
+    name: str  # folder name, e.g. "lambda=10"
+    params: dict[str, Any]  # key -> value (parsed as YAML, as overrides are)
+    overrides: list[str] = field(default_factory=list)  # the "key=value" strings
+
+
+def split_values(text: str) -> list[str]:
+    """'0,1,[32,32]' -> ['0', '1', '[32,32]']: commas inside brackets or quotes stay."""
+    out, depth, quote, cur = [], 0, "", ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+            continue
+        cur += ch
+    out.append(cur.strip())
+    return out
+
+
+def parse_grid(specs: list[str]) -> dict[str, list[str]]:
+    """['privacy.lambda=0,1,3', ...] -> {'privacy.lambda': ['0', '1', '3'], ...}."""
+    grid: dict[str, list[str]] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--grid {spec!r} is not of the form key=v1,v2,... "
+                              "(e.g. privacy.lambda=0,1,3,10)")
+        if key in grid:
+            raise ConfigError(f"--grid names {key!r} twice; list all its values in one flag")
+        vals = split_values(values)
+        if any(v == "" for v in vals):
+            raise ConfigError(f"--grid {spec!r} has an empty value")
+        grid[key] = vals
+    if not grid:
+        raise ConfigError("a sweep needs at least one --grid key=v1,v2,...")
+    return grid
+
+
+def grid_points(grid: dict[str, list[str]]) -> list[GridPoint]:
+    """The cartesian product of the grid, in the order given."""
+    keys = list(grid)
+    short = {k: k.rsplit(".", 1)[-1] for k in keys}
+    if len(set(short.values())) < len(keys):  # two keys end alike: use full keys
+        short = {k: k for k in keys}
+    points = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        name = "_".join(f"{short[k]}={_safe(v)}" for k, v in zip(keys, combo, strict=True))
+        points.append(GridPoint(name, {k: yaml.safe_load(v) for k, v in zip(keys, combo,
+                                                                            strict=True)},
+                                [f"{k}={v}" for k, v in zip(keys, combo, strict=True)]))
+    names = [p.name for p in points]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"grid values give clashing folder names: {names}")
+    return points
+
+
+def _safe(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", value).strip("-") or "x"
+
+
+def default_sweep_dir(base: Config, grid: dict[str, list[str]]) -> Path:
+    """Same base config and grid keys -> same folder (adding values reuses it)."""
+    h = hashlib.sha256(json.dumps([base.fingerprint(), list(grid)]).encode()).hexdigest()[:8]
+    return Path("runs") / f"sweep-{base.data.source}-{h}"
+
+
+def sweep(config: str | Path = "cpu", grid: dict[str, list[str]] | list[str] = (),
+          out: Path | None = None, baseline_run: Path | None = None,
+          settings: AuditSettings | None = None, overrides: list[str] | None = None,
+          progress: bool = True) -> Path:
+    """Train and audit every grid point; write the frontier; returns the sweep folder.
+
+    `config` and `overrides` give the base config (as for `train`); `grid` maps
+    config keys to the values to try (or is a list of 'key=v1,v2' strings).
+    The baseline is `baseline_run` or, if None, the base config trained with
+    privacy.method=none into OUT/baseline.
+    """
+    if env_world_size() > 1:
+        raise RunError("a sweep runs in one process; use torchrun for single `train` runs")
+    grid = parse_grid(list(grid)) if not isinstance(grid, dict) else grid
+    overrides = list(overrides or [])
+    settings = settings or AuditSettings(progress=progress)
+    base = load_config(config, overrides)
+    points = grid_points(grid)
+    configs = {p.name: load_config(config, [*overrides, *p.overrides]) for p in points}
+    out = Path(out) if out else default_sweep_dir(base, grid)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"sweep folder: {out} ({len(points)} points)")
+
+    if baseline_run is None:
+        print(f"== baseline (privacy.method=none): {out / 'baseline'}")
+        baseline_run = train(load_config(config, [*overrides, "privacy.method=none"]),
+                             out / "baseline", progress=progress)
+    elif read_info(baseline_run).get("status") != "complete":
+        raise RunError(f"baseline {baseline_run} is not a finished training run; "
+                       "train it first (or leave out --baseline-run)")
+    baseline_run = Path(baseline_run)
+
+    done = []
+    for i, p in enumerate(points, 1):
+        folder = out / "points" / p.name
+        if _audited(folder / "audit", configs[p.name]):
+            print(f"== [{i}/{len(points)}] {p.name}: done, skipped")
+        else:
+            print(f"== [{i}/{len(points)}] {p.name}: training")
+            if start_from_baseline(configs[p.name], folder / "run", baseline_run):
+                print("   stage 1 (task) is the baseline's, bit for bit: starting from it")
+            run = train(configs[p.name], folder / "run", progress=progress)
+            print(f"== [{i}/{len(points)}] {p.name}: auditing")
+            audit(run, baseline_run, folder / "audit", settings)
+        done.append(p)
+    write_frontier(out, done, baseline_run, grid)
+    print(f"frontier: {out / 'frontier.png'} (and frontier.md, frontier.json)")
+    return out
+
+
+def _audited(audit_dir: Path, cfg: Config) -> bool:
+    path = audit_dir / "audit.json"
+    if not path.is_file():
+        return False
+    saved = json.loads(path.read_text()).get("config", {})
+    if config_from_dict(saved).fingerprint() != cfg.fingerprint():
+        raise RunError(f"{audit_dir} audits a run with a different config; "
+                       "sweep into a new --out folder")
+    return True
+
+
+# -- the frontier ---------------------------------------------------------------------------
+
+
+def figures_of(result: dict, which: str = "obfuscated") -> dict[str, float]:
+    """Utility and privacy figures of one audited run from an audit.json dict."""
+    r = result["runs"][which]
+    out = {"utility_accuracy": r["utility"]["accuracy"],
+           "inversion_msssim": r["inversion"]["msssim"]["mean"]}
+    for attr in result["config"]["data"]["private"]:
+        if attr in r.get("attributes", {}):
+            out[f"attribute:{attr}"] = r["attributes"][attr]["balanced_accuracy"]
+    reid = r.get("reid", {}).get("reconstruction_probes")
+    if reid:
+        out["reid_top1"] = reid["top1"]
+    return out
+
+
+def chance_of(result: dict) -> dict[str, float]:
+    ch, task = result["chance"], result["config"]["data"]["task"]
+    out = {"utility_accuracy": ch["attributes"][task]["majority_rate"],
+           "inversion_msssim": ch["reconstruction_mean_image"]["msssim"]["mean"]}
+    for attr in result["config"]["data"]["private"]:
+        if attr in ch.get("attributes", {}):
+            out[f"attribute:{attr}"] = ch["attributes"][attr]["balanced_accuracy"]
+    if "reid" in ch:
+        out["reid_top1"] = ch["reid"]["top1"]
+    return out
+
+
+def label_of(key: str) -> str:
+    if key == "utility_accuracy":
+        return "task accuracy (utility)"
+    if key == "inversion_msssim":
+        return "inversion MS-SSIM"
+    if key == "reid_top1":
+        return "re-identification top-1"
+    return f"{key.split(':', 1)[1]}: attacker balanced accuracy"
+
+
+def pareto(xy: dict[str, tuple[float, float]]) -> list[str]:
+    """Names on the frontier (higher x and lower y are better), in order of x."""
+    keep = [n for n, (x, y) in xy.items()
+            if not any(x2 >= x and y2 <= y and (x2, y2) != (x, y) for x2, y2 in xy.values())]
+    return sorted(keep, key=lambda n: xy[n][0])
+
+
+def write_frontier(out: Path, points: list[GridPoint], baseline_run: Path,
+                   grid: dict[str, list[str]]) -> dict:
+    """frontier.json, frontier.md and frontier.png from the points' audit.json files."""
+    out = Path(out)
+    results = {p.name: json.loads((out / "points" / p.name / "audit" / "audit.json").read_text())
+               for p in points}
+    first = results[points[0].name]
+    chance = chance_of(first)
+    base = figures_of(first, "baseline") if "baseline" in first["runs"] else {}
+    rows = {p.name: figures_of(results[p.name]) for p in points}
+    keys = list(dict.fromkeys(k for f in rows.values() for k in f if k != "utility_accuracy"))
+    every = {**rows, **({"baseline": base} if base else {})}
+    figures = {}
+    for k in keys:
+        xy = {n: (f["utility_accuracy"], f[k]) for n, f in every.items() if k in f}
+        figures[k] = {"label": label_of(k), "chance": chance.get(k), "frontier": pareto(xy)}
+    doc = {
+        "grid": grid,
+        "x": {"key": "utility_accuracy", "label": label_of("utility_accuracy"),
+              "source": "runs.obfuscated.utility.accuracy",
+              "chance": chance["utility_accuracy"]},
+        "figures": figures,
+        "baseline": {"run": str(baseline_run), "figures": base,
+                     "note": "as measured in the first point's audit"},
+        "points": [{"name": p.name, "params": p.params,
+                    "run": str(out / "points" / p.name / "run"),
+                    "audit": str(out / "points" / p.name / "audit"),
+                    "figures": rows[p.name]} for p in points],
+    }
+    atomic_write_json(out / "frontier.json", doc)
+    atomic_write_text(out / "frontier.md", _markdown(doc, list(grid)))
+    atomic_write(out / "frontier.png", lambda tmp: _plot(doc, tmp))
+    return doc
+
+
+def _markdown(doc: dict, grid_keys: list[str]) -> str:
+    keys = ["utility_accuracy", *doc["figures"]]
+    head = ["point", *grid_keys, *(label_of(k) for k in keys), "on frontier of"]
+    lines = ["# Privacy-utility frontier", "",
+             "Task accuracy: higher is better. Privacy figures (attacker success on the "
+             "obfuscated features): lower is better. Chance: what one gets without "
+             "the features (majority class, the mean image, a random guess). A point "
+             "is on a figure's frontier when no other point (the baseline included) is "
+             "at least as accurate with a lower figure, or more accurate with the same.",
+             "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def fmt(v: Any) -> str:
+        return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+    def on(name: str) -> str:
+        return ", ".join(label_of(k).split(":")[0] for k, f in doc["figures"].items()
+                         if name in f["frontier"])
+
+    if doc["baseline"]["figures"]:
+        f = doc["baseline"]["figures"]
+        lines.append("| " + " | ".join(["baseline (no privacy)", *("" for _ in grid_keys),
+                                        *(fmt(f.get(k)) for k in keys), on("baseline")]) + " |")
+    for p in doc["points"]:
+        lines.append("| " + " | ".join([p["name"], *(fmt(p["params"][k]) for k in grid_keys),
+                                        *(fmt(p["figures"].get(k)) for k in keys),
+                                        on(p["name"])]) + " |")
+    chance = [doc["x"]["chance"], *(f["chance"] for f in doc["figures"].values())]
+    lines.append("| " + " | ".join(["chance", *("" for _ in grid_keys),
+                                    *(fmt(v) for v in chance), ""]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(doc: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = doc["figures"]
+    n = len(figs)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.9 * rows), squeeze=False)
+    base = doc["baseline"]["figures"]
+    for ax, (k, f) in zip(axes.flat, figs.items(), strict=False):
+        pts = {p["name"]: (p["figures"]["utility_accuracy"], p["figures"][k])
+               for p in doc["points"] if k in p["figures"]}
+        if base and k in base:
+            pts_all = {**pts, "baseline": (base["utility_accuracy"], base[k])}
+        else:
+            pts_all = pts
+        front = [pts_all[name] for name in f["frontier"] if name in pts_all]
+        if len(front) > 1:
+            ax.plot(*zip(*front, strict=True), color="tab:blue", alpha=0.5, lw=1.5,
+                    label="frontier")
+        ax.scatter([x for x, _ in pts.values()], [y for _, y in pts.values()],
+                   color="tab:blue", zorder=3, label="sweep points")
+        at: dict[tuple[float, float], list[str]] = {}
+        for name, xy in pts.items():  # one label per spot: coincident points share it
+            at.setdefault(xy, []).append(name)
+        for (x, y), names in at.items():
+            ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+        if base and k in base:
+            ax.scatter([base["utility_accuracy"]], [base[k]], marker="*", s=160,
+                       color="tab:red", zorder=4, label="no-privacy baseline")
+        if f["chance"] is not None:
+            ax.axhline(f["chance"], color="gray", ls="--", lw=1, label="chance")
+        ax.axvline(doc["x"]["chance"], color="gray", ls=":", lw=1,
+                   label="majority-class accuracy")
+        ax.set_xlabel(doc["x"]["label"])
+        ax.set_ylabel(f"{f['label']} (lower = more private)", fontsize=8)
+        ax.set_title(f["label"], fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="best")
+    fig.suptitle("Privacy-utility frontier")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)

@@ -1,13 +1,16 @@
 """Bounded load test of the cloud service on loopback.
 
     python benchmarks/load_test.py EXPORT_DIR [--clients 8] [--duration 10] [--batch 1]
+                                              [--no-compress] [--server-threads 1]
 
 Starts `deepobfuscator serve` in a subprocess on a free loopback port (with a token,
 access log off), then runs --clients concurrent clients (asyncio + httpx, one
-keep-alive connection each) that POST feature batches in the export's wire dtype for
+keep-alive connection each) that POST feature batches in the export's wire dtype,
+gzip-compressed as `deepobfuscator classify` sends them (unless --no-compress), for
 --duration seconds. Prints requests/s, images/s, p50/p99 latency and the error count;
 exits 1 if any request failed. The features are the obfuscator's real output on
-rendered faces, so the payload size is the real one.
+rendered faces, so the payload size is the real one. Clients and server share this
+machine's cores: on a 2-core machine the figures are a floor, not a server capacity.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import httpx
 import numpy as np
 
 from deepobfuscator.data.synthfaces import generate_synthfaces
-from deepobfuscator.deploy.client import DeviceObfuscator
+from deepobfuscator.deploy.client import DeviceObfuscator, gzip_body
 from deepobfuscator.deploy.preprocess_np import to_input
 
 TOKEN = "load-test-token"
@@ -58,15 +61,20 @@ def start_server(export: Path, port: int, threads: int) -> subprocess.Popen:
     raise SystemExit("server did not become healthy within 60 s")
 
 
-def make_bodies(export: Path, batch: int, n: int = 16) -> list[bytes]:
+def make_bodies(export: Path, batch: int, compress: bool, n: int = 16) -> list[bytes]:
     device = DeviceObfuscator(export, threads=1)
     size = tuple(device.bundle.preprocessing["size"])
     faces = to_input(generate_synthfaces(n, batch, size, seed=11).images)
-    return [device.encode(device.features(faces[i * batch:(i + 1) * batch])) for i in range(n)]
+    bodies = [device.encode(device.features(faces[i * batch:(i + 1) * batch]))
+              for i in range(n)]
+    return [gzip_body(b) for b in bodies] if compress else bodies
 
 
-async def client(url: str, bodies: list[bytes], stop: float, lat: list, errors: list) -> None:
+async def client(url: str, bodies: list[bytes], stop: float, lat: list, errors: list,
+                 compress: bool) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"}
+    if compress:
+        headers["Content-Encoding"] = "gzip"
     async with httpx.AsyncClient(timeout=30) as http:
         i = 0
         while time.perf_counter() < stop:
@@ -84,11 +92,12 @@ async def client(url: str, bodies: list[bytes], stop: float, lat: list, errors: 
             i += 1
 
 
-async def run_load(url: str, bodies: list[bytes], clients: int, duration: float) -> dict:
+async def run_load(url: str, bodies: list[bytes], clients: int, duration: float,
+                   compress: bool) -> dict:
     lat: list[float] = []
     errors: list[str] = []
     t0 = time.perf_counter()
-    await asyncio.gather(*(client(url, bodies, t0 + duration, lat, errors)
+    await asyncio.gather(*(client(url, bodies, t0 + duration, lat, errors, compress)
                            for _ in range(clients)))
     wall = time.perf_counter() - t0
     return {"requests": len(lat) + len(errors), "ok": len(lat), "errors": len(errors),
@@ -105,21 +114,26 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=10.0, help="seconds of load")
     p.add_argument("--batch", type=int, default=1, help="images per request")
     p.add_argument("--server-threads", type=int, default=1, help="onnxruntime threads")
+    p.add_argument("--no-compress", action="store_true", help="send bodies without gzip")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args()
-    bodies = make_bodies(args.export, args.batch)
+    compress = not args.no_compress
+    bodies = make_bodies(args.export, args.batch, compress)
     port = free_port()
     proc = start_server(args.export, port, args.server_threads)
     try:
         res = asyncio.run(run_load(f"http://127.0.0.1:{port}/v1/classify", bodies,
-                                   args.clients, args.duration))
+                                   args.clients, args.duration, compress))
     finally:
         proc.terminate()
         proc.wait(10)
-    res.update(clients=args.clients, batch=args.batch, body_bytes=len(bodies[0]),
+    res.update(clients=args.clients, batch=args.batch, gzip=compress,
+               body_bytes_mean=round(float(np.mean([len(b) for b in bodies]))),
+               server_threads=args.server_threads,
                images_per_s=round(res["requests_per_s"] * args.batch, 1))
-    print(f"{res['clients']} clients, batch {res['batch']}, {res['body_bytes']} bytes per "
-          f"request, {res['seconds']} s: {res['requests_per_s']} requests/s "
+    print(f"{res['clients']} clients, batch {res['batch']}, {res['body_bytes_mean']} bytes per "
+          f"request ({'gzip' if compress else 'no gzip'}), server threads "
+          f"{args.server_threads}, {res['seconds']} s: {res['requests_per_s']} requests/s "
           f"({res['images_per_s']} images/s), p50 {res['p50_ms']} ms, p99 {res['p99_ms']} ms, "
           f"errors {res['errors']} of {res['requests']}")
     for e in res["error_samples"]:

@@ -95,6 +95,24 @@ def test_answers_do_not_depend_on_the_batch_size(live, tiny_export, photos):  # 
     assert classify_images(live.url, tiny_export, photos[::-1], token=TOKEN) == one[::-1]
 
 
+def test_gzip_is_the_default_and_changes_no_answer(live, tiny_export, photos, monkeypatch):  # noqa: F811
+    import httpx
+
+    sent = []
+    real_post = httpx.Client.post
+
+    def spy(self, url, **kw):
+        sent.append((kw["headers"].get("Content-Encoding"), len(kw["content"])))
+        return real_post(self, url, **kw)
+
+    monkeypatch.setattr(httpx.Client, "post", spy)
+    packed = classify_images(live.url, tiny_export, photos, token=TOKEN)
+    plain = classify_images(live.url, tiny_export, photos, token=TOKEN, compress=False)
+    assert packed == plain
+    (enc_a, size_a), (enc_b, size_b) = sent
+    assert (enc_a, enc_b) == ("gzip", None) and size_a < size_b
+
+
 def test_client_runs_without_torch(live, tiny_export, photos):  # noqa: F811
     code = (
         "import json, sys\n"

@@ -1,3 +1,4 @@
+import gzip
 import shutil
 import struct
 import subprocess
@@ -115,6 +116,46 @@ def test_oversized_bodies_and_batches_get_413(server):
     assert r.status_code == 413 and r.json()["error"] == "batch_too_large"
 
 
+GZ = {**AUTH, "Content-Encoding": "gzip"}
+
+
+def test_gzip_bodies_answer_the_same(server):
+    body = wire.encode(_features(), "int8")
+    plain = server.post("/v1/classify", content=body, headers=AUTH).json()
+    packed = gzip.compress(body)
+    assert len(packed) < len(body)
+    assert server.post("/v1/classify", content=packed, headers=GZ).json() == plain
+    r = server.post("/v1/classify", content=packed, headers={**AUTH, "Content-Encoding": "x-gzip"})
+    assert r.json() == plain
+
+
+BAD_GZIP = {
+    "not_gzip": (wire.encode(_features(1)), 400, "bad_encoding"),
+    "truncated": (gzip.compress(wire.encode(_features(1)))[:-12], 400, "bad_encoding"),
+    "trailing": (gzip.compress(wire.encode(_features(1))) + b"junk", 400, "bad_encoding"),
+    "bad_crc": (_patch(gzip.compress(wire.encode(_features(1))), -8, b"\0\0\0\0"), 400,
+                "bad_encoding"),
+    # 64 KiB + 1 of zeros packs into ~100 bytes: refused once inflated past the body limit
+    "bomb": (gzip.compress(bytes(MAX_BODY + 1)), 413, "too_large"),
+    "empty_inflated": (gzip.compress(b""), 400, "empty"),
+    "garbage_inflated": (gzip.compress(b"DOBF\x02junk"), 400, "bad_dtype"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_GZIP))
+def test_bad_gzip_bodies_get_a_4xx_json_error(server, name):
+    body, status, code = BAD_GZIP[name]
+    r = server.post("/v1/classify", content=body, headers=GZ)
+    assert r.status_code == status, r.text
+    assert r.json()["error"] == code and r.json()["detail"]
+
+
+def test_other_content_encodings_get_415(server):
+    r = server.post("/v1/classify", content=wire.encode(_features()),
+                    headers={**AUTH, "Content-Encoding": "br"})
+    assert r.status_code == 415 and r.json()["error"] == "unsupported_encoding"
+
+
 def test_extreme_features_are_a_4xx_not_a_crash(server):
     r = server.post("/v1/classify", content=wire.encode(np.full((1, 16, 8, 8), 3e38)),
                     headers=AUTH)
@@ -132,6 +173,19 @@ def test_random_corruptions_never_produce_a_500(server, data):
         b[data.draw(st.integers(0, len(b) - 1))] = data.draw(st.integers(0, 255))
     body = bytes(b[:data.draw(st.integers(0, len(b)))])
     r = server.post("/v1/classify", content=body, headers=AUTH)
+    assert r.status_code in (200, 400, 413, 422), r.text
+    assert "error" in r.json() or "predictions" in r.json()
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_corruptions_of_gzip_bodies_never_produce_a_500(server, data):
+    b = bytearray(gzip.compress(wire.encode(_features(1), "int8")))
+    for _ in range(data.draw(st.integers(1, 3))):
+        b[data.draw(st.integers(0, len(b) - 1))] = data.draw(st.integers(0, 255))
+    body = bytes(b[:data.draw(st.integers(0, len(b)))])
+    r = server.post("/v1/classify", content=body, headers=GZ)
     assert r.status_code in (200, 400, 413, 422), r.text
     assert "error" in r.json() or "predictions" in r.json()
 

@@ -66,7 +66,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from .client import classify_images
 
     results = classify_images(args.server, Path(args.model), args.images, token=args.token,
-                              batch_size=args.batch_size)
+                              batch_size=args.batch_size, compress=not args.no_compress)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -120,6 +120,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--model", required=True, help="the export folder (runs the obfuscator here)")
     c.add_argument("--token", default=None, help="bearer token (default: $DEEPOBFUSCATOR_TOKEN)")
     c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--no-compress", action="store_true",
+                   help="send the features without gzip (Content-Encoding)")
     c.add_argument("--json", action="store_true", help="print the answers as JSON")
     c.set_defaults(func=cmd_classify)
 

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import os
 import sys
+import zlib
 from pathlib import Path
 from typing import Annotated
 
@@ -56,9 +57,11 @@ class ClassifyResponse(BaseModel):
 
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
-                 405: "method_not_allowed", 413: "too_large", 422: "invalid_request"}
+                 405: "method_not_allowed", 413: "too_large", 415: "unsupported_encoding",
+                 422: "invalid_request"}
 _BODY_DOC = {"requestBody": {"required": True, "description": "a feature batch in the wire "
-             "format (docs/deploy.md)", "content": {"application/octet-stream": {
+             "format (docs/deploy.md), optionally with `Content-Encoding: gzip`",
+             "content": {"application/octet-stream": {
                  "schema": {"type": "string", "format": "binary"}}}}}
 
 
@@ -122,9 +125,16 @@ def create_app(export_dir: str | Path, token: str | None = None,
               dependencies=[Depends(authorize)],
               responses={400: {"description": "malformed feature batch"},
                          401: {"description": "missing or wrong token"},
-                         413: {"description": "body or batch too large"}})
+                         413: {"description": "body or batch too large"},
+                         415: {"description": "a Content-Encoding other than gzip"}})
     async def classify(request: Request) -> ClassifyResponse:
         body = await _read_limited(request, max_body_bytes)
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding in ("gzip", "x-gzip"):
+            body = await run_in_threadpool(gunzip_limited, body, max_body_bytes)
+        elif encoding not in ("identity", ""):
+            raise ApiError(415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not "
+                           "supported: send gzip or no Content-Encoding")
         try:
             z = wire.decode(body, expected_shape=bundle.feature_shape, max_bytes=max_body_bytes)
         except wire.WireError as exc:
@@ -161,6 +171,23 @@ async def _read_limited(request: Request, limit: int) -> bytes:
         if len(buf) > limit:
             raise ApiError(413, "too_large", f"body exceeds limit {limit} bytes")
     return bytes(buf)
+
+
+def gunzip_limited(data: bytes, limit: int) -> bytes:
+    """A gzip body, inflated to at most `limit` bytes: a small bomb cannot become a big body."""
+    d = zlib.decompressobj(wbits=31)  # gzip header and trailer, CRC checked
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise ApiError(400, "bad_encoding", f"body is not valid gzip ({exc})") from exc
+    if len(out) > limit or d.unconsumed_tail:
+        raise ApiError(413, "too_large", f"gzip body inflates beyond the limit of {limit} "
+                       "bytes; send fewer images per request")
+    if not d.eof:
+        raise ApiError(400, "bad_encoding", "gzip body is truncated")
+    if d.unused_data:
+        raise ApiError(400, "bad_encoding", "bytes after the end of the gzip stream")
+    return out
 
 
 def serve(export_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,

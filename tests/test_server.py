@@ -150,6 +150,13 @@ def test_bad_gzip_bodies_get_a_4xx_json_error(server, name):
     assert r.json()["error"] == code and r.json()["detail"]
 
 
+def test_gzip_without_its_header_says_so(server):
+    r = server.post("/v1/classify", content=gzip.compress(wire.encode(_features(1))),
+                    headers=AUTH)
+    assert r.status_code == 400 and r.json()["error"] == "bad_magic"
+    assert "Content-Encoding: gzip" in r.json()["detail"]
+
+
 def test_other_content_encodings_get_415(server):
     r = server.post("/v1/classify", content=wire.encode(_features()),
                     headers={**AUTH, "Content-Encoding": "br"})

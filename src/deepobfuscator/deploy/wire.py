@@ -131,8 +131,10 @@ def decode(data: bytes, expected_shape: tuple[int, ...] | None = None,
         raise WireError(f"truncated header: {size} bytes, the fixed header alone is {_FIXED}",
                         "truncated")
     if data[:4] != MAGIC:
+        hint = ("; it looks gzip-compressed: send it with 'Content-Encoding: gzip'"
+                if data[:2] == b"\x1f\x8b" else "")
         raise WireError(f"bad magic {bytes(data[:4])!r}: expected {MAGIC!r} (not a "
-                        "deepobfuscator feature batch)", "bad_magic")
+                        f"deepobfuscator feature batch){hint}", "bad_magic")
     version, code, quant, ndim = struct.unpack_from("<BBBB", data, 4)
     if version != VERSION:
         raise WireError(f"unsupported wire format version {version}: this server reads "

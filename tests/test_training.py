@@ -122,3 +122,11 @@ def test_one_adversarial_step_changes_exactly_its_networks(kind, changed):
 def test_lambda_schedule_is_the_papers():
     cfg = load_config("paper")
     assert [lambda_at(cfg, e) for e in range(20)] == [10.0] * 11 + [9.0 - i for i in range(9)]
+
+
+def test_eval_max_images_below_the_eval_batch(tmp_path, tiny_config):
+    """Validation scored on fewer images than one eval batch (labels and scores agree)."""
+    run = train(tiny_config("privacy.method=none", "train.eval_max_images=10"), tmp_path / "r",
+                progress=False)
+    records = [json.loads(x) for x in RunPaths(run).metrics.read_text().splitlines()]
+    assert 0.0 <= records[-1]["val_task_acc"] <= 1.0

@@ -26,7 +26,7 @@ def evaluate(models: Models, ds: FaceDataset, task: str, private: list[str], sta
     with_adv = stage in ("adversaries", "adversarial") and len(models.adversaries) > 0
     task_scores, adv_scores, recon = [], {k: [] for k in private}, []
     for start in range(0, n, batch_size):
-        x = to_tensor_batch(ds.images[start:start + batch_size]).to(device)
+        x = to_tensor_batch(ds.images[start:min(start + batch_size, n)]).to(device)
         with amp():
             z = models.encoder(x)
             task_scores.append(models.classifier(z).float().cpu())

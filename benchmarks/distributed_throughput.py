@@ -11,8 +11,10 @@ train.task.batch_size, all epochs) by rank 0's stage-1 wall time from run.json
 (validation and start-up excluded; gradient all-reduces and the first batches'
 warm-up included: use enough images and epochs). Each process
 gets threads-total // N torch threads (default: all cores), so 1 and N processes
-use the same cores. On one machine this measures the overhead of the data-parallel
-machinery more than any gain: it pays off across GPUs or machines.
+use the same cores (on a busy machine a multi-threaded process can slow down
+far more than single-threaded ones: compare with --threads-total 1). On one
+machine this measures the overhead of the data-parallel machinery more than any
+gain: it pays off across GPUs or machines.
 """
 
 from __future__ import annotations

@@ -141,6 +141,9 @@ def test_bench_reports_every_figure(tiny_export):  # noqa: F811
     pb = res["payload_bytes"]
     assert pb["wire_int8"] < pb["wire_float16"] < pb["wire_float32"]
     assert pb["jpeg_q90_original"] > 0 and pb["jpeg_q90_input_resolution"] > 0
+    assert pb["jpeg_q75_original"] > 0 and pb["jpeg_q75_input_resolution"] > 0
+    assert pb["wire_int8_gzip"] < pb["wire_int8"]  # ReLU zeros compress
+    assert res["int8_model_check"]["labels_flipped"] >= 0
 
 
 def test_feature_noise_stays_out_of_the_graph_and_goes_into_the_manifest(

@@ -80,3 +80,24 @@ def test_baseline_with_another_resolution_is_refused(tmp_path, tiny_config):
                  tmp_path / "base", progress=False)
     with pytest.raises(RunError, match="differs .* in image size"):
         audit(run, base, settings=FAST)
+
+
+def test_a_second_audit_of_the_same_baseline_reuses_its_figures(demo_out, tmp_path, capsys,
+                                                               monkeypatch):
+    first = json.loads((demo_out / "audit.json").read_text())
+    settings = AuditSettings(**{k: first["settings"][k] for k in (
+        "seed", "max_epochs", "patience", "whitebox_images", "whitebox_steps", "grid_images")},
+        progress=False)
+    runs = first["runs_dirs"]
+    import deepobfuscator.audit.runner as runner
+
+    calls = []
+    real = runner._audit_one
+    monkeypatch.setattr(runner, "_audit_one", lambda *a: calls.append(a[0]) or real(*a))
+    again = audit(runs["obfuscated"], runs["baseline"], tmp_path / "again", settings)
+    assert calls == ["obfuscated"]  # the baseline's attackers were not trained again
+    assert "reusing this baseline's audit" in capsys.readouterr().out
+    second = json.loads((again / "audit.json").read_text())
+    assert second["runs"]["baseline"] == first["runs"]["baseline"]
+    assert (again / "attackers/baseline/inversion.safetensors").is_file()
+    assert (again / "report.html").is_file()

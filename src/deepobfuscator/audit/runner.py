@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import __version__
 from ..attacks.attribute_probe import AttributeProbe, score_attribute
 from ..attacks.base import FeatureSet, FitSettings
 from ..attacks.inversion import InversionAttack
@@ -93,8 +94,12 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
     grid = {}
     for name, (run_cfg, models) in loaded.items():
         print(f"== auditing {name}: {runs[name]}")
-        r, arr, recon = _audit_one(name, run_cfg, models, roles, attrs, s, device, precision,
-                                   out, embedder[0] if embedder else None)
+        args = (name, run_cfg, models, roles, attrs, s, device, precision)
+        emb = embedder[0] if embedder else None
+        if name == "baseline":
+            r, arr, recon = _audit_baseline_cached(runs[name], cfg, args, out, emb)
+        else:
+            r, arr, recon = _audit_one(*args, out, emb)
         results["runs"][name] = r
         arrays.update({f"{name}/{k}": v for k, v in arr.items()})
         grid[name] = recon[: s.grid_images]
@@ -215,6 +220,37 @@ def _audit_one(name: str, cfg: Config, models: Models, roles: dict, attrs: list[
                 "auc": roc_auc(test.attributes[a], v)} for a, v in own.items()}
         own_recon = training_reconstructions(models, test.features, device)
         r["training_reconstructor"] = summarize(image_scores(own_recon, test.images))
+    return r, arr, recon
+
+
+def _audit_baseline_cached(base_dir: Path, cfg: Config, args: tuple, out: Path, embedder):
+    """The baseline's audit, reused when the same baseline was audited before with the same
+    data roles, attributes and settings (every attacker is seeded, so the figures are the
+    same): a sweep audits one baseline against many points. Kept in BASELINE/audit_cache."""
+    import hashlib
+    import shutil
+
+    name, base_cfg, s, device, precision = args[0], args[1], args[5], args[6], args[7]
+    settings = {k: v for k, v in asdict(s).items() if k != "progress"}
+    key = hashlib.sha256(json.dumps(
+        [base_cfg.fingerprint(), cfg.to_dict()["data"], settings, str(device), precision,
+         __version__, embedder is not None], sort_keys=True).encode()).hexdigest()[:16]
+    cache = RunPaths(base_dir).root / "audit_cache" / key
+    done = cache / "result.json"
+    if done.is_file():
+        print(f"   reusing this baseline's audit from {cache} (same data, attributes, settings)")
+        with np.load(cache / "arrays.npz") as z:
+            arr = {k: z[k] for k in z.files}
+        with np.load(cache / "grid.npz") as z:
+            recon = torch.from_numpy(z["recon"])
+        r = json.loads(done.read_text())
+    else:
+        r, arr, recon = _audit_one(*args, cache, embedder)
+        atomic_write(cache / "arrays.npz", lambda p: _savez(p, arr))
+        grid = {"recon": recon[: s.grid_images].numpy()}
+        atomic_write(cache / "grid.npz", lambda p: _savez(p, grid))
+        atomic_write_json(done, r)  # last: its presence marks a complete entry
+    shutil.copytree(cache / "attackers" / name, out / "attackers" / name, dirs_exist_ok=True)
     return r, arr, recon
 
 

@@ -130,6 +130,21 @@ def test_client_runs_without_torch(live, tiny_export, photos):  # noqa: F811
     assert json.loads(proc.stdout) == in_process
 
 
+def test_classify_command_of_the_main_cli_runs_without_torch(live, tiny_export, photos):  # noqa: F811
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # any import of torch now fails\n"
+        "from deepobfuscator.cli import main\n"
+        f"rc = main(['classify', '--server', {live.url!r}, '--model', {str(tiny_export)!r}, "
+        f"'--token', {TOKEN!r}, '--json', {str(photos[0])!r}])\n"
+        "sys.exit(rc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["image"] == str(photos[0])
+
+
 def test_client_errors_say_what_to_do(live, tiny_export, photos, tmp_path):  # noqa: F811
     with pytest.raises(ClientError, match="401.*--token"):
         classify_images(live.url, tiny_export, photos[:1], token="wrong")

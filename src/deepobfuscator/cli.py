@@ -14,7 +14,7 @@ from pathlib import Path
 from .config import ConfigError, load_config, preset_names
 from .data.base import DataError
 from .deploy.cli_commands import DEPLOY_ERRORS, register
-from .runs import RunError
+from .errors import RunError
 
 USER_ERRORS = (ConfigError, DataError, RunError, FileNotFoundError, *DEPLOY_ERRORS)
 

@@ -19,13 +19,12 @@ import torch
 import yaml
 
 from .config import Config, config_from_dict
+from .errors import RunError
 from .models import Models, build_models
 
 NETWORKS = ("encoder", "classifier", "adversaries", "reconstructor")
 
 
-class RunError(ValueError):
-    """A run folder that is missing, unfinished or inconsistent."""
 
 
 @dataclass(frozen=True)

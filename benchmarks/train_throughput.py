@@ -1,10 +1,13 @@
 """Training throughput (images/s) of stage 1 and of the adversarial rotation.
 
     python benchmarks/train_throughput.py [--preset cpu] [--batches 20] [--full-run]
+        [--data-config configs/celeba-shared.yaml]
 
 Measures the real step functions of deepobfuscator.training on random images of
 the preset's size, for float32 and bf16 autocast (where the CPU has it), and with
---full-run the wall time of a complete default training on synthfaces.
+--full-run the wall time of a complete default training on synthfaces. With
+--data-config, the data path: loading the config's main source cold (JPEG decode and
+resize into an empty cache) against loading it from the decode-once cache.
 """
 
 from __future__ import annotations
@@ -55,11 +58,30 @@ def throughput(preset: str, precision: str, stage: str, n_batches: int) -> float
     return n_batches * bs / (time.perf_counter() - t0)
 
 
+def data_path(config: str) -> None:
+    """Cold (decode + resize + write the cache) vs cached load of one data source."""
+    from deepobfuscator.data.factory import load_source
+
+    cfg = load_config(config)
+    with tempfile.TemporaryDirectory() as cache:
+        cfg.data.cache_dir = cache
+        times = []
+        for _ in range(2):  # first: empty cache (cold); second: read back from it
+            t0 = time.perf_counter()
+            ds = load_source(cfg.data)
+            times.append(time.perf_counter() - t0)
+    n = len(ds)
+    print(f"data {cfg.data.source} {tuple(cfg.data.image_size)}: {n} images; cold "
+          f"{times[0]:.2f} s ({n / times[0]:.0f} images/s), cached {times[1]:.3f} s "
+          f"({n / times[1]:.0f} images/s), {times[0] / times[1]:.0f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--full-run", action="store_true")
+    ap.add_argument("--data-config", help="also time the data path of this config's source")
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
@@ -69,6 +91,8 @@ def main() -> None:
         for prec in precisions:
             ips = throughput(args.preset, prec, stage, args.batches)
             print(f"{args.preset:>6} {stage:<12} {prec:<5} {ips:8.1f} images/s")
+    if args.data_config:
+        data_path(args.data_config)
     if args.full_run:
         cfg = load_config(args.preset)
         with tempfile.TemporaryDirectory() as tmp:

@@ -13,6 +13,7 @@ TINY = [
     "train.adversarial.epochs=2", "train.task.batch_size=16", "train.reconstructor.batch_size=16",
     "train.adversaries.batch_size=16", "train.adversarial.batch_size=16",
     "privacy.lambda_decay_after=0", "data.private=[Male,Young]", "threads=1",
+    "privacy.method=deepobfuscator", "model.bottleneck=0",
 ]
 
 

@@ -20,9 +20,10 @@ DEPLOY_TINY = [
     "model.dropout=0", "train.reconstructor.epochs=1", "train.adversaries.epochs=1",
     "train.adversarial.epochs=1", "train.task.batch_size=16", "train.reconstructor.batch_size=16",
     "train.adversaries.batch_size=16", "train.adversarial.batch_size=16", "threads=1",
-    "privacy.method=none",
-]  # dropout 0, a few task epochs and no adversarial stage (which can flatten a tiny model's
-# answers): answers spread around 0.5, so comparisons mean something
+    "privacy.method=none", "model.split_block=2", "model.bottleneck=0",
+]  # the paper's split (a multi-channel map exercises the wire); dropout 0, a few task
+# epochs and no adversarial stage (which can flatten a tiny model's answers): answers
+# spread around 0.5, so comparisons mean something
 TOKEN = "test-token-123"
 _CACHE: dict[str, Path] = {}
 

@@ -101,3 +101,45 @@ def test_a_second_audit_of_the_same_baseline_reuses_its_figures(demo_out, tmp_pa
     assert second["runs"]["baseline"] == first["runs"]["baseline"]
     assert (again / "attackers/baseline/inversion.safetensors").is_file()
     assert (again / "report.html").is_file()
+
+
+def test_features_through_the_int8_wire_keep_each_channel_within_half_a_step():
+    import torch
+
+    from deepobfuscator.attacks.base import FeatureSet
+    from deepobfuscator.audit.features import through_wire
+
+    g = torch.Generator().manual_seed(0)
+    scale = torch.linspace(0.1, 50, 4).view(1, 4, 1, 1)
+    x = torch.relu(torch.randn(300, 4, 3, 3, generator=g)) * scale
+    fs = FeatureSet(features=x, images=torch.zeros(300, 3, 8, 8), attributes={})
+    assert through_wire(fs, "float32") is fs
+    got = through_wire(fs, "int8").features
+    assert got.shape == x.shape and not torch.equal(got, x)
+    step = x.amax(dim=(2, 3), keepdim=True) / 255  # per image and channel: [0, max] on 256 levels
+    assert torch.all((got - x).abs() <= step / 2 + 1e-6)
+    assert torch.all(got[x == 0] == 0)
+
+
+def test_audit_through_the_int8_wire_changes_what_the_cloud_sees_a_little(demo_out, tmp_path):
+    first = json.loads((demo_out / "audit.json").read_text())
+    runs = first["runs_dirs"]
+    out = audit(runs["obfuscated"], None, tmp_path / "int8",
+                AuditSettings(max_epochs=1, whitebox_images=2, whitebox_steps=2, grid_images=2,
+                              wire="int8", progress=False))
+    res = json.loads((out / "audit.json").read_text())
+    assert res["settings"]["wire"] == "int8"
+    change = res["runs"]["obfuscated"]["wire"]
+    # the round trip really happened, within half an int8 step of each channel's range
+    assert change["format"] == "int8" and 0 < change["max_change"] <= 0.5 / 255 + 1e-6
+    assert first["runs"]["obfuscated"]["wire"]["max_change"] == 0  # float32 is lossless
+    with np.load(demo_out / "scores.npz") as a, np.load(out / "scores.npz") as b:
+        p32, p8 = a["obfuscated/task_prob"], b["obfuscated/task_prob"]
+    assert np.abs(p32 - p8).max() < 0.05  # a small change, not a different model
+
+
+def test_an_unknown_upload_format_is_refused_before_any_work(demo_out, tmp_path):
+    runs = json.loads((demo_out / "audit.json").read_text())["runs_dirs"]
+    with pytest.raises(RunError, match="unknown upload format 'int4'.*int8"):
+        audit(runs["obfuscated"], None, tmp_path / "x", AuditSettings(wire="int4"))
+    assert not (tmp_path / "x").exists()

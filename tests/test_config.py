@@ -50,3 +50,16 @@ def test_missing_file_and_unknown_preset(tmp_path):
     f.write_text("preset: tiny\n")
     with pytest.raises(ConfigError, match="unknown preset 'tiny'"):
         load_config(f)
+
+
+def test_the_no_privacy_reference_drops_the_defence_and_keeps_the_rest(capsys):
+    import yaml
+
+    from deepobfuscator.cli import main
+
+    assert main(["config", "--baseline", "model.width=0.5", "privacy.feature_noise=0.3",
+                 "model.bottleneck=4", "model.split_block=3"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["privacy"]["method"] == "none" and cfg["privacy"]["feature_noise"] == 0
+    assert cfg["model"]["split_block"] == 2 and cfg["model"]["bottleneck"] == 0
+    assert cfg["model"]["width"] == 0.5  # everything else is the defended config's

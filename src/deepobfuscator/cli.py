@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config, preset_names
+from .config import NO_PRIVACY_OVERRIDES, ConfigError, load_config, preset_names
 from .data.base import DataError
 from .deploy.cli_commands import DEPLOY_ERRORS, register
 from .errors import RunError
@@ -24,10 +24,16 @@ def default_run_dir(cfg) -> Path:
     return Path("runs") / f"{cfg.data.source}-{cfg.privacy.method}-{cfg.fingerprint()[:8]}"
 
 
+def resolve_config(args: argparse.Namespace):
+    """--config <- overrides, then (with --baseline) the no-privacy reference's settings."""
+    extra = list(NO_PRIVACY_OVERRIDES) if args.baseline else []
+    return load_config(args.config, [*args.overrides, *extra])
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .training import train
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = resolve_config(args)
     out = Path(args.out) if args.out else default_run_dir(cfg)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     if main_rank:
@@ -41,7 +47,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = resolve_config(args)
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
     return 0
 
@@ -51,7 +57,8 @@ def audit_settings(args: argparse.Namespace):
 
     return AuditSettings(seed=args.seed, device=args.device, max_epochs=args.max_epochs,
                          whitebox_images=args.whitebox_images,
-                         whitebox_steps=args.whitebox_steps, progress=not args.quiet)
+                         whitebox_steps=args.whitebox_steps, wire=args.wire,
+                         progress=not args.quiet)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -95,8 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. data.source=celeba data.root=PATH seed=1")
 
+    def baseline_flag(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--baseline", action="store_true",
+                        help="the config's no-privacy reference (for `audit --baseline`): "
+                             "privacy off, the paper's split (after block 2), no bottleneck")
+
     t = sub.add_parser("train", help="train (or resume) a run")
     config_args(t)
+    baseline_flag(t)
     t.add_argument("--out", help="run folder (default: runs/<source>-<method>-<config hash>)")
     t.add_argument("--restart", action="store_true", help="delete the run folder and start over")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -104,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("config", help="print the resolved config (preset + file + overrides)")
     config_args(c)
+    baseline_flag(c)
     c.set_defaults(func=cmd_config)
 
     def audit_args(sp: argparse.ArgumentParser) -> None:
@@ -113,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cap on each attacker's epochs")
         sp.add_argument("--whitebox-images", type=int, default=32)
         sp.add_argument("--whitebox-steps", type=int, default=300)
+        sp.add_argument("--wire", default="float32", choices=["float32", "float16", "int8"],
+                        help="audit the features after a round trip through this upload "
+                             "format (int8 is what `deepobfuscator serve` receives by default)")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
 
     a = sub.add_parser("audit", help="fresh attackers against a trained run (and a baseline)")

@@ -18,6 +18,13 @@ import yaml
 
 ROTATION_STEPS = ("noise", "reconstruction", "attribute", "adversaries", "classifier")
 
+# The no-privacy reference every privacy figure is compared with: trained for the task
+# alone, split where the paper splits (after VGG block 2) and uploading the full feature
+# map. A defended run's own split point and bottleneck are part of its defence, so the
+# reference drops them; data, width and training settings stay the defended run's.
+NO_PRIVACY_OVERRIDES = ("privacy.method=none", "model.split_block=2", "model.bottleneck=0",
+                        "privacy.feature_noise=0", "privacy.dcor_weight=0")
+
 
 class ConfigError(ValueError):
     """A bad configuration value or key; the message says what is valid."""

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from .audit import AuditSettings, audit, summary_table
-from .config import Config, load_config
+from .config import NO_PRIVACY_OVERRIDES, Config, load_config
 from .training import train
 from .training.reuse import start_from_baseline
 
@@ -25,7 +25,7 @@ DEMO_ATTACK_EPOCHS = 10
 def demo_configs(quick: bool = False) -> dict[str, Config]:
     extra = QUICK_OVERRIDES if quick else []
     return {
-        "baseline": load_config("cpu", ["privacy.method=none", *extra]),
+        "baseline": load_config("cpu", [*NO_PRIVACY_OVERRIDES, *extra]),
         "deepobfuscator": load_config("cpu", extra),
     }
 

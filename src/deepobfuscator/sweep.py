@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from .audit import AuditSettings, audit
-from .config import Config, ConfigError, config_from_dict, load_config
+from .config import NO_PRIVACY_OVERRIDES, Config, ConfigError, config_from_dict, load_config
 from .io import atomic_write, atomic_write_json, atomic_write_text
 from .runs import RunError, read_info
 from .training import train
@@ -117,8 +117,8 @@ def sweep(config: str | Path = "cpu", grid: dict[str, list[str]] | list[str] = (
 
     `config` and `overrides` give the base config (as for `train`); `grid` maps
     config keys to the values to try (or is a list of 'key=v1,v2' strings).
-    The baseline is `baseline_run` or, if None, the base config trained with
-    privacy.method=none into OUT/baseline.
+    The baseline is `baseline_run` or, if None, the base config's no-privacy reference
+    (NO_PRIVACY_OVERRIDES) trained into OUT/baseline.
     """
     if env_world_size() > 1:
         raise RunError("a sweep runs in one process; use torchrun for single `train` runs")
@@ -133,8 +133,8 @@ def sweep(config: str | Path = "cpu", grid: dict[str, list[str]] | list[str] = (
     print(f"sweep folder: {out} ({len(points)} points)")
 
     if baseline_run is None:
-        print(f"== baseline (privacy.method=none): {out / 'baseline'}")
-        baseline_run = train(load_config(config, [*overrides, "privacy.method=none"]),
+        print(f"== no-privacy baseline: {out / 'baseline'}")
+        baseline_run = train(load_config(config, [*overrides, *NO_PRIVACY_OVERRIDES]),
                              out / "baseline", progress=progress)
     elif read_info(baseline_run).get("status") != "complete":
         raise RunError(f"baseline {baseline_run} is not a finished training run; "

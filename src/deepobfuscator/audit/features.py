@@ -30,6 +30,35 @@ def extract(models: Models, ds: FaceDataset, attributes: list[str], device: torc
     )
 
 
+def check_wire(encoding: str) -> None:
+    from ..deploy.wire import DTYPES
+    from ..errors import RunError
+
+    if encoding not in DTYPES:
+        raise RunError(f"unknown upload format {encoding!r} for the audit: use one of "
+                       f"{', '.join(sorted(DTYPES))}")
+
+
+def through_wire(fs: FeatureSet, encoding: str, batch_size: int = 256) -> FeatureSet:
+    """The features as the cloud (and an eavesdropper) receive them: encoded in the wire
+    format and decoded again, per request of `batch_size` images as a phone would send."""
+    if encoding == "float32":
+        return fs  # lossless: skip the copy
+    from ..deploy.wire import decode, encode
+
+    x = fs.features.numpy()
+    parts = [decode(encode(x[i:i + batch_size], encoding)) for i in range(0, len(x), batch_size)]
+    return FeatureSet(features=torch.from_numpy(np.concatenate(parts)), images=fs.images,
+                      attributes=fs.attributes, identities=fs.identities)
+
+
+def wire_change(sent: FeatureSet, received: FeatureSet) -> dict[str, float]:
+    """How far the round trip moved the features, relative to their largest magnitude."""
+    scale = float(sent.features.abs().max()) or 1.0
+    diff = (received.features - sent.features).abs()
+    return {"max_change": float(diff.max()) / scale, "mean_change": float(diff.mean()) / scale}
+
+
 @torch.no_grad()
 def cloud_scores(models: Models, features: torch.Tensor, device: torch.device,
                  batch_size: int = 256) -> np.ndarray:

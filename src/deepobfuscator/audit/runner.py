@@ -36,7 +36,15 @@ from ..models import Models, feature_shape
 from ..precision import resolve_precision
 from ..runs import RunError, RunPaths, load_run
 from ..training.trainer import resolve_device
-from .features import cloud_scores, extract, training_adversary_scores, training_reconstructions
+from .features import (
+    check_wire,
+    cloud_scores,
+    extract,
+    through_wire,
+    training_adversary_scores,
+    training_reconstructions,
+    wire_change,
+)
 from .image_metrics import image_scores, msssim_settings_for, summarize
 
 # On the no-privacy baseline, attackers at least this strong are "shown strong";
@@ -56,6 +64,9 @@ class AuditSettings:
     whitebox_images: int = 32
     whitebox_steps: int = 300
     grid_images: int = 8
+    # what the attackers and the cloud receive: the features after a round trip through
+    # the upload format ("int8" is the deployment default; "float32" is lossless)
+    wire: str = "float32"
     progress: bool = True
 
     def fit_settings(self, device: torch.device, precision: str, lr: float = 1e-3) -> FitSettings:
@@ -73,6 +84,7 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
     out = Path(out_dir) if out_dir else run_dir / "audit"
     device = resolve_device(s.device)
     precision = resolve_precision(s.precision, device)
+    check_wire(s.wire)
     t0 = time.time()
     runs = {"obfuscated": run_dir}
     if baseline_dir is not None:
@@ -167,10 +179,12 @@ def _train_embedder(roles: dict, cfg: Config, s: AuditSettings, device, precisio
 def _audit_one(name: str, cfg: Config, models: Models, roles: dict, attrs: list[str],
                s: AuditSettings, device, precision, out: Path, embedder):
     fs = s.fit_settings(device, precision)
-    atk = extract(models, roles["attacker"], attrs, device)
-    test = extract(models, roles["test"], attrs, device)
+    atk = through_wire(extract(models, roles["attacker"], attrs, device), s.wire)
+    sent = extract(models, roles["test"], attrs, device)
+    test = through_wire(sent, s.wire)
     shape, size = tuple(atk.features.shape[1:]), tuple(cfg.data.image_size)
-    r: dict = {"run": cfg.privacy.method, "curves": {}}
+    r: dict = {"run": cfg.privacy.method, "curves": {},
+               "wire": {"format": s.wire, **wire_change(sent, test)}}
     arr: dict[str, np.ndarray] = {}
 
     # utility: what the cloud answers

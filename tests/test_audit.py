@@ -15,7 +15,7 @@ FAST = AuditSettings(max_epochs=2, whitebox_images=4, whitebox_steps=5, grid_ima
 
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory):
-    """The quick demo: baseline + DeepObfuscator trained and audited end to end."""
+    """The quick demo: baseline + the default obfuscator trained and audited end to end."""
     return run_demo(tmp_path_factory.mktemp("demo"), quick=True, progress=False)
 
 
@@ -86,7 +86,8 @@ def test_a_second_audit_of_the_same_baseline_reuses_its_figures(demo_out, tmp_pa
                                                                monkeypatch):
     first = json.loads((demo_out / "audit.json").read_text())
     settings = AuditSettings(**{k: first["settings"][k] for k in (
-        "seed", "max_epochs", "patience", "whitebox_images", "whitebox_steps", "grid_images")},
+        "seed", "max_epochs", "patience", "whitebox_images", "whitebox_steps", "grid_images",
+        "wire")},
         progress=False)
     runs = first["runs_dirs"]
     import deepobfuscator.audit.runner as runner
@@ -121,21 +122,22 @@ def test_features_through_the_int8_wire_keep_each_channel_within_half_a_step():
     assert torch.all(got[x == 0] == 0)
 
 
-def test_audit_through_the_int8_wire_changes_what_the_cloud_sees_a_little(demo_out, tmp_path):
+def test_the_demo_audits_through_the_int8_wire_and_float32_changes_nothing(demo_out, tmp_path):
     first = json.loads((demo_out / "audit.json").read_text())
+    assert first["settings"]["wire"] == "int8"
+    for run in ("baseline", "obfuscated"):  # a real round trip, within half an int8 step
+        change = first["runs"][run]["wire"]
+        assert change["format"] == "int8" and 0 < change["max_change"] <= 0.5 / 255 + 1e-6
     runs = first["runs_dirs"]
-    out = audit(runs["obfuscated"], None, tmp_path / "int8",
+    out = audit(runs["obfuscated"], None, tmp_path / "f32",
                 AuditSettings(max_epochs=1, whitebox_images=2, whitebox_steps=2, grid_images=2,
-                              wire="int8", progress=False))
+                              wire="float32", progress=False))
     res = json.loads((out / "audit.json").read_text())
-    assert res["settings"]["wire"] == "int8"
-    change = res["runs"]["obfuscated"]["wire"]
-    # the round trip really happened, within half an int8 step of each channel's range
-    assert change["format"] == "int8" and 0 < change["max_change"] <= 0.5 / 255 + 1e-6
-    assert first["runs"]["obfuscated"]["wire"]["max_change"] == 0  # float32 is lossless
+    assert res["runs"]["obfuscated"]["wire"] == {"format": "float32", "max_change": 0.0,
+                                                 "mean_change": 0.0}
     with np.load(demo_out / "scores.npz") as a, np.load(out / "scores.npz") as b:
-        p32, p8 = a["obfuscated/task_prob"], b["obfuscated/task_prob"]
-    assert np.abs(p32 - p8).max() < 0.05  # a small change, not a different model
+        p8, p32 = a["obfuscated/task_prob"], b["obfuscated/task_prob"]
+    assert np.abs(p32 - p8).max() < 0.05  # int8 is a small change, not a different model
 
 
 def test_an_unknown_upload_format_is_refused_before_any_work(demo_out, tmp_path):

@@ -35,7 +35,7 @@ def test_demo_writes_every_audit_artifact(demo_out):
             r["attributes"]["Male"])
         assert "top1" in r["reid"]["reconstruction_probes"]
         assert r["curves"]["inversion"]["val_loss"]
-    assert "training_adversaries" in res["runs"]["obfuscated"]
+    assert res["runs"]["obfuscated"]["run"] == "none"  # the default: no adversarial stages
     assert res["chance"]["reid"]["top1"] == pytest.approx(1 / res["chance"]["reid"]["identities"])
     assert res["settings"]["msssim"]
     scores = np.load(demo_out / "scores.npz")
@@ -72,6 +72,19 @@ def test_unfinished_run_says_how_to_resume(tmp_path, tiny_config, monkeypatch):
     monkeypatch.setattr("deepobfuscator.training.trainer.rotation_step", steps.rotation_step)
     with pytest.raises(RunError, match="training has not finished.*resume"):
         audit(tmp_path / "run", settings=FAST)
+
+
+def test_an_adversarially_trained_run_is_compared_with_its_own_adversaries(tmp_path,
+                                                                          tiny_config):
+    run = train(tiny_config(), tmp_path / "run", progress=False)  # privacy.method=deepobfuscator
+    out = audit(run, None, tmp_path / "audit", FAST)
+    obf = json.loads((out / "audit.json").read_text())["runs"]["obfuscated"]
+    assert obf["run"] == "deepobfuscator"
+    assert set(obf["training_adversaries"]) == {"Male", "Young"}
+    for own in obf["training_adversaries"].values():
+        assert 0 <= own["balanced_accuracy"] <= 1
+    assert 0 <= obf["training_reconstructor"]["msssim"]["mean"] <= 1
+    assert "Fresh attackers vs the training-time adversaries" in (out / "report.md").read_text()
 
 
 def test_baseline_with_another_resolution_is_refused(tmp_path, tiny_config):

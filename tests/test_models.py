@@ -5,7 +5,7 @@ from deepobfuscator.config import load_config
 from deepobfuscator.models import build_models, feature_shape
 
 
-@pytest.mark.parametrize("preset, feat", [("cpu", (1, 4, 4)), ("paper", (128, 54, 44))])
+@pytest.mark.parametrize("preset, feat", [("cpu", (1, 2, 2)), ("paper", (128, 54, 44))])
 def test_shapes_of_both_presets(preset, feat):
     cfg = load_config(preset)
     assert feature_shape(cfg) == feat
@@ -33,7 +33,7 @@ def test_paper_preset_matches_the_papers_split():
     assert fcs[0].in_features == 512 * 6 * 5  # 218x178 after five 2x2 pools
 
 
-@pytest.mark.parametrize("split, bottleneck", [(1, 0), (2, 8), (3, 16)])
+@pytest.mark.parametrize("split, bottleneck", [(1, 0), (2, 8), (3, 16), (5, 1)])
 def test_split_point_and_bottleneck(split, bottleneck):
     cfg = load_config("cpu", [f"model.split_block={split}", f"model.bottleneck={bottleneck}"])
     m = build_models(cfg)

@@ -89,7 +89,10 @@ class StageConfig:
 
 @dataclass
 class PrivacyConfig:
-    method: str = "deepobfuscator"  # deepobfuscator | none (the no-privacy baseline)
+    # deepobfuscator: the paper's adversarial stages after the task stage; none: the task
+    # stage only (privacy then comes from the split and bottleneck alone, or from nothing:
+    # the no-privacy baseline, `train --baseline`)
+    method: str = "deepobfuscator"
     attribute_loss: str = "neg_ce"  # neg_ce (paper) | entropy
     rotation: list[str] = field(
         default_factory=lambda: list(ROTATION_STEPS)
@@ -301,8 +304,9 @@ def validate(cfg: Config) -> None:
     if len(cfg.data.image_size) != 2 or min(cfg.data.image_size) < 16:
         raise ConfigError(
             f"data.image_size must be [height, width] >= 16, got {cfg.data.image_size}")
-    if not 1 <= cfg.model.split_block <= 4:
-        raise ConfigError(f"model.split_block must be 1..4 (blocks kept on the device), "
+    # 5 keeps every conv block on the device: the cloud runs only the MLP head
+    if not 1 <= cfg.model.split_block <= 5:
+        raise ConfigError(f"model.split_block must be 1..5 (blocks kept on the device), "
                           f"got {cfg.model.split_block}")
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width must be positive, got {cfg.model.width}")

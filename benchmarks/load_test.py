@@ -6,7 +6,7 @@
 Starts `deepobfuscator serve` in a subprocess on a free loopback port (with a token,
 access log off), then runs --clients concurrent clients (asyncio + httpx, one
 keep-alive connection each) that POST feature batches in the export's wire dtype,
-gzip-compressed as `deepobfuscator classify` sends them (unless --no-compress), for
+gzip-compressed where that helps, as `deepobfuscator classify` sends them, for
 --duration seconds. Prints requests/s, images/s, p50/p99 latency and the error count;
 exits 1 if any request failed. The features are the obfuscator's real output on
 rendered faces, so the payload size is the real one. Clients and server share this
@@ -61,13 +61,19 @@ def start_server(export: Path, port: int, threads: int) -> subprocess.Popen:
     raise SystemExit("server did not become healthy within 60 s")
 
 
-def make_bodies(export: Path, batch: int, compress: bool, n: int = 16) -> list[bytes]:
+def make_bodies(export: Path, batch: int, compress: bool,
+                n: int = 16) -> tuple[list[bytes], bool]:
+    """The request bodies, and whether they are gzipped: like the client, only where gzip
+    makes them smaller (a few-number upload grows under its framing)."""
     device = DeviceObfuscator(export, threads=1)
     size = tuple(device.bundle.preprocessing["size"])
     faces = to_input(generate_synthfaces(n, batch, size, seed=11).images)
     bodies = [device.encode(device.features(faces[i * batch:(i + 1) * batch]))
               for i in range(n)]
-    return [gzip_body(b) for b in bodies] if compress else bodies
+    packed = [gzip_body(b) for b in bodies]
+    if compress and sum(map(len, packed)) < sum(map(len, bodies)):
+        return packed, True
+    return bodies, False
 
 
 async def client(url: str, bodies: list[bytes], stop: float, lat: list, errors: list,
@@ -118,7 +124,7 @@ def main() -> int:
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args()
     compress = not args.no_compress
-    bodies = make_bodies(args.export, args.batch, compress)
+    bodies, compress = make_bodies(args.export, args.batch, compress)
     port = free_port()
     proc = start_server(args.export, port, args.server_threads)
     try:

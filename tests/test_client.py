@@ -113,6 +113,30 @@ def test_gzip_is_the_default_and_changes_no_answer(live, tiny_export, photos, mo
     assert (enc_a, enc_b) == ("gzip", None) and size_a < size_b
 
 
+def test_a_body_gzip_would_grow_goes_uncompressed(monkeypatch):
+    import httpx
+
+    from deepobfuscator.deploy.client import gzip_body, post_features
+
+    sent = {}
+
+    class Answer:
+        status_code = 200
+
+        def json(self):
+            return {"ok": True}
+
+    def fake_post(url, content, headers, timeout):
+        sent.update(headers=headers, content=content)
+        return Answer()
+
+    monkeypatch.setattr(httpx, "post", fake_post)
+    tiny = bytes(range(40))  # e.g. 4 int8 numbers and the header
+    assert len(gzip_body(tiny)) > len(tiny)
+    post_features("http://127.0.0.1:9", tiny)
+    assert "Content-Encoding" not in sent["headers"] and sent["content"] == tiny
+
+
 def test_client_runs_without_torch(live, tiny_export, photos):  # noqa: F811
     code = (
         "import json, sys\n"

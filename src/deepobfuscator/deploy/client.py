@@ -70,14 +70,16 @@ def post_features(server_url: str, body: bytes, token: str | None = None,
                   timeout: float = 30.0, client=None, compress: bool = True) -> dict:
     """POST one encoded batch to /v1/classify; returns the JSON answer or raises ClientError.
 
-    compress: send it gzip-compressed (`Content-Encoding: gzip`).
+    compress: send it gzip-compressed (`Content-Encoding: gzip`) when that makes it smaller
+    (a few-number upload, like the default's, only grows under gzip's ~20-byte framing).
     """
     import httpx
 
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     headers = {"Content-Type": "application/octet-stream"}
-    if compress:
-        body = gzip_body(body)
+    packed = gzip_body(body) if compress else body
+    if len(packed) < len(body):
+        body = packed
         headers["Content-Encoding"] = "gzip"
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -107,7 +109,7 @@ def classify_images(server_url: str, export_dir: str | Path,
                     compress: bool = True) -> list[dict]:
     """Classify image files through the cloud service; one dict per image, in order:
     {"image", "task", "probability", "label"}. Only obfuscated features leave this machine,
-    in the manifest's wire dtype, gzip-compressed unless compress=False."""
+    in the manifest's wire dtype, gzip-compressed where that helps (compress=False: never)."""
     import httpx
 
     device = DeviceObfuscator(export_dir)

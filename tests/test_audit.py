@@ -87,6 +87,19 @@ def test_an_adversarially_trained_run_is_compared_with_its_own_adversaries(tmp_p
     assert "Fresh attackers vs the training-time adversaries" in (out / "report.md").read_text()
 
 
+def test_an_attacker_cut_short_by_a_time_cap_is_reported_as_a_lower_bound(tmp_path,
+                                                                          tiny_config):
+    from dataclasses import replace
+
+    run = train(tiny_config("privacy.method=none"), tmp_path / "run", progress=False)
+    out = audit(run, None, tmp_path / "audit", replace(FAST, max_attack_seconds=1e-9))
+    res = json.loads((out / "audit.json").read_text())
+    assert res["runs"]["obfuscated"]["curves"]["inversion"]["stopped"] == "time_limit"
+    warned = " ".join(res["warnings"])
+    assert "inversion attacker on the obfuscated run stopped at the time limit" in warned
+    assert "identity embedder stopped at the time limit" in warned
+
+
 def test_baseline_with_another_resolution_is_refused(tmp_path, tiny_config):
     run = train(tiny_config(), tmp_path / "run", progress=False)
     base = train(tiny_config("privacy.method=none", "data.image_size=[48,48]"),

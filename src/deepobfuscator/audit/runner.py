@@ -315,10 +315,17 @@ def _chance(roles: dict, test: FeatureSet, attrs: list[str], cfg: Config) -> dic
 
 
 def _weak_attacker_warnings(results: dict, task: str) -> list[str]:
+    out = [f"the {name} attacker on the {run} run stopped at the time limit "
+           f"(max_attack_seconds) after {len(c['val_loss'])} epochs: its figure is a lower "
+           "bound on what an attacker gets"
+           for run, r in results["runs"].items() for name, c in r["curves"].items()
+           if c.get("stopped") == "time_limit"]
+    if results.get("reid_embedder", {}).get("stopped") == "time_limit":
+        out.append("the identity embedder stopped at the time limit (max_attack_seconds): "
+                   "the re-identification figures are lower bounds")
     base = results["runs"].get("baseline")
     if base is None:
-        return ["no --baseline given: figures have no no-privacy reference"]
-    out = []
+        return [*out, "no --baseline given: figures have no no-privacy reference"]
     ms = base["inversion"]["msssim"]["mean"]
     if ms < STRONG_INVERSION_MSSSIM:
         out.append(f"the inversion attacker is weak against the baseline (MS-SSIM {ms:.3f} < "

@@ -182,3 +182,26 @@ def test_feature_noise_stays_out_of_the_graph_and_goes_into_the_manifest(
 def test_noise_free_obfuscator_is_exported_as_is(tiny_export):  # noqa: F811
     m = json.loads((tiny_export / "manifest.json").read_text())
     assert m["features"]["noise_std"] == 0.0 and m["features"]["min"] == 0.0
+
+
+def test_the_default_architecture_exports_with_only_the_head_in_the_cloud(tmp_path):
+    """The cpu preset keeps every conv block on the device: the cloud graph is the MLP
+    head alone, and the upload is the 1-channel bottleneck at the last block."""
+    from deploy_helpers import DEPLOY_TINY
+
+    from deepobfuscator.config import load_config
+    from deepobfuscator.deploy.cli_commands import main
+    from deepobfuscator.training import train
+
+    default = load_config("cpu")
+    tiny = [o for o in DEPLOY_TINY if not o.startswith(("model.split_block", "model.bottleneck"))]
+    cfg = load_config("cpu", tiny)
+    assert (cfg.model.split_block, cfg.model.bottleneck) == (5, 1) == (
+        default.model.split_block, default.model.bottleneck)
+    run = train(cfg, tmp_path / "run", progress=False)
+    assert main(["export", str(run), "--out", str(tmp_path / "export")]) == 0  # parity-checked
+    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    assert manifest["features"]["shape"] == [1, 1, 1]  # 32 px after five 2x2 pools
+    cls = ort.InferenceSession(str(tmp_path / "export" / "classifier.onnx"))
+    z = np.random.default_rng(0).random((3, 1, 1, 1), dtype=np.float32)
+    assert cls.run(None, {"features": z})[0].shape == (3,)

@@ -63,3 +63,14 @@ def test_the_no_privacy_reference_drops_the_defence_and_keeps_the_rest(capsys):
     assert cfg["privacy"]["method"] == "none" and cfg["privacy"]["feature_noise"] == 0
     assert cfg["model"]["split_block"] == 2 and cfg["model"]["bottleneck"] == 0
     assert cfg["model"]["width"] == 0.5  # everything else is the defended config's
+
+
+def test_adversarial_settings_are_named_inert_only_without_the_adversarial_stages():
+    from deepobfuscator.config import inert_keys
+
+    keys = ["privacy.lambda=3", "train.adversarial.epochs=2", "model.bottleneck=2",
+            "privacy.feature_noise=0.1"]
+    assert inert_keys(load_config("cpu"), keys) == ["privacy.lambda=3",
+                                                    "train.adversarial.epochs=2"]
+    assert inert_keys(load_config("cpu", ["privacy.method=deepobfuscator"]), keys) == []
+    assert inert_keys(load_config("paper"), keys) == []

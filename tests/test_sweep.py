@@ -11,7 +11,7 @@ from deepobfuscator.cli import main
 from deepobfuscator.config import ConfigError
 from deepobfuscator.demo import QUICK_OVERRIDES
 
-BASE = [*QUICK_OVERRIDES, "threads=1"]
+BASE = [*QUICK_OVERRIDES, "threads=1", "privacy.method=deepobfuscator"]  # lambda acts
 TINY_AUDIT = AuditSettings(max_epochs=2, whitebox_images=4, whitebox_steps=10, grid_images=4,
                            progress=False)
 
@@ -69,3 +69,13 @@ def test_two_point_sweep_writes_the_frontier_and_resumes(tmp_path, monkeypatch, 
                  "--baseline-run", str(out / "baseline"), "--quiet", *BASE]) == 0
     assert "done, skipped" in capsys.readouterr().out
     assert (out / "frontier.png").is_file()
+
+
+def test_a_grid_the_default_never_reads_is_refused_before_any_training(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="privacy.lambda has no effect with privacy.method="
+                                          "none.*privacy.method=deepobfuscator"):
+        sweep_mod.sweep("cpu", ["privacy.lambda=1,10"], tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+    assert main(["sweep", "--grid", "privacy.adversary_refresh=0,1", "--out",
+                 str(tmp_path / "s")]) == 2
+    assert "no effect" in capsys.readouterr().err

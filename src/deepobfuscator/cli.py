@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import NO_PRIVACY_OVERRIDES, ConfigError, load_config, preset_names
+from .config import NO_PRIVACY_OVERRIDES, ConfigError, inert_keys, load_config, preset_names
 from .data.base import DataError
 from .deploy.cli_commands import DEPLOY_ERRORS, register
 from .errors import RunError
@@ -34,6 +34,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import train
 
     cfg = resolve_config(args)
+    for key in inert_keys(cfg, args.overrides):
+        print(f"warning: {key} has no effect with privacy.method=none (the cpu default): "
+              "add privacy.method=deepobfuscator to train the adversarial stages",
+              file=sys.stderr)
     out = Path(args.out) if args.out else default_run_dir(cfg)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     if main_rank:

@@ -26,6 +26,22 @@ NO_PRIVACY_OVERRIDES = ("privacy.method=none", "model.split_block=2", "model.bot
                         "privacy.feature_noise=0", "privacy.dcor_weight=0")
 
 
+# Settings read only by the adversarial stages: with privacy.method=none they do nothing.
+ADVERSARIAL_ONLY = ("privacy.attribute_loss", "privacy.rotation", "privacy.lambda",
+                    "privacy.lambda_decay_after", "privacy.reconstruction_weight",
+                    "privacy.attribute_weight", "privacy.noise_seed",
+                    "privacy.adversary_refresh", "train.reconstructor", "train.adversaries",
+                    "train.adversarial")
+
+
+def inert_keys(cfg: Config, keys: list[str]) -> list[str]:
+    """The keys among `keys` (overrides or grid keys) that `cfg` never reads: adversarial
+    settings when privacy.method is none."""
+    if cfg.privacy.method != "none":
+        return []
+    return [k for k in keys if k.split("=", 1)[0].startswith(ADVERSARIAL_ONLY)]
+
+
 class ConfigError(ValueError):
     """A bad configuration value or key; the message says what is valid."""
 

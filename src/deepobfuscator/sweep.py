@@ -25,7 +25,14 @@ from typing import Any
 import yaml
 
 from .audit import AuditSettings, audit
-from .config import NO_PRIVACY_OVERRIDES, Config, ConfigError, config_from_dict, load_config
+from .config import (
+    NO_PRIVACY_OVERRIDES,
+    Config,
+    ConfigError,
+    config_from_dict,
+    inert_keys,
+    load_config,
+)
 from .io import atomic_write, atomic_write_json, atomic_write_text
 from .runs import RunError, read_info
 from .training import train
@@ -126,6 +133,11 @@ def sweep(config: str | Path = "cpu", grid: dict[str, list[str]] | list[str] = (
     overrides = list(overrides or [])
     settings = settings or AuditSettings(progress=progress)
     base = load_config(config, overrides)
+    inert = inert_keys(base, list(grid))
+    if inert and "privacy.method" not in grid:
+        raise ConfigError(f"grid key {inert[0]} has no effect with privacy.method=none (the "
+                          "cpu default): every point would train the same model; add "
+                          "privacy.method=deepobfuscator to the overrides")
     points = grid_points(grid)
     configs = {p.name: load_config(config, [*overrides, *p.overrides]) for p in points}
     out = Path(out) if out else default_sweep_dir(base, grid)

@@ -14,6 +14,7 @@ from pathlib import Path
 from .config import NO_PRIVACY_OVERRIDES, ConfigError, inert_keys, load_config, preset_names
 from .data.base import DataError
 from .deploy.cli_commands import DEPLOY_ERRORS, register
+from .deploy.wire import DTYPES as WIRE_DTYPES
 from .errors import RunError
 
 USER_ERRORS = (ConfigError, DataError, RunError, FileNotFoundError, *DEPLOY_ERRORS)
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cap on each attacker's epochs")
         sp.add_argument("--whitebox-images", type=int, default=32)
         sp.add_argument("--whitebox-steps", type=int, default=300)
-        sp.add_argument("--wire", default="float32", choices=["float32", "float16", "int8"],
+        sp.add_argument("--wire", default="float32", choices=sorted(WIRE_DTYPES),
                         help="audit the features after a round trip through this upload "
                              "format (int8 is what `deepobfuscator serve` receives by default)")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")

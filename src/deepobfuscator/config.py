@@ -23,15 +23,16 @@ ROTATION_STEPS = ("noise", "reconstruction", "attribute", "adversaries", "classi
 # map. A defended run's own split point and bottleneck are part of its defence, so the
 # reference drops them; data, width and training settings stay the defended run's.
 NO_PRIVACY_OVERRIDES = ("privacy.method=none", "model.split_block=2", "model.bottleneck=0",
-                        "privacy.feature_noise=0", "privacy.dcor_weight=0")
+                        "privacy.feature_noise=0", "privacy.dcor_weight=0",
+                        "privacy.normalize_features=false")
 
 
 # Settings read only by the adversarial stages: with privacy.method=none they do nothing.
 ADVERSARIAL_ONLY = ("privacy.attribute_loss", "privacy.rotation", "privacy.lambda",
                     "privacy.lambda_decay_after", "privacy.reconstruction_weight",
                     "privacy.attribute_weight", "privacy.noise_seed",
-                    "privacy.adversary_refresh", "train.reconstructor", "train.adversaries",
-                    "train.adversarial")
+                    "privacy.adversary_refresh", "privacy.robust", "train.reconstructor",
+                    "train.adversaries", "train.adversarial")
 
 
 def inert_keys(cfg: Config, keys: list[str]) -> list[str]:
@@ -104,8 +105,29 @@ class StageConfig:
 
 
 @dataclass
+class RobustConfig:
+    """privacy.method=robust: adversarial obfuscation built to hold against fresh attackers
+    (docs/robust.md). Each key is one ingredient; see docs/configuration.md."""
+
+    # attacker updates (P ensemble and R), each on its own fresh batch, per encoder step;
+    # 0 with both weights 0 is the step-matched task-only control
+    adversary_steps: int = 2
+    adversary_lr: float = 1e-3
+    ensemble: int = 2  # attribute adversaries per private attribute
+    # at every adversarial epoch after the first, one member per attribute restarts from new
+    # weights and trains this many attacker steps before the encoder sees it (0 = no refresh)
+    refresh_steps: int = 50
+    attribute_loss: str = "entropy"  # entropy | capped_ce (balanced CE, capped at chance)
+    attribute_weight: float = 1.0
+    # reconstructions pushed toward the mean face, never past it (0 = no decoder)
+    reconstruction_weight: float = 1.0
+    decoder_width: int = 32  # the training decoder: the audit's inverse network at this width
+
+
+@dataclass
 class PrivacyConfig:
-    # deepobfuscator: the paper's adversarial stages after the task stage; none: the task
+    # deepobfuscator: the paper's adversarial stages after the task stage (its faithful
+    # reproduction); robust: strong, current, bounded adversaries (docs/robust.md); none: the task
     # stage only (privacy then comes from the split and bottleneck alone, or from nothing:
     # the no-privacy baseline, `train --baseline`)
     method: str = "deepobfuscator"
@@ -124,6 +146,11 @@ class PrivacyConfig:
     # defences to compare against, usable with either method (with `none`: stage 1 only)
     feature_noise: float = 0.0  # Shredder-like: Gaussian noise of this std on the uploads
     dcor_weight: float = 0.0  # NoPeek: + weight * distance correlation(image, features)
+    # information cap: every upload is scaled to unit root-mean-square per image on the phone
+    # (in the exported graph), so feature_noise is relative to the signal and cannot be scaled
+    # away; with noise s the upload carries at most D/2 * log2(1 + 1/s^2) bits (D numbers)
+    normalize_features: bool = False
+    robust: RobustConfig = field(default_factory=RobustConfig)
 
 
 @dataclass
@@ -295,9 +322,10 @@ _CHOICES = {
     "data.source": ("synthfaces", "celeba", "lfw", "folder"),
     "data.crop": ("square", "none"),
     "data.on_bad_image": ("error", "skip"),
-    "privacy.method": ("deepobfuscator", "none"),
+    "privacy.method": ("deepobfuscator", "robust", "none"),
     "precision": ("auto", "bf16", "fp32"),
     "privacy.attribute_loss": ("neg_ce", "entropy"),
+    "privacy.robust.attribute_loss": ("entropy", "capped_ce"),
 }
 
 
@@ -309,6 +337,7 @@ def validate(cfg: Config) -> None:
         "privacy.method": cfg.privacy.method,
         "precision": cfg.precision,
         "privacy.attribute_loss": cfg.privacy.attribute_loss,
+        "privacy.robust.attribute_loss": cfg.privacy.robust.attribute_loss,
     }
     for key, value in values.items():
         if value not in _CHOICES[key]:
@@ -329,9 +358,17 @@ def validate(cfg: Config) -> None:
     p = cfg.privacy
     for key, value in {"privacy.feature_noise": p.feature_noise,
                        "privacy.dcor_weight": p.dcor_weight,
-                       "privacy.adversary_refresh": p.adversary_refresh}.items():
+                       "privacy.adversary_refresh": p.adversary_refresh,
+                       "privacy.robust.adversary_steps": p.robust.adversary_steps,
+                       "privacy.robust.refresh_steps": p.robust.refresh_steps,
+                       "privacy.robust.attribute_weight": p.robust.attribute_weight,
+                       "privacy.robust.reconstruction_weight": p.robust.reconstruction_weight,
+                       }.items():
         if value < 0:
             raise ConfigError(f"{key} must be >= 0, got {value}")
+    if p.robust.ensemble < 1 or p.robust.decoder_width < 4:
+        raise ConfigError("privacy.robust.ensemble must be >= 1 and privacy.robust.decoder_width "
+                          f">= 4, got {p.robust.ensemble} and {p.robust.decoder_width}")
     if cfg.data.task in cfg.data.private:
         raise ConfigError(f"data.task {cfg.data.task!r} is also listed in data.private")
     fr = cfg.data

@@ -21,7 +21,7 @@ class Obfuscator(nn.Module):
     """
 
     def __init__(self, widths: list[list[int]], split_block: int, bottleneck: int = 0,
-                 noise_std: float = 0.0) -> None:
+                 noise_std: float = 0.0, normalize: bool = False) -> None:
         super().__init__()
         # Shredder-like defence: Gaussian noise on every upload, in training and in use (the
         # attacker sees noisy features). Export leaves it out of the ONNX graph (parity needs
@@ -32,18 +32,44 @@ class Obfuscator(nn.Module):
             blocks.append(vgg_block(c_in, ws))
             c_in = ws[-1]
         self.blocks = nn.Sequential(*blocks)
+        # with the information cap the bottleneck stays linear (signed values carry twice the
+        # signal of rectified ones at the same power)
+        tail: list[nn.Module] = [] if normalize else [nn.ReLU(inplace=True)]
         self.bottleneck = (
             nn.Sequential(nn.Conv2d(c_in, bottleneck, 1, bias=False), nn.BatchNorm2d(bottleneck),
-                          nn.ReLU(inplace=True))
+                          *tail)
             if bottleneck > 0 else nn.Identity()
         )
         self.out_channels = bottleneck if bottleneck > 0 else c_in
+        self.normalize = bool(normalize)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.bottleneck(self.blocks(x))
+        if self.normalize:
+            z = unit_rms(z)
         if self.noise_std > 0:
             z = z + self.noise_std * torch.randn_like(z)
         return z
+
+
+def unit_rms(z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Each image's features scaled to root-mean-square 1 (the information cap's first half:
+    a fixed signal power, so the feature noise sets a signal-to-noise ratio E cannot raise).
+    Computed in float32; plain ops, so it exports to ONNX."""
+    zf = z.float()
+    rms = zf.pow(2).mean(dim=(1, 2, 3), keepdim=True).add(eps).sqrt()
+    return (zf / rms).to(z.dtype)
+
+
+def capacity_bits(elements: int, noise_std: float) -> float | None:
+    """Upper bound on what a unit-RMS upload of `elements` numbers with Gaussian noise of
+    `noise_std` can carry: the Gaussian channel's D/2 * log2(1 + 1/s^2) bits (power
+    constraint per image). None when there is no noise (no finite bound)."""
+    import math
+
+    if noise_std <= 0:
+        return None
+    return elements / 2 * math.log2(1 + 1 / noise_std ** 2)
 
 
 class Classifier(nn.Module):
@@ -140,18 +166,30 @@ def build_models(cfg: Config, private: list[str] | None = None) -> Models:
     m = cfg.model
     widths = block_widths(m.width)
     size = tuple(cfg.data.image_size)
-    encoder = Obfuscator(widths, m.split_block, m.bottleneck, cfg.privacy.feature_noise)
+    encoder = Obfuscator(widths, m.split_block, m.bottleneck, cfg.privacy.feature_noise,
+                         cfg.privacy.normalize_features)
     c_feat = encoder.out_channels
     classifier = Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout)
     names = cfg.data.private if private is None else private
-    adversaries = nn.ModuleDict({
-        n: Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout) for n in names
-    })
-    reconstructor = Reconstructor(widths, m.split_block, c_feat, size, m.decoder_width)
-    models = Models(encoder, classifier, adversaries, reconstructor)
-    for net in models.named().values():
+    for net in (encoder, classifier):
         init_weights(net)
-    return models
+    # The attackers are drawn from the RNG state that follows E and C without advancing it,
+    # so every method leaves the same RNG state behind: runs that differ only in their
+    # attackers train stage 1 identically (training/reuse.py).
+    with torch.random.fork_rng(devices=[]):
+        if cfg.privacy.method == "robust":
+            # the audit's own attacker architectures, standardising their input
+            from .attackers import robust_attackers
+
+            adversaries, reconstructor = robust_attackers(cfg, feature_shape(cfg), names)
+        else:
+            adversaries = nn.ModuleDict({
+                n: Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout)
+                for n in names})
+            reconstructor = Reconstructor(widths, m.split_block, c_feat, size, m.decoder_width)
+            for net in (adversaries, reconstructor):
+                init_weights(net)
+    return Models(encoder, classifier, adversaries, reconstructor)
 
 
 def reinit_attackers(models: Models) -> None:

@@ -47,5 +47,25 @@ def start_from_baseline(cfg: Config, out_dir: Path, baseline_dir: Path) -> bool:
     if ckpt["position"] != {"stage": 1, "epoch": 0, "batch": 0}:
         return False
     out.root.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(base.checkpoint, out.checkpoint)  # the trainer resumes at stage 2
+    if cfg.privacy.method == base_cfg.privacy.method or _same_attackers(cfg, base_cfg):
+        shutil.copyfile(base.checkpoint, out.checkpoint)  # the trainer resumes at stage 2
+        return True
+    # Stage 1 never touches the attackers, so the new run's are what it would have drawn
+    # itself: build its models under its seed, exactly as the trainer does.
+    import torch
+
+    from ..models import build_models
+    from .checkpoint import save_checkpoint
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        fresh = build_models(cfg)
+    for name in ("adversaries", "reconstructor"):
+        ckpt["models"][name] = getattr(fresh, name).state_dict()
+    save_checkpoint(out.checkpoint, ckpt)
     return True
+
+
+def _same_attackers(a: Config, b: Config) -> bool:
+    """The robust method trains other attacker networks than the paper's (and none's)."""
+    return (a.privacy.method == "robust") == (b.privacy.method == "robust")

@@ -27,12 +27,14 @@ from ..data.base import FaceDataset
 from ..data.splits import check_splits_match, make_splits, split_summary, write_splits
 from ..io import atomic_write_json, atomic_write_text
 from ..models import build_models, feature_shape, init_adversaries_from_classifier
+from ..models.budget import phone_budget
 from ..precision import autocast, memory_format, resolve_precision
 from ..privacy import fixed_noise_image, settings_for_size
 from ..runs import RunError, RunPaths
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, versions
 from .distributed import Dist, GradSync, shard, state_checksum
 from .evaluate import evaluate
+from .robust import attacker_step, has_attackers, refresh_member, robust_optimizers, robust_step
 from .steps import (
     Batch,
     StepContext,
@@ -49,7 +51,14 @@ STAGES = ("task", "reconstructor", "adversaries", "adversarial")
 
 
 def stages_for(cfg: Config) -> tuple[str, ...]:
-    return ("task",) if cfg.privacy.method == "none" else STAGES
+    if cfg.privacy.method == "none":
+        return ("task",)
+    if cfg.privacy.method == "robust":
+        # attackers pre-trained on the task-trained E, then the game; the step-matched
+        # control (no attackers) continues the task alone for the same encoder steps
+        return ("task", "adversaries", "adversarial") if has_attackers(cfg) else \
+            ("task", "adversarial")
+    return STAGES
 
 
 def resolve_device(name: str) -> torch.device:
@@ -171,6 +180,8 @@ class _Loop:
         cols = [train.attribute(k) for k in cfg.data.private]
         priv = np.stack(cols, 1) if cols else np.zeros((len(train), 0), dtype=np.int64)
         self.private = torch.from_numpy(priv).float().to(device)
+        # the no-information reconstruction (robust method: reconstructions go no closer)
+        self.mean_face = (self.images.float().mean(0).permute(2, 0, 1) / 255.0)[None]
         self.history: list[dict] = []
         self.timings: dict[str, float] = {}
 
@@ -195,7 +206,7 @@ class _Loop:
             elif self.d.is_main:
                 set_rng_state(ckpt["rng"])
             if self.progress:
-                print(f"resuming {self.paths.root} at stage {STAGES[pos['stage']]}, "
+                print(f"resuming {self.paths.root} at stage {stages_for(cfg)[pos['stage']]}, "
                       f"epoch {pos['epoch']}, batch {pos['batch']}")
         stages = stages_for(cfg)
         for s_idx in range(pos["stage"], len(stages)):
@@ -203,12 +214,13 @@ class _Loop:
             scfg = getattr(cfg.train, {"task": "task", "reconstructor": "reconstructor",
                                        "adversaries": "adversaries",
                                        "adversarial": "adversarial"}[stage])
-            optimizers = make_optimizers(self.models, stage, scfg.lr)
+            optimizers = self._optimizers(stage, scfg.lr)
             if opt_state:  # {} at a stage boundary: the next stage starts fresh optimizers
                 for name, opt in optimizers.items():
                     opt.load_state_dict(opt_state[name])
                 opt_state = None
-            elif stage == "adversaries" and cfg.model.adversary_from_classifier:
+            elif (stage == "adversaries" and cfg.model.adversary_from_classifier
+                  and cfg.privacy.method == "deepobfuscator"):
                 init_adversaries_from_classifier(self.models)
             self._broadcast_models()  # every rank starts each stage from rank 0's weights
             ctx = StepContext(cfg, self.models, optimizers, self.msssim, self.noise,
@@ -219,7 +231,7 @@ class _Loop:
                 first_batch = pos["batch"] if (s_idx, epoch) == (pos["stage"], pos["epoch"]) else 0
                 if first_batch == 0:
                     running = {}
-                    if stage == "adversarial" and maybe_refresh_attackers(ctx, epoch, scfg.lr):
+                    if stage == "adversarial" and self._refresh(ctx, s_idx, epoch, scfg):
                         self._broadcast_models()  # fresh attackers drawn on rank 0
                 t0 = time.time()
                 self._epoch(ctx, s_idx, stage, epoch, scfg, first_batch, running)
@@ -233,10 +245,44 @@ class _Loop:
         self._finish()
         return self.paths.root
 
+    def _optimizers(self, stage: str, lr: float) -> dict[str, torch.optim.Optimizer]:
+        if self.cfg.privacy.method == "robust" and stage != "task":
+            return robust_optimizers(self.models, stage, lr, self.cfg.privacy.robust.adversary_lr)
+        return make_optimizers(self.models, stage, lr)
+
+    def _refresh(self, ctx: StepContext, s_idx: int, epoch: int, scfg) -> bool:
+        """Adversary refresh at the start of an adversarial epoch; True when attackers
+        changed (under torchrun every rank then takes rank 0's)."""
+        if self.cfg.privacy.method != "robust":
+            return maybe_refresh_attackers(ctx, epoch, scfg.lr)
+        if not has_attackers(self.cfg) or refresh_member(ctx, self.models, epoch) is None:
+            return False
+        # the new member trains before the encoder sees it, on its own batch order
+        self._broadcast_models()
+        order, per, n_batches = self._order(scfg, s_idx, epoch, 2)
+        for j in range(self.cfg.privacy.robust.refresh_steps):
+            attacker_step(ctx, self._batch(order, per, j % n_batches))
+        return True
+
+    def _order(self, scfg, s_idx: int, epoch: int, stream: int = 0):
+        """(batch order, this rank's images per batch, batches per epoch): a pure function
+        of (seed, stage, epoch, stream); stream 0 is the stage's own batches."""
+        n, world = len(self.images), self.d.world
+        key = [self.cfg.seed, s_idx, epoch] + ([stream] if stream else [])
+        order = np.random.default_rng(key).permutation(n)
+        per = min(scfg.batch_size, n) // world  # this rank's slice of each global batch
+        return order, per, n // (max(per, 1) * world)
+
+    def _batch(self, order: np.ndarray, per: int, b: int) -> Batch:
+        world = self.d.world
+        idx = torch.from_numpy(shard(order, per * world, world, self.d.rank, b)).to(self.device)
+        x = self.images[idx].permute(0, 3, 1, 2).float().div_(255.0)
+        return Batch(x.contiguous(memory_format=self.layout), self.task[idx], self.private[idx])
+
     def _record(self, stage: str, epoch: int, running: dict[str, float]) -> None:
         cfg = self.cfg
         record = {"stage": stage, "epoch": epoch, **_means(running)}
-        if stage == "adversarial":
+        if stage == "adversarial" and cfg.privacy.method == "deepobfuscator":
             record["lambda"] = lambda_at(cfg, epoch)
         record.update(evaluate(
             self.models, self.roles["defender_val"], cfg.data.task, cfg.data.private,
@@ -252,26 +298,30 @@ class _Loop:
 
     def _epoch(self, ctx: StepContext, s_idx: int, stage: str, epoch: int, scfg,
                first_batch: int, running: dict[str, float]) -> None:
-        cfg, n, world = self.cfg, len(self.images), self.d.world
-        order = np.random.default_rng([cfg.seed, s_idx, epoch]).permutation(n)
-        per = min(scfg.batch_size, n) // world  # this rank's slice of each global batch
+        cfg, world = self.cfg, self.d.world
+        order, per, n_batches = self._order(scfg, s_idx, epoch)
         if per < 2:
             raise RunError(f"train.{stage}.batch_size={scfg.batch_size} over {world} processes "
                            f"leaves {per} image(s) per process; BatchNorm needs at least 2")
-        n_batches = n // (per * world)  # full batches only: BatchNorm needs > 1 sample
+        # full batches only: BatchNorm needs > 1 sample
         lam = lambda_at(cfg, epoch) if stage == "adversarial" else 0.0
+        robust = cfg.privacy.method == "robust"
+        n_adv = cfg.privacy.robust.adversary_steps if robust else 0
+        fresh_order = self._order(scfg, s_idx, epoch, 1)[0] if n_adv else None
         last_save = time.time()
         bar = tqdm(range(first_batch, n_batches), total=n_batches, initial=first_batch,
                    desc=f"{stage} {epoch + 1}/{scfg.epochs}", unit="batch", leave=False,
                    disable=not self.progress, mininterval=1.0)
         for b in bar:
-            idx = torch.from_numpy(shard(order, per * world, world, self.d.rank, b)).to(
-                self.device)
-            x = self.images[idx].permute(0, 3, 1, 2).float().div_(255.0)
-            batch = Batch(x.contiguous(memory_format=self.layout), self.task[idx],
-                          self.private[idx])
+            batch = self._batch(order, per, b)
             if stage == "task":
                 losses = task_step(ctx, batch)
+            elif robust and stage == "adversaries":
+                losses = attacker_step(ctx, batch)
+            elif robust:  # k attacker updates, each on its own fresh batch, then E and C
+                fresh = [self._batch(fresh_order, per, (b * n_adv + j) % n_batches)
+                         for j in range(n_adv)]
+                losses = robust_step(ctx, batch, fresh, self.mean_face)
             elif stage == "reconstructor":
                 losses = reconstructor_step(ctx, batch)
             elif stage == "adversaries":
@@ -338,6 +388,7 @@ class _Loop:
             "status": "complete",
             "stages": list(stages_for(self.cfg)),
             "feature_shape": list(feature_shape(self.cfg)),
+            "budget": phone_budget(self.cfg).to_dict(),
             "input_shape": [3, *self.cfg.data.image_size],
             "config_fingerprint": self.cfg.fingerprint(),
             "splits": split_summary(self.roles, self.cfg.data.task, self.cfg.data.private),

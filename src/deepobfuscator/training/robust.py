@@ -1,0 +1,158 @@
+"""`privacy.method=robust`: adversarial obfuscation built to hold against fresh attackers.
+
+The paper's game lets the obfuscator E beat one stale, weak adversary and nobody else
+(docs/results.md). Here every ingredient the literature and our measurements tie to
+privacy against *fresh* attackers is a config key under `privacy.robust`:
+
+- strong, current attackers: `adversary_steps` updates of the attackers, each on its own
+  fresh batch, before every encoder step, at their own learning rate; the attackers are
+  the audit's architectures behind a standardising layer, in training mode whenever they
+  run (attackers.py), so E cannot game stale BatchNorm statistics;
+- an ensemble (`ensemble` per attribute), one member re-initialised every epoch and
+  trained `refresh_steps` steps before E sees it;
+- bounded objectives: the attributes' adversaries pushed to an uninformed answer (maximum
+  entropy, or a balanced cross-entropy capped at chance), reconstructions pushed toward
+  the mean face and never past it (a reconstruction anti-correlated with the face still
+  carries the face);
+- the cloud classifier C trained in the same step as E, so it never lags.
+
+The information cap (privacy.normalize_features + privacy.feature_noise) lives in the
+obfuscator itself (models/split.py), so it also holds on the phone and in the export.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..models import Models
+from ..models.attackers import reinit_member
+from ..privacy import entropy_privacy, ms_ssim
+from .steps import Batch, StepContext, _modes, _update
+
+_LOG2 = math.log(2.0)
+
+
+def balanced_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean of the per-class mean cross-entropies: log 2 for an uninformed answer of 1/2
+    whatever the class balance, so the attacker cannot score by guessing the majority."""
+    y = labels.float()
+    per = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none")
+    pos, neg = y.sum(), (1 - y).sum()
+    terms = [(per * w).sum() / n for w, n in ((y, pos), (1 - y, neg)) if n > 0]
+    return sum(terms) / len(terms)
+
+
+def attacker_loss(ctx: StepContext, z: torch.Tensor,
+                  batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    """What the attackers minimise: every ensemble member's balanced CE on its attribute,
+    and the decoder's 1 - MS-SSIM + L1 (the audit's inverse-network loss)."""
+    r = ctx.cfg.privacy.robust
+    out: dict[str, float] = {}
+    total = torch.zeros((), device=z.device)
+    with ctx.amp():
+        for k, ens in enumerate(ctx.models.adversaries.values()):
+            ce = sum(balanced_bce(lg, batch.private[:, k]) for lg in ens.each(z))
+            total = total + ce
+            out[f"adv_{k}_ce"] = ce.item() / len(ens.members)
+        if r.reconstruction_weight > 0:
+            recon = ctx.models.reconstructor(z).float()
+            rl = (1 - ms_ssim(recon, batch.x.float(), ctx.msssim)) + F.l1_loss(recon, batch.x)
+            total = total + rl
+            out["decoder_loss"] = rl.item()
+    return total, out
+
+
+def attacker_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
+    """One update of every attacker on features of the frozen E (as deployed: eval mode)."""
+    _modes(ctx.models, {"adversaries", "reconstructor"})
+    with torch.no_grad(), ctx.amp():
+        z = ctx.models.encoder(batch.x).float()
+    loss, out = attacker_loss(ctx, z, batch)
+    _update(ctx, "attackers", loss)
+    return out
+
+
+def encoder_step(ctx: StepContext, batch: Batch, mean_face: torch.Tensor) -> dict[str, float]:
+    """E and C together minimise  task BCE + w_a * attribute term + w_r * reconstruction term.
+
+    attribute term: mean over attributes and members of  log 2 - H(P(z))  (entropy) or
+    relu(log 2 - balanced CE)  (capped_ce); both are 0 for an uninformed attacker and
+    give no reward beyond it.
+    reconstruction term: mean over images of relu(MS-SSIM(R(z), x) - MS-SSIM(mean face, x)).
+    The attackers run in training mode (batch statistics) and are not updated here.
+    """
+    r = ctx.cfg.privacy.robust
+    _modes(ctx.models, {"encoder", "classifier", "adversaries", "reconstructor"})
+    with ctx.amp():
+        z = ctx.models.encoder(batch.x)
+        c_loss = F.binary_cross_entropy_with_logits(ctx.models.classifier(z).float(), batch.task)
+    loss, out = c_loss, {"task_loss": c_loss.item()}
+    if r.attribute_weight > 0 and len(ctx.models.adversaries):
+        terms = []
+        with ctx.amp():
+            for k, ens in enumerate(ctx.models.adversaries.values()):
+                for lg in ens.each(z):
+                    if r.attribute_loss == "entropy":
+                        terms.append(entropy_privacy(lg))
+                    else:
+                        terms.append(F.relu(_LOG2 - balanced_bce(lg, batch.private[:, k])))
+        attr = torch.stack(terms).mean()
+        loss = loss + r.attribute_weight * attr
+        out["attribute_privacy"] = attr.item()
+    if r.reconstruction_weight > 0:
+        with ctx.amp():
+            recon = ctx.models.reconstructor(z).float()
+        x = batch.x.float()
+        got = ms_ssim(recon, x, ctx.msssim, reduction="none")
+        with torch.no_grad():
+            floor = ms_ssim(mean_face.expand_as(x), x, ctx.msssim, reduction="none")
+        rec = F.relu(got - floor).mean()
+        loss = loss + r.reconstruction_weight * rec
+        out["reconstruction_privacy"] = rec.item()
+    _update(ctx, "encoder_classifier", loss)
+    return out
+
+
+def robust_step(ctx: StepContext, batch: Batch, fresh: list[Batch],
+                mean_face: torch.Tensor) -> dict[str, float]:
+    """k attacker updates on the fresh batches, then one encoder+classifier update."""
+    out: dict[str, float] = {}
+    for fb in fresh:
+        out.update(attacker_step(ctx, fb))
+    out.update(encoder_step(ctx, batch, mean_face))
+    return out
+
+
+def refresh_member(ctx: StepContext, models: Models, epoch: int) -> int | None:
+    """At adversarial epoch e >= 1: member e mod ensemble of every attribute restarts from
+    fresh weights and a fresh optimizer state. Returns the member index (None: no refresh).
+    The caller then trains the attackers `refresh_steps` steps before E moves."""
+    r = ctx.cfg.privacy.robust
+    if epoch == 0 or r.refresh_steps <= 0 or not len(models.adversaries):
+        return None
+    index = epoch % r.ensemble
+    from ..models import feature_shape
+
+    shape = feature_shape(ctx.cfg)
+    for ens in models.adversaries.values():
+        reinit_member(ens, index, shape, ctx.optimizers.get("attackers"))
+    return index
+
+
+def has_attackers(ctx_cfg) -> bool:
+    """False for the step-matched control (no attacker steps, no privacy terms)."""
+    r = ctx_cfg.privacy.robust
+    return r.adversary_steps > 0 or r.attribute_weight > 0 or r.reconstruction_weight > 0
+
+
+def robust_optimizers(models: Models, stage: str, lr: float, adversary_lr: float
+                      ) -> dict[str, torch.optim.Optimizer]:
+    attackers = torch.optim.Adam(
+        [*models.adversaries.parameters(), *models.reconstructor.parameters()], lr=adversary_lr)
+    if stage == "adversaries":
+        return {"attackers": attackers}
+    ec = torch.optim.Adam([*models.encoder.parameters(), *models.classifier.parameters()], lr=lr)
+    return {"encoder_classifier": ec, "attackers": attackers}

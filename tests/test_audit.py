@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,6 +51,31 @@ def test_report_embeds_its_figures_and_states_chance(demo_out):
     assert "Re-identification top-1" in md and "Male: attacker balanced accuracy" in md
     table = summary_table(demo_out)
     assert "Utility" in table and "obfuscated" in table
+
+
+def test_every_audited_run_carries_its_phone_budget(demo_out):
+    from deepobfuscator.deploy.wire import encoded_size
+    from deepobfuscator.models import feature_shape
+    from deepobfuscator.models.budget import phone_budget
+    from deepobfuscator.runs import read_run_config
+
+    res = json.loads((demo_out / "audit.json").read_text())
+    md = (demo_out / "report.md").read_text()
+    assert "## Phone budget" in md
+    assert md.index("## Phone budget") < md.index("## Reconstructions")  # near the verdict
+    for run in ("baseline", "obfuscated"):
+        b = res["runs"][run]["budget"]
+        assert b["phone_macs"] > 0 and b["cloud_macs"] > 0
+        cfg = read_run_config(res["runs_dirs"][run])
+        assert b["upload_bytes"] == encoded_size((1, *feature_shape(cfg)), "int8")
+        assert b == phone_budget(cfg).to_dict()
+        assert f"{b['phone_share']:.1%}" in md and f"{b['upload_bytes']} B" in md
+    assert res["runs"]["obfuscated"]["budget"]["upload_bytes"] == encoded_size(
+        (1, *res["feature_shape"]), "int8")
+    # the default splits late (nearly all compute on the phone), the baseline after block 2
+    assert res["runs"]["obfuscated"]["budget"]["phone_share"] > 0.9
+    assert res["runs"]["baseline"]["budget"]["phone_share"] < 0.5
+    assert "Phone share of the compute" in (demo_out / "report.html").read_text()
 
 
 def test_audit_of_a_folder_without_a_run_is_a_clear_error(tmp_path, capsys):
@@ -118,6 +144,13 @@ def test_a_second_audit_of_the_same_baseline_reuses_its_figures(demo_out, tmp_pa
     runs = first["runs_dirs"]
     import deepobfuscator.audit.runner as runner
 
+    # a cache entry written before audits carried the phone budget: it is filled in
+    entries = list((Path(runs["baseline"]) / "audit_cache").glob("*/result.json"))
+    assert entries
+    for entry in entries:
+        cached = json.loads(entry.read_text())
+        del cached["budget"]
+        entry.write_text(json.dumps(cached))
     calls = []
     real = runner._audit_one
     monkeypatch.setattr(runner, "_audit_one", lambda *a: calls.append(a[0]) or real(*a))

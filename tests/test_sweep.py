@@ -57,6 +57,7 @@ def test_two_point_sweep_writes_the_frontier_and_resumes(tmp_path, monkeypatch, 
     assert all(f["frontier"] for f in doc["figures"].values())
     md = (out / "frontier.md").read_text()
     assert "baseline (no privacy)" in md and "lambda=1 " in md and "| chance |" in md
+    _check_budget_columns(out, doc, md)
 
     def no_more_work(*args, **kwargs):
         raise AssertionError("a finished point was trained or audited again")
@@ -69,6 +70,45 @@ def test_two_point_sweep_writes_the_frontier_and_resumes(tmp_path, monkeypatch, 
                  "--baseline-run", str(out / "baseline"), "--quiet", *BASE]) == 0
     assert "done, skipped" in capsys.readouterr().out
     assert (out / "frontier.png").is_file()
+
+
+def _check_budget_columns(out, doc, md):
+    """Every point and the baseline carry the phone budget of their config, in frontier.json
+    and as columns of frontier.md; an audit.json from before budgets gets it from the config."""
+    from deepobfuscator.config import NO_PRIVACY_OVERRIDES, load_config
+    from deepobfuscator.models.budget import phone_budget
+
+    header = next(line for line in md.splitlines() if line.startswith("| point |"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    assert cols[-4:] == ["phone MACs (M)", "phone share", "upload bytes (int8)",
+                         "on frontier of"]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in md.splitlines() if line.startswith("| ") and line != header}
+    expected = {p["name"]: phone_budget(load_config("cpu", [*BASE, *o]))
+                for p, o in zip(doc["points"], (["privacy.lambda=1"], ["privacy.lambda=10"]),
+                                strict=True)}
+    expected["baseline"] = phone_budget(load_config("cpu", [*BASE, *NO_PRIVACY_OVERRIDES]))
+    entries = {p["name"]: p for p in doc["points"]}
+    entries["baseline"] = doc["baseline"]
+    for name, b in expected.items():
+        got = entries[name]["budget"]
+        assert got["phone_macs"] == b.phone_macs and got["upload_bytes"] == b.upload_bytes
+        assert got["phone_share"] == round(b.phone_share, 4) and got["cloud_macs"] > 0
+        assert got["phone_macs_m"] == round(b.phone_macs / 1e6, 2)
+        row = rows["baseline (no privacy)" if name == "baseline" else name]
+        assert row[-4:-1] == [f"{b.phone_macs / 1e6:.1f}", f"{round(b.phone_share, 4):.1%}",
+                              str(b.upload_bytes)]
+    assert rows["chance"][-4:] == ["", "", "", ""]
+
+    for audit_json in (out / "points").glob("*/audit/audit.json"):  # written before budgets
+        res = json.loads(audit_json.read_text())
+        for r in res["runs"].values():
+            del r["budget"]
+        audit_json.write_text(json.dumps(res))
+    points = sweep_mod.grid_points({"privacy.lambda": ["1", "10"]})
+    again = sweep_mod.write_frontier(out, points, out / "baseline", {"privacy.lambda": ["1", "10"]})
+    assert [p["budget"] for p in again["points"]] == [p["budget"] for p in doc["points"]]
+    assert again["baseline"]["budget"] == doc["baseline"]["budget"]
 
 
 def test_a_grid_the_default_never_reads_is_refused_before_any_training(tmp_path, capsys):

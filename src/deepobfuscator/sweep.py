@@ -4,7 +4,8 @@ draw the privacy-utility frontier.
     OUT/baseline/                 the no-privacy baseline (unless --baseline-run is given)
     OUT/points/<name>/run/        one training run per grid point
     OUT/points/<name>/audit/      its audit (audit.json, report) against the baseline
-    OUT/frontier.png|md|json      task accuracy against each privacy figure
+    OUT/frontier.png|md|json      task accuracy against each privacy figure, with each
+                              point's phone budget (compute share, upload bytes)
 
 Each point whose stage 1 would equal the baseline's (same data, model, seed and task
 settings; see training/reuse.py) starts from the baseline's stage-1 checkpoint.
@@ -34,7 +35,8 @@ from .config import (
     load_config,
 )
 from .io import atomic_write, atomic_write_json, atomic_write_text
-from .runs import RunError, read_info
+from .models.budget import phone_budget
+from .runs import RunError, read_info, read_run_config
 from .training import train
 from .training.distributed import env_world_size
 from .training.reuse import start_from_baseline
@@ -211,6 +213,29 @@ def chance_of(result: dict) -> dict[str, float]:
     return out
 
 
+def budget_of(result: dict, which: str = "obfuscated", run_dir: Path | None = None) -> dict:
+    """The phone budget of one audited run (runs.<which>.budget in audit.json), plus its
+    phone MACs in millions. An audit.json written before audits carried the budget gets it
+    from the run's config: the audited one for the obfuscated run, `run_dir`'s otherwise."""
+    b = result["runs"][which].get("budget")
+    if b is None:
+        cfg = (config_from_dict(result["config"]) if which == "obfuscated"
+               else read_run_config(run_dir or Path(result["runs_dirs"][which])))
+        b = phone_budget(cfg).to_dict()
+    return {**b, "phone_macs_m": round(b["phone_macs"] / 1e6, 2)}
+
+
+def budget_label(b: dict) -> str:
+    """'34% | 288 B': the phone's share of the compute and the int8 upload per image."""
+    return f"{b['phone_share']:.0%} | {b['upload_bytes']} B"
+
+
+# the budget columns of frontier.md: header, frontier.json key, format
+BUDGET_COLUMNS = [("phone MACs (M)", "phone_macs_m", "{:.1f}"),
+                  ("phone share", "phone_share", "{:.1%}"),
+                  ("upload bytes (int8)", "upload_bytes", "{}")]
+
+
 def label_of(key: str) -> str:
     if key == "utility_accuracy":
         return "task accuracy (utility)"
@@ -237,7 +262,9 @@ def write_frontier(out: Path, points: list[GridPoint], baseline_run: Path,
     first = results[points[0].name]
     chance = chance_of(first)
     base = figures_of(first, "baseline") if "baseline" in first["runs"] else {}
+    base_budget = budget_of(first, "baseline", baseline_run) if base else None
     rows = {p.name: figures_of(results[p.name]) for p in points}
+    budgets = {p.name: budget_of(results[p.name]) for p in points}
     keys = list(dict.fromkeys(k for f in rows.values() for k in f if k != "utility_accuracy"))
     every = {**rows, **({"baseline": base} if base else {})}
     figures = {}
@@ -250,12 +277,12 @@ def write_frontier(out: Path, points: list[GridPoint], baseline_run: Path,
               "source": "runs.obfuscated.utility.accuracy",
               "chance": chance["utility_accuracy"]},
         "figures": figures,
-        "baseline": {"run": str(baseline_run), "figures": base,
+        "baseline": {"run": str(baseline_run), "figures": base, "budget": base_budget,
                      "note": "as measured in the first point's audit"},
         "points": [{"name": p.name, "params": p.params,
                     "run": str(out / "points" / p.name / "run"),
                     "audit": str(out / "points" / p.name / "audit"),
-                    "figures": rows[p.name]} for p in points],
+                    "figures": rows[p.name], "budget": budgets[p.name]} for p in points],
     }
     atomic_write_json(out / "frontier.json", doc)
     atomic_write_text(out / "frontier.md", _markdown(doc, list(grid)))
@@ -265,18 +292,24 @@ def write_frontier(out: Path, points: list[GridPoint], baseline_run: Path,
 
 def _markdown(doc: dict, grid_keys: list[str]) -> str:
     keys = ["utility_accuracy", *doc["figures"]]
-    head = ["point", *grid_keys, *(label_of(k) for k in keys), "on frontier of"]
+    head = ["point", *grid_keys, *(label_of(k) for k in keys),
+            *(h for h, _, _ in BUDGET_COLUMNS), "on frontier of"]
     lines = ["# Privacy-utility frontier", "",
              "Task accuracy: higher is better. Privacy figures (attacker success on the "
              "obfuscated features): lower is better. Chance: what one gets without "
              "the features (majority class, the mean image, a random guess). A point "
              "is on a figure's frontier when no other point (the baseline included) is "
-             "at least as accurate with a lower figure, or more accurate with the same.",
+             "at least as accurate with a lower figure, or more accurate with the same. "
+             "Phone budget, per image: the obfuscator's multiply-accumulates (M), its share "
+             "of the whole model's, and the upload in the int8 wire format.",
              "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def fmt(v: Any) -> str:
         return f"{v:.3f}" if isinstance(v, float) else ("" if v is None else str(v))
+
+    def budget(b: dict | None) -> list[str]:
+        return [f.format(b[k]) if b else "" for _, k, f in BUDGET_COLUMNS]
 
     def on(name: str) -> str:
         return ", ".join(label_of(k).split(":")[0] for k, f in doc["figures"].items()
@@ -285,15 +318,67 @@ def _markdown(doc: dict, grid_keys: list[str]) -> str:
     if doc["baseline"]["figures"]:
         f = doc["baseline"]["figures"]
         lines.append("| " + " | ".join(["baseline (no privacy)", *("" for _ in grid_keys),
-                                        *(fmt(f.get(k)) for k in keys), on("baseline")]) + " |")
+                                        *(fmt(f.get(k)) for k in keys),
+                                        *budget(doc["baseline"].get("budget")),
+                                        on("baseline")]) + " |")
     for p in doc["points"]:
         lines.append("| " + " | ".join([p["name"], *(fmt(p["params"][k]) for k in grid_keys),
                                         *(fmt(p["figures"].get(k)) for k in keys),
-                                        on(p["name"])]) + " |")
+                                        *budget(p.get("budget")), on(p["name"])]) + " |")
     chance = [doc["x"]["chance"], *(f["chance"] for f in doc["figures"].values())]
     lines.append("| " + " | ".join(["chance", *("" for _ in grid_keys),
-                                    *(fmt(v) for v in chance), ""]) + " |")
+                                    *(fmt(v) for v in chance),
+                                    *("" for _ in BUDGET_COLUMNS), ""]) + " |")
     return "\n".join(lines) + "\n"
+
+
+# label sizes in points: the name line (fontsize 7) over the budget line (fontsize 5.5)
+_NAME_PT, _BUDGET_PT = 7, 5.5
+
+
+def _place_labels(ax, spots: list[tuple[float, float, str, str, str, float]]) -> None:
+    """Beside each spot (x, y, name, budget, budget colour, marker radius in points), its
+    name over its budget label, both small. Crowded spots would print their labels over each
+    other or over the markers: a label that would moves up or down in steps of its own
+    height, or to the left of its point, staying inside the axes (a thin line leads back to
+    its point). Call once the axes' limits and the figure's layout are final."""
+    to_pt = 72 / ax.figure.dpi
+    ax.get_xlim(), ax.get_ylim()  # settle the autoscaled limits before reading positions
+    (x0, y0), (x1, y1) = (v * to_pt for v in ax.bbox.get_points())
+    where = {id(s): tuple(v * to_pt for v in ax.transData.transform(s[:2])) for s in spots}
+    taken = [(px - s[5], px + s[5], py - s[5], py + s[5])  # the markers
+             for s in spots for px, py in [where[id(s)]]]
+
+    def free(box: tuple[float, float, float, float]) -> bool:
+        inside = x0 <= box[0] and box[1] <= x1 and y0 - 6 <= box[2] and box[3] <= y1 + 6
+        return inside and not any(box[0] < b[1] and b[0] < box[1] and box[2] < b[3]
+                                  and b[2] < box[3] for b in taken)
+
+    for spot in sorted(spots, key=lambda s: -s[1]):  # top first
+        _, _, name, budget, colour, r = spot
+        px, py = where[id(spot)]
+        h = (_NAME_PT + 2 if name else 0) + (_BUDGET_PT + 2 if budget else 0)
+        w = max(len(name) * _NAME_PT, len(budget) * _BUDGET_PT) * 0.6 + 2
+        dx, top = r + 1, h / 2  # first choice: right of the point, the name above its level
+        for step, side in itertools.product((0, 1, -1, 2, -2, 3, -3, 4, -4), (1, -1)):
+            t = h / 2 + step * h
+            left = px + dx if side > 0 else px - dx - w
+            if free(box := (left, left + w, py + t - h, py + t)):
+                dx, top = side * dx, t
+                break
+        else:  # nowhere free nearby: the first choice, overlapping
+            box = (px + dx, px + dx + w, py + top - h, py + top)
+        taken.append(box)
+        lead = ({"arrowstyle": "-", "lw": 0.4, "color": "0.6", "shrinkA": 0, "shrinkB": r}
+                if abs(top - h / 2) > 1 else None)
+        ha = "left" if dx > 0 else "right"
+        if name:
+            ax.annotate(name, spot[:2], textcoords="offset points", xytext=(dx, top),
+                        va="top", ha=ha, fontsize=_NAME_PT, arrowprops=lead)
+            lead, top = None, top - _NAME_PT - 2
+        if budget:
+            ax.annotate(budget, spot[:2], textcoords="offset points", xytext=(dx, top),
+                        va="top", ha=ha, fontsize=_BUDGET_PT, color=colour, arrowprops=lead)
 
 
 def _plot(doc: dict, path: Path) -> None:
@@ -308,6 +393,9 @@ def _plot(doc: dict, path: Path) -> None:
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.9 * rows), squeeze=False)
     base = doc["baseline"]["figures"]
+    budget = {p["name"]: budget_label(p["budget"]) for p in doc["points"] if p.get("budget")}
+    base_budget = doc["baseline"].get("budget")
+    labels = {}
     for ax, (k, f) in zip(axes.flat, figs.items(), strict=False):
         pts = {p["name"]: (p["figures"]["utility_accuracy"], p["figures"][k])
                for p in doc["points"] if k in p["figures"]}
@@ -324,12 +412,17 @@ def _plot(doc: dict, path: Path) -> None:
         at: dict[tuple[float, float], list[str]] = {}
         for name, xy in pts.items():  # one label per spot: coincident points share it
             at.setdefault(xy, []).append(name)
-        for (x, y), names in at.items():
-            ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7)
+        # under each name its phone budget: share of the compute | int8 upload per image
+        spots = [(x, y, ", ".join(names),
+                  "; ".join(dict.fromkeys(budget[n] for n in names if n in budget)),
+                  "dimgray", 4.0) for (x, y), names in at.items()]
         if base and k in base:
             ax.scatter([base["utility_accuracy"]], [base[k]], marker="*", s=160,
                        color="tab:red", zorder=4, label="no-privacy baseline")
+            if base_budget:
+                spots.append((base["utility_accuracy"], base[k], "",
+                              budget_label(base_budget), "tab:red", 7.0))
+        labels[ax] = spots
         if f["chance"] is not None:
             ax.axhline(f["chance"], color="gray", ls="--", lw=1, label="chance")
         ax.axvline(doc["x"]["chance"], color="gray", ls=":", lw=1,
@@ -341,7 +434,10 @@ def _plot(doc: dict, path: Path) -> None:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="best")
-    fig.suptitle("Privacy-utility frontier")
+    fig.suptitle("Privacy-utility frontier\n(small labels: phone share of compute | "
+                 "int8 upload per image)", fontsize=10)
     fig.tight_layout()
+    for ax, spots in labels.items():  # last: placing them needs the final layout
+        _place_labels(ax, spots)
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)

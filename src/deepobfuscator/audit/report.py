@@ -61,6 +61,28 @@ def verdict_rows(results: dict) -> list[dict]:
     return rows
 
 
+def budget_rows(results: dict) -> list[dict]:
+    """The phone budget of each run (audit.json runs.<run>.budget): compute on each side and
+    the upload per image, as rows of formatted strings ("n/a" where a run has none)."""
+    runs = results["runs"]
+    budgets = {run: runs[run].get("budget") if run in runs else None
+               for run in ("baseline", "obfuscated")}
+    if not any(budgets.values()):
+        return []
+    specs = [("Phone (obfuscator) MACs", lambda b: f"{b['phone_macs'] / 1e6:.1f} M"),
+             ("Cloud (classifier) MACs", lambda b: f"{b['cloud_macs'] / 1e6:.1f} M"),
+             ("Phone share of the compute", lambda b: f"{b['phone_share']:.1%}"),
+             ("Upload, int8 wire", lambda b: f"{b['upload_bytes']} B"),
+             ("Upload, numbers", lambda b: str(b["upload_numbers"])),
+             ("Split after VGG block", lambda b: str(b["split_block"]))]
+    if any(b and b.get("info_cap_bits") is not None for b in budgets.values()):
+        specs.append(("Information cap bound (bits)",
+                      lambda b: "none" if b["info_cap_bits"] is None
+                      else f"{b['info_cap_bits']:.0f}"))
+    return [{"figure": name, **{run: fmt(b) if b else "n/a" for run, b in budgets.items()}}
+            for name, fmt in specs]
+
+
 def change_arrow(row: dict) -> str:
     b, o = row.get("baseline"), row.get("obfuscated")
     if b is None or o is None:
@@ -150,6 +172,14 @@ def render_markdown(results: dict, figs: dict[str, Path], out: Path) -> str:
     lines += ["", "Chance: balanced accuracy and AUC 0.5; the majority-class rate for plain "
               "accuracy; for reconstruction, the attacker split's mean face used as every "
               "reconstruction; for re-identification, 1 / number of test identities.", ""]
+    budget = budget_rows(results)
+    if budget:
+        lines += ["## Phone budget", "",
+                  "| budget, per image | baseline (no privacy) | obfuscated |", "|---|---|---|"]
+        lines += [f"| {r['figure']} | {r['baseline']} | {r['obfuscated']} |" for r in budget]
+        lines += ["", "MACs: multiply-accumulates of the convolutions and linear layers at batch "
+                  "1; the phone runs the obfuscator, the cloud the classifier. Upload: one "
+                  "image's features in the int8 wire format, header included.", ""]
     if results["warnings"]:
         lines += ["## Warnings", ""] + [f"- {w}" for w in results["warnings"]] + [""]
     recon_png = figs["reconstructions"].relative_to(out)

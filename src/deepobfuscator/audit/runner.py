@@ -33,6 +33,7 @@ from ..data.splits import check_splits_match, make_splits
 from ..io import atomic_write, atomic_write_json
 from ..metrics import accuracy, balanced_accuracy, roc_auc
 from ..models import Models, feature_shape
+from ..models.budget import phone_budget
 from ..precision import resolve_precision
 from ..runs import RunError, RunPaths, load_run
 from ..training.trainer import resolve_device
@@ -184,7 +185,8 @@ def _audit_one(name: str, cfg: Config, models: Models, roles: dict, attrs: list[
     test = through_wire(sent, s.wire)
     shape, size = tuple(atk.features.shape[1:]), tuple(cfg.data.image_size)
     r: dict = {"run": cfg.privacy.method, "curves": {},
-               "wire": {"format": s.wire, **wire_change(sent, test)}}
+               "wire": {"format": s.wire, **wire_change(sent, test)},
+               "budget": phone_budget(cfg).to_dict()}  # compute per side, bytes per image
     arr: dict[str, np.ndarray] = {}
 
     # utility: what the cloud answers
@@ -258,6 +260,9 @@ def _audit_baseline_cached(base_dir: Path, cfg: Config, args: tuple, out: Path, 
         with np.load(cache / "grid.npz") as z:
             recon = torch.from_numpy(z["recon"])
         r = json.loads(done.read_text())
+        # entries cached before audits carried the phone budget lack it; it depends on the
+        # config's shapes only, so recomputing it costs nothing and always matches
+        r["budget"] = phone_budget(base_cfg).to_dict()
     else:
         r, arr, recon = _audit_one(*args, cache, embedder)
         atomic_write(cache / "arrays.npz", lambda p: _savez(p, arr))

@@ -51,6 +51,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, wire_dtype: str = "int8
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).unlink(missing_ok=True)  # a failed export must not look complete
     encoder, noise_std = without_noise(models.encoder.float().eval())
+    normalized = bool(getattr(models.encoder, "normalize", False))
     task = task_probability(models.classifier.float()).eval()
     c, h, w = feature_shape(cfg)
     images, image_source = _parity_images(cfg, parity_images)
@@ -86,7 +87,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, wire_dtype: str = "int8
                           "frame; resize to size=[height, width] with PIL's `resample` filter; "
                           "uint8 / 255 as float32; HWC -> CHW"},
         "features": {"name": "features", "shape": [c, h, w], "dtype": "float32",
-                     "min": 0.0 if noise_std == 0 else None, "noise_std": noise_std,
+                     "min": 0.0 if noise_std == 0 and not normalized else None,
+                     "noise_std": noise_std,
+                     "normalization": "unit_rms" if normalized else "none",
+                     "information_cap": _cap_note(normalized, noise_std, feat_elems),
                      "noise": "none" if noise_std == 0 else "the device adds Gaussian noise "
                      f"of std {noise_std} to every value of obfuscator.onnx's output before "
                      "encoding (privacy.feature_noise; the classifier was trained with it)",
@@ -109,6 +113,19 @@ def export_run(run_dir: str | Path, out_dir: str | Path, wire_dtype: str = "int8
         f.chmod(0o644)  # temp files are created 0600; an export is meant to be shipped
     load_export(out)  # what serve and classify will do: fail here, not there
     return out
+
+
+def _cap_note(normalized: bool, noise_std: float, elements: int) -> str:
+    """The information cap, in words: part of the export's contract with the device."""
+    from ..models.split import capacity_bits
+
+    if not normalized:
+        return "none"
+    bits = capacity_bits(elements, noise_std)
+    if bits is None:
+        return "features scaled to unit RMS per image in obfuscator.onnx; no noise: no bound"
+    return (f"obfuscator.onnx scales each image's features to unit RMS and the device adds "
+            f"noise of std {noise_std}: at most {bits:.1f} bits per image can reach the cloud")
 
 
 def without_noise(encoder):

@@ -1,0 +1,271 @@
+"""privacy.method=robust and the information cap: behaviour on small data."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from deepobfuscator.attacks.attribute_probe import AttributeProbe
+from deepobfuscator.attacks.base import FeatureSet, FitSettings
+from deepobfuscator.config import load_config
+from deepobfuscator.metrics import balanced_accuracy
+from deepobfuscator.models import build_models
+from deepobfuscator.models.attackers import Ensemble
+from deepobfuscator.models.split import capacity_bits, unit_rms
+from deepobfuscator.privacy import settings_for_size
+from deepobfuscator.runs import RunPaths, load_run
+from deepobfuscator.training import robust, train
+from deepobfuscator.training.reuse import start_from_baseline
+from deepobfuscator.training.steps import Batch, StepContext
+
+ROBUST = ["privacy.method=robust", "privacy.robust.ensemble=2", "privacy.robust.refresh_steps=3",
+          "privacy.robust.decoder_width=8", "model.bottleneck=2"]
+CAP = ["privacy.normalize_features=true", "privacy.feature_noise=1.5"]
+
+
+def _weights(run):
+    paths = RunPaths(run)
+    return {n: load_file(str(paths.weight_file(n)))
+            for n in ("encoder", "classifier", "adversaries", "reconstructor")}
+
+
+# -- the information cap ----------------------------------------------------------------
+
+def test_cap_fixes_the_signal_power_so_the_encoder_cannot_scale_the_noise_away(tiny_config):
+    cfg = tiny_config(*ROBUST, "privacy.normalize_features=true")
+    torch.manual_seed(0)
+    enc = build_models(cfg).encoder.eval()
+    x = torch.rand(6, 3, 32, 32)
+    with torch.no_grad():
+        z = enc(x)
+        rms = z.pow(2).mean((1, 2, 3)).sqrt()
+        assert torch.allclose(rms, torch.ones(6), atol=1e-4)
+        # what a defence trained to "shout over the noise" would do: scale its last layer up
+        enc.bottleneck[1].weight.mul_(100.0)
+        enc.bottleneck[1].bias.mul_(100.0)
+        assert torch.allclose(enc(x).pow(2).mean((1, 2, 3)).sqrt(), torch.ones(6), atol=1e-4)
+    assert (z < 0).any()  # the capped bottleneck is linear: signed values
+
+
+def test_capacity_bound_is_the_gaussian_channel_formula():
+    assert capacity_bits(256, 1.0) == pytest.approx(128.0)
+    assert capacity_bits(100, 2.0) == pytest.approx(50 * math.log2(1.25))
+    assert capacity_bits(100, 0.0) is None
+    z = torch.randn(3, 2, 4, 4) * torch.tensor([0.1, 5.0, 30.0]).view(3, 1, 1, 1)
+    assert torch.allclose(unit_rms(z).pow(2).mean((1, 2, 3)), torch.ones(3), atol=1e-4)
+
+
+def _planted(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Images whose left half is brighter when the attribute is 1 (a signal any encoder
+    passes on), plus per-image noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = 0.3 + 0.2 * torch.rand(n, 3, 32, 32, generator=g)
+    x[:, :, :, :16] += 0.25 * y.view(n, 1, 1, 1)
+    return x.clamp(0, 1), y.numpy()
+
+
+def test_a_fresh_probe_reads_less_through_the_cap_than_without_it(tiny_config):
+    """Same weights, same images: the uncapped features (unit RMS, no noise) give the
+    audit's probe the planted attribute; through the cap (noise of std 3: at most 0.08 bits
+    per number) the same probe does clearly worse."""
+    cfg = tiny_config(*ROBUST, "privacy.normalize_features=true", "privacy.feature_noise=3.0")
+    torch.manual_seed(0)
+    enc = build_models(cfg).encoder.eval()
+    scores = {}
+    for std in (0.0, 3.0):
+        enc.noise_std = std
+        torch.manual_seed(1)
+        feats = {}
+        for part, seed in (("train", 0), ("test", 1)):
+            x, y = _planted(400 if part == "train" else 300, seed)
+            with torch.no_grad():
+                feats[part] = FeatureSet(features=enc(x), images=x, attributes={"a": y})
+        probe = AttributeProbe(tuple(feats["train"].features.shape[1:]),
+                               FitSettings(max_epochs=15, patience=4, progress=False))
+        probe.fit(feats["train"], "a")
+        scores[std] = balanced_accuracy(feats["test"].attributes["a"],
+                                        probe.infer(feats["test"].features), 0.5)
+    assert scores[0.0] > 0.9
+    assert scores[3.0] < scores[0.0] - 0.1
+
+
+# -- the game ---------------------------------------------------------------------------
+
+def _ctx(cfg) -> StepContext:
+    torch.manual_seed(0)
+    models = build_models(cfg)
+    opts = robust.robust_optimizers(models, "adversarial", 1e-3, 1e-3)
+    return StepContext(cfg, models, opts, settings_for_size(32, 32), torch.zeros(3, 32, 32))
+
+
+def _batch(seed: int, n: int = 8) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    return Batch(torch.rand(n, 3, 32, 32, generator=g),
+                 torch.randint(0, 2, (n,), generator=g).float(),
+                 torch.tensor([[0, 1], [1, 0]] * (n // 2)).float())
+
+
+def test_the_attackers_are_the_audits_architectures_in_an_ensemble(tiny_config):
+    cfg = tiny_config(*ROBUST)
+    models = build_models(cfg)
+    for ens in models.adversaries.values():
+        assert isinstance(ens, Ensemble) and len(ens.members) == 2
+        assert type(ens.members[0].net).__name__ == "ProbeNetwork"
+    assert type(models.reconstructor.net).__name__ == "InversionNetwork"
+
+
+def test_an_encoder_step_updates_e_and_c_only_and_an_attacker_step_the_attackers_only(
+        tiny_config):
+    ctx = _ctx(tiny_config(*ROBUST))
+
+    def snap():
+        return {n: torch.cat([p.detach().flatten().clone() for p in m.parameters()])
+                for n, m in ctx.models.named().items()}
+
+    before = snap()
+    robust.encoder_step(ctx, _batch(0), torch.full((1, 3, 32, 32), 0.5))
+    mid = snap()
+    assert {n for n in before if not torch.equal(before[n], mid[n])} == {"encoder", "classifier"}
+    robust.attacker_step(ctx, _batch(1))
+    after = snap()
+    assert {n for n in mid if not torch.equal(mid[n], after[n])} == {"adversaries",
+                                                                      "reconstructor"}
+
+
+def test_bounded_objectives_give_no_reward_past_an_uninformed_attacker():
+    half = torch.zeros(6)
+    y = torch.tensor([0, 1, 0, 1, 1, 1.0])
+    assert robust.balanced_bce(half, y).item() == pytest.approx(math.log(2), abs=1e-6)
+    flipped = torch.where(y > 0, -8.0, 8.0)  # confidently wrong: still reveals y
+    assert robust.balanced_bce(flipped, y).item() > math.log(2)
+    # capped_ce: relu(log 2 - CE) is 0 for the uninformed and the flipped attacker alike
+    assert torch.relu(math.log(2) - robust.balanced_bce(flipped, y)).item() == 0.0
+    right = torch.where(y > 0, 3.0, -3.0)
+    assert torch.relu(math.log(2) - robust.balanced_bce(right, y)).item() > 0.5
+
+
+def test_reconstruction_term_is_zero_at_the_mean_face_and_beyond(tiny_config):
+    """E is pushed toward the mean face and never past it: a decoder that outputs the mean
+    face or an inverted face earns E nothing; only a decoder that gets closer costs."""
+    from deepobfuscator.privacy import ms_ssim
+
+    s = settings_for_size(32, 32)
+    x = _batch(0).x
+    mean = x.mean(0, keepdim=True).expand_as(x)
+    floor = ms_ssim(mean, x, s, reduction="none")
+    for recon, costs in ((mean, False), (1 - x, False), (0.7 * x + 0.3 * mean, True)):
+        term = torch.relu(ms_ssim(recon, x, s, reduction="none") - floor).mean()
+        assert (term.item() > 0.01) == costs
+
+
+def _counting(monkeypatch):
+    calls = {"attacker": [], "encoder": 0}
+    real_a, real_e = robust.attacker_step, robust.encoder_step
+
+    def attacker(ctx, batch):
+        calls["attacker"].append(batch.x[0, 0, 0, :4].clone())
+        return real_a(ctx, batch)
+
+    def encoder(ctx, batch, mean_face):
+        calls["encoder"] += 1
+        calls.setdefault("enc_batches", []).append(batch.x[0, 0, 0, :4].clone())
+        return real_e(ctx, batch, mean_face)
+
+    monkeypatch.setattr(robust, "attacker_step", attacker)
+    monkeypatch.setattr(robust, "encoder_step", encoder)
+    monkeypatch.setattr("deepobfuscator.training.trainer.attacker_step", attacker)
+    return calls
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_attackers_take_k_steps_on_fresh_batches_per_encoder_step(tmp_path, tiny_config,
+                                                                  monkeypatch, k):
+    cfg = tiny_config(*ROBUST, f"privacy.robust.adversary_steps={k}",
+                      "train.adversaries.epochs=0", "train.adversarial.epochs=2")
+    calls = _counting(monkeypatch)
+    run = train(cfg, tmp_path / "run", progress=False)
+    n_train = json.loads(RunPaths(run).info.read_text())["splits"]["defender_train"]["images"]
+    per_epoch = n_train // 16
+    assert calls["encoder"] == 2 * per_epoch
+    # k per encoder step, plus the refresh's pre-training at the second epoch
+    assert len(calls["attacker"]) == k * calls["encoder"] + cfg.privacy.robust.refresh_steps
+    enc = {tuple(t.tolist()) for t in calls["enc_batches"]}
+    first_fresh = calls["attacker"][:k]
+    assert tuple(first_fresh[0].tolist()) != tuple(calls["enc_batches"][0].tolist())
+    assert len(enc) > 1
+
+
+def test_refresh_restarts_one_member_per_epoch(tiny_config):
+    cfg = tiny_config(*ROBUST)
+    ctx = _ctx(cfg)
+    robust.attacker_step(ctx, _batch(1))
+    ens = ctx.models.adversaries["Male"]
+    before = [torch.cat([p.flatten() for p in m.parameters()]).clone() for m in ens.members]
+    assert robust.refresh_member(ctx, ctx.models, 0) is None  # never before E has moved
+    idx = robust.refresh_member(ctx, ctx.models, 3)
+    assert idx == 1
+    after = [torch.cat([p.flatten() for p in m.parameters()]) for m in ens.members]
+    assert torch.equal(before[0], after[0]) and not torch.equal(before[1], after[1])
+    assert all(p not in ctx.optimizers["attackers"].state for p in ens.members[1].parameters())
+
+
+def test_step_matched_control_trains_the_same_encoder_steps_without_attackers(
+        tmp_path, tiny_config, monkeypatch):
+    cfg = tiny_config(*ROBUST, "privacy.robust.adversary_steps=0",
+                      "privacy.robust.attribute_weight=0", "privacy.robust.reconstruction_weight=0")
+    calls = _counting(monkeypatch)
+    run = train(cfg, tmp_path / "ctl", progress=False)
+    info = json.loads(RunPaths(run).info.read_text())
+    assert info["stages"] == ["task", "adversarial"]
+    assert calls["attacker"] == [] and calls["encoder"] == 2 * (
+        info["splits"]["defender_train"]["images"] // 16)
+
+
+def test_robust_run_resumes_to_the_same_weights(tmp_path, tiny_config, monkeypatch):
+    cfg = tiny_config(*ROBUST, *CAP, "train.checkpoint_every_s=0")
+    whole = _weights(train(cfg, tmp_path / "whole", progress=False))
+    calls = {"n": 0}
+    real = robust.robust_step
+
+    def dies_midway(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:  # in the second adversarial epoch (4 batches each), after the refresh
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("deepobfuscator.training.trainer.robust_step", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", progress=False)
+    monkeypatch.setattr("deepobfuscator.training.trainer.robust_step", real)
+    resumed = _weights(train(cfg, tmp_path / "killed", progress=False))
+    for net in whole:
+        for key in whole[net]:
+            assert torch.equal(whole[net][key], resumed[net][key]), f"{net}.{key} differs"
+
+
+def test_robust_run_from_a_baselines_task_stage_equals_one_from_scratch(tmp_path, tiny_config):
+    cfg = tiny_config(*ROBUST, "train.adversarial.epochs=1", "train.adversaries.epochs=1")
+    base = train(tiny_config("privacy.method=none", "model.bottleneck=2"), tmp_path / "base",
+                 progress=False)
+    assert start_from_baseline(cfg, tmp_path / "reused", base)
+    reused = _weights(train(cfg, tmp_path / "reused", progress=False))
+    scratch = _weights(train(cfg, tmp_path / "scratch", progress=False))
+    for net in scratch:
+        for key in scratch[net]:
+            assert torch.equal(scratch[net][key], reused[net][key]), f"{net}.{key} differs"
+
+
+def test_audit_reads_the_ensemble_as_the_training_adversary(tmp_path, tiny_config):
+    cfg = tiny_config(*ROBUST, "train.adversarial.epochs=1")
+    run = train(cfg, tmp_path / "run", progress=False)
+    _, models = load_run(run)
+    from deepobfuscator.audit.features import training_adversary_scores
+
+    z = models.encoder(torch.rand(5, 3, 32, 32))
+    own = training_adversary_scores(models, z.detach(), ["Male", "Young"], torch.device("cpu"))
+    assert set(own) == {"Male", "Young"} and all(v.shape == (5,) for v in own.values())
+    assert all(((v >= 0) & (v <= 1)).all() for v in own.values())

@@ -184,8 +184,8 @@ def test_noise_free_obfuscator_is_exported_as_is(tiny_export):  # noqa: F811
     assert m["features"]["noise_std"] == 0.0 and m["features"]["min"] == 0.0
 
 
-def test_the_default_architecture_exports_with_only_the_head_in_the_cloud(tmp_path):
-    """The cpu preset keeps every conv block on the device: the cloud graph is the MLP
+def test_the_on_device_profile_exports_with_only_the_head_in_the_cloud(tmp_path):
+    """`--config on-device` keeps every conv block on the device: the cloud graph is the MLP
     head alone, and the upload is the 1-channel bottleneck at the last block."""
     from deploy_helpers import DEPLOY_TINY
 
@@ -193,11 +193,11 @@ def test_the_default_architecture_exports_with_only_the_head_in_the_cloud(tmp_pa
     from deepobfuscator.deploy.cli_commands import main
     from deepobfuscator.training import train
 
-    default = load_config("cpu")
+    profile = load_config("on-device")
     tiny = [o for o in DEPLOY_TINY if not o.startswith(("model.split_block", "model.bottleneck"))]
-    cfg = load_config("cpu", tiny)
+    cfg = load_config("on-device", tiny)
     assert (cfg.model.split_block, cfg.model.bottleneck) == (5, 1) == (
-        default.model.split_block, default.model.bottleneck)
+        profile.model.split_block, profile.model.bottleneck)
     run = train(cfg, tmp_path / "run", progress=False)
     assert main(["export", str(run), "--out", str(tmp_path / "export")]) == 0  # parity-checked
     manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
@@ -205,3 +205,34 @@ def test_the_default_architecture_exports_with_only_the_head_in_the_cloud(tmp_pa
     cls = ort.InferenceSession(str(tmp_path / "export" / "classifier.onnx"))
     z = np.random.default_rng(0).random((3, 1, 1, 1), dtype=np.float32)
     assert cls.run(None, {"features": z})[0].shape == (3,)
+
+
+def test_the_information_cap_survives_export(tmp_path):
+    """The default keeps the paper's split and caps the upload: obfuscator.onnx itself scales
+    every image's features to unit RMS (so no runtime can skip it), the manifest states the
+    noise and the bound, and the device client adds noise of exactly that std."""
+    from deploy_helpers import DEPLOY_TINY
+
+    from deepobfuscator.config import load_config
+    from deepobfuscator.deploy.client import DeviceObfuscator
+    from deepobfuscator.training import train
+
+    default = load_config("cpu")
+    assert default.model.split_block == 2 and default.privacy.normalize_features
+    tiny = [o for o in DEPLOY_TINY if not o.startswith(("model.split_block", "model.bottleneck",
+                                                        "privacy.method"))]
+    cfg = load_config("cpu", [*tiny, "privacy.method=none"])  # the cap needs no adversary
+    run = train(cfg, tmp_path / "run", progress=False)
+    out = export_run(run, tmp_path / "export", parity_images=8)  # parity-checked
+    m = json.loads((out / "manifest.json").read_text())
+    f = m["features"]
+    assert f["normalization"] == "unit_rms" and f["noise_std"] == cfg.privacy.feature_noise
+    assert f["min"] is None and "bits per image" in f["information_cap"]
+    x = np.random.default_rng(0).random((5, 3, 32, 32), dtype=np.float32)
+    enc = ort.InferenceSession(str(out / "obfuscator.onnx"))
+    z = enc.run(None, {"image": x})[0]
+    np.testing.assert_allclose(np.sqrt((z ** 2).mean((1, 2, 3))), 1.0, atol=1e-4)
+    device = DeviceObfuscator(out)
+    noisy, clean = device.features(x), device.features(x, noise=False)
+    np.testing.assert_allclose(clean, z, atol=1e-6)
+    assert (noisy - clean).std() == pytest.approx(cfg.privacy.feature_noise, rel=0.1)

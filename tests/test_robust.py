@@ -10,7 +10,6 @@ from safetensors.torch import load_file
 
 from deepobfuscator.attacks.attribute_probe import AttributeProbe
 from deepobfuscator.attacks.base import FeatureSet, FitSettings
-from deepobfuscator.config import load_config
 from deepobfuscator.metrics import balanced_accuracy
 from deepobfuscator.models import build_models
 from deepobfuscator.models.attackers import Ensemble

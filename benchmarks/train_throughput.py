@@ -28,9 +28,15 @@ from deepobfuscator.training import steps, train
 
 
 def throughput(preset: str, precision: str, stage: str, n_batches: int) -> float:
-    cfg = load_config(preset, ["data.private=[Male]"])
+    """Images per second through E of one training stage: `task` (E and C), `adversarial`
+    (the paper's rotation) or `robust` (privacy.method=robust: k attacker updates on fresh
+    batches per encoder step; images counted once per encoder step, as epochs count them)."""
+    method = {"adversarial": "deepobfuscator", "robust": "robust"}.get(stage, "none")
+    cfg = load_config(preset, ["data.private=[Male,Young]", f"privacy.method={method}"])
     torch.manual_seed(0)
     models = build_models(cfg)
+    if stage == "robust":
+        return _robust_throughput(cfg, models, precision, n_batches)
     layout = memory_format(cfg.channels_last)
     for m in models.named().values():
         m.to(memory_format=layout)
@@ -41,7 +47,7 @@ def throughput(preset: str, precision: str, stage: str, n_batches: int) -> float
                             settings_for_size(h, w), fixed_noise_image((3, h, w), 0),
                             amp=lambda: autocast(precision, device))
     batch = steps.Batch(torch.rand(bs, 3, h, w).contiguous(memory_format=layout),
-                        torch.randint(0, 2, (bs,)).float(), torch.randint(0, 2, (bs, 1)).float())
+                        torch.randint(0, 2, (bs,)).float(), torch.randint(0, 2, (bs, 2)).float())
     rot = cfg.privacy.rotation
 
     def one(i: int) -> None:
@@ -55,6 +61,34 @@ def throughput(preset: str, precision: str, stage: str, n_batches: int) -> float
     t0 = time.perf_counter()
     for i in range(n_batches):
         one(i)
+    return n_batches * bs / (time.perf_counter() - t0)
+
+
+def _robust_throughput(cfg, models, precision: str, n_batches: int) -> float:
+    from deepobfuscator.training.robust import robust_optimizers, robust_step
+
+    layout = memory_format(cfg.channels_last)
+    for m in models.named().values():
+        m.to(memory_format=layout)
+    h, w = cfg.data.image_size
+    bs = cfg.train.adversarial.batch_size
+    device = torch.device("cpu")
+    ctx = steps.StepContext(cfg, models, robust_optimizers(models, "adversarial", 1e-4, 1e-3),
+                            settings_for_size(h, w), fixed_noise_image((3, h, w), 0),
+                            amp=lambda: autocast(precision, device))
+
+    def batch() -> steps.Batch:
+        return steps.Batch(torch.rand(bs, 3, h, w).contiguous(memory_format=layout),
+                           torch.randint(0, 2, (bs,)).float(),
+                           torch.randint(0, 2, (bs, 2)).float())
+
+    k = cfg.privacy.robust.adversary_steps
+    data = [batch() for _ in range(k + 1)]
+    mean_face = torch.full((1, 3, h, w), 0.5)
+    robust_step(ctx, data[0], data[1:], mean_face)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(n_batches):
+        robust_step(ctx, data[0], data[1:], mean_face)
     return n_batches * bs / (time.perf_counter() - t0)
 
 
@@ -87,7 +121,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"cpu bf16: {cpu_has_bf16()}")
     precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
-    for stage in ("task", "adversarial"):
+    for stage in ("task", "adversarial", "robust"):
         for prec in precisions:
             ips = throughput(args.preset, prec, stage, args.batches)
             print(f"{args.preset:>6} {stage:<12} {prec:<5} {ips:8.1f} images/s")

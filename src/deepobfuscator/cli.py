@@ -36,13 +36,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     for key in inert_keys(cfg, args.overrides):
-        print(f"warning: {key} has no effect with privacy.method=none (the cpu default): "
-              "add privacy.method=deepobfuscator to train the adversarial stages",
+        print(f"warning: {key} has no effect with privacy.method=none: add "
+              "privacy.method=robust (or deepobfuscator) to train the adversarial stages",
               file=sys.stderr)
     out = Path(args.out) if args.out else default_run_dir(cfg)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     if main_rank:
+        from .models.budget import phone_budget
+
         print(f"run folder: {out}")
+        print(f"split: {phone_budget(cfg).line()}")
     train(cfg, out, progress=not args.quiet, restart=args.restart)
     if main_rank:
         print(f"done: {out}")

@@ -246,10 +246,12 @@ def test_robust_run_resumes_to_the_same_weights(tmp_path, tiny_config, monkeypat
             assert torch.equal(whole[net][key], resumed[net][key]), f"{net}.{key} differs"
 
 
-def test_robust_run_from_a_baselines_task_stage_equals_one_from_scratch(tmp_path, tiny_config):
-    cfg = tiny_config(*ROBUST, "train.adversarial.epochs=1", "train.adversaries.epochs=1")
-    base = train(tiny_config("privacy.method=none", "model.bottleneck=2"), tmp_path / "base",
-                 progress=False)
+@pytest.mark.parametrize("cap", [[], CAP], ids=["uncapped", "capped"])
+def test_robust_run_from_a_baselines_task_stage_equals_one_from_scratch(tmp_path, tiny_config,
+                                                                        cap):
+    cfg = tiny_config(*ROBUST, *cap, "train.adversarial.epochs=1", "train.adversaries.epochs=1")
+    base = train(tiny_config("privacy.method=none", "model.bottleneck=2", *cap),
+                 tmp_path / "base", progress=False)
     assert start_from_baseline(cfg, tmp_path / "reused", base)
     reused = _weights(train(cfg, tmp_path / "reused", progress=False))
     scratch = _weights(train(cfg, tmp_path / "scratch", progress=False))

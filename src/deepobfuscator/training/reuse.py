@@ -19,10 +19,10 @@ from .checkpoint import load_checkpoint
 
 def shares_task_stage(cfg: Config, baseline_cfg: Config) -> bool:
     """True when both configs train stage 1 identically. The privacy settings that act in
-    stage 1 (feature noise, NoPeek's penalty) must be off in both."""
+    stage 1 (the information cap, feature noise, NoPeek's penalty) must be equal."""
     a, b = cfg.to_dict(), baseline_cfg.to_dict()
-    stage1_privacy = ("feature_noise", "dcor_weight")
-    if any(a["privacy"][k] or b["privacy"][k] for k in stage1_privacy):
+    stage1_privacy = ("feature_noise", "dcor_weight", "normalize_features")
+    if any(a["privacy"][k] != b["privacy"][k] for k in stage1_privacy):
         return False
     same_train = (a["train"]["task"] == b["train"]["task"]
                   and a["train"]["checkpoint_every_s"] == b["train"]["checkpoint_every_s"]

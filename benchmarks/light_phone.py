@@ -18,6 +18,7 @@ baseline (`train --baseline`, trained once). Arms:
   cap          the information cap (unit-RMS features + noise), task stage only
   cap-control  cap + the step-matched task-only continuation
   robust-cap   cap + privacy.method=robust
+  on-device    every conv block on the phone, 4-number upload (the on-device reference)
 
 Arms that share the task stage start from the same stage-1 checkpoint (training/reuse.py),
 so they differ only in what follows it. Runs and audits resume: finished ones are
@@ -31,7 +32,7 @@ import json
 import os
 from pathlib import Path
 
-ARMS = ("none", "control", "paper", "robust", "cap", "cap-control", "robust-cap")
+ARMS = ("none", "control", "paper", "robust", "cap", "cap-control", "robust-cap", "on-device")
 NO_ATTACKERS = ["privacy.method=robust", "privacy.robust.adversary_steps=0",
                 "privacy.robust.attribute_weight=0", "privacy.robust.reconstruction_weight=0"]
 
@@ -44,7 +45,9 @@ def arm_overrides(arm: str, noise: float) -> list[str]:
             "robust": ["privacy.method=robust"],
             "cap": [*cap, "privacy.method=none"],
             "cap-control": [*cap, *NO_ATTACKERS],
-            "robust-cap": [*cap, "privacy.method=robust"]}[arm]
+            "robust-cap": [*cap, "privacy.method=robust"],
+            # the far end of the frontier: every conv block on the phone (--config on-device)
+            "on-device": ["model.split_block=5", "privacy.method=none"]}[arm]
 
 
 def stage1_source(arm: str) -> str | None:
@@ -60,7 +63,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     ap.add_argument("--noise", type=float, default=2.0, help="feature noise of the cap arms")
-    ap.add_argument("--extra", nargs="*", default=[], help="more key=value overrides, all arms")
+    ap.add_argument("--extra", nargs="*", default=[],
+                    help="more key=value overrides for the arms that continue a stage 1")
     ap.add_argument("--max-epochs", type=int, default=30)
     ap.add_argument("--whitebox-images", type=int, default=8)
     ap.add_argument("--whitebox-steps", type=int, default=100)
@@ -85,15 +89,18 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
     from deepobfuscator.training.reuse import start_from_baseline
 
     common = [f"model.split_block={args.split}", "model.bottleneck=1",
-              f"threads={args.threads}", *args.extra]
+              f"threads={args.threads}"]
     base_dir = out / "baseline"
     train(load_config(args.data_config, [*common, *NO_PRIVACY_OVERRIDES]), base_dir,
           progress=False)
     for seed in args.seeds:
         for arm in args.arms:
             run = out / f"{arm}-s{seed}"
-            cfg = load_config(args.data_config,
-                              [*common, f"seed={seed}", *arm_overrides(arm, args.noise)])
+            # --extra acts on the arms' own stages only: the baseline and the stage-1 runs
+            # they share stay what they are
+            own = args.extra if stage1_source(arm) else []
+            cfg = load_config(args.data_config, [*common, f"seed={seed}",
+                                                 *arm_overrides(arm, args.noise), *own])
             src = stage1_source(arm)
             if src is not None:
                 src_dir = out / f"{src}-s{seed}"
@@ -133,13 +140,36 @@ def figures(a: dict) -> dict:
     return out
 
 
+def task_oracle(run: Path) -> dict[str, float]:
+    """Balanced accuracy of the best guess of each private attribute from the true task
+    label alone, on the test split: what any upload good for the task gives away."""
+    import numpy as np
+
+    from deepobfuscator.data.splits import make_splits
+    from deepobfuscator.metrics import balanced_accuracy
+    from deepobfuscator.runs import read_run_config
+
+    cfg = read_run_config(run)
+    test = make_splits(cfg)["test"]
+    t = test.attribute(cfg.data.task).astype(float)
+    out = {}
+    for a in cfg.data.private:
+        y = test.attribute(a)
+        out[a] = max(balanced_accuracy(y, t, 0.5), balanced_accuracy(y, 1 - t, 0.5))
+    return {k: float(np.round(v, 4)) for k, v in out.items()}
+
+
 def write_summary(out: Path) -> None:
     rows = {}
     for p in sorted(out.glob("audit-*/audit.json")):
         name = p.parent.name[len("audit-"):]
         arm, _, seed = name.rpartition("-s")
         rows.setdefault(arm, {})[seed] = figures(json.loads(p.read_text()))
-    (out / "summary.json").write_text(json.dumps(rows, indent=1))
+    floors = {}
+    if (out / "none-s0" / "run.json").is_file():
+        floors = task_oracle(out / "none-s0")
+    (out / "summary.json").write_text(json.dumps({"arms": rows, "task_oracle": floors},
+                                                 indent=1))
     keys = ["task_acc", "msssim", "Male", "Young", "reid_top1", "own_Male", "own_Young",
             "own_msssim"]
     lines = ["| arm | seeds | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
@@ -159,8 +189,54 @@ def write_summary(out: Path) -> None:
             cells.append(f"{m:.3f} [{min(vals):.3f}-{max(vals):.3f}]" if len(vals) > 1
                          else f"{m:.3f}")
         lines.append(f"| {arm} | {','.join(sorted(per))} | " + " | ".join(cells) + " |")
+    chance = next((f["chance"] for r in rows.values() for f in r.values()), {})
+    lines.append(f"| floor | | | {chance.get('msssim', float('nan')):.3f} (mean face) | "
+                 + " | ".join(f"{floors.get(a, float('nan')):.3f} (task oracle)"
+                              for a in ("Male", "Young"))
+                 + f" | {chance.get('reid_top1') or float('nan'):.3f} (chance) | | | |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    plot(rows, floors, chance, out / "frontier.png")
+
+
+def plot(rows: dict, floors: dict, chance: dict, path: Path) -> None:
+    """Each privacy figure against task accuracy: one marker per arm at its seed mean, bars
+    over the seed range, the baseline, and each figure's floor as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("msssim", "inverse network MS-SSIM", chance.get("msssim")),
+              ("Male", "Male: fresh probe bal. acc.", floors.get("Male")),
+              ("Young", "Young: fresh probe bal. acc.", floors.get("Young")),
+              ("reid_top1", "re-identification top-1", chance.get("reid_top1"))]
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
+    marks = dict(zip([*ARMS, "baseline"], "osDv^<P*X", strict=False))
+    for ax, (key, title, floor) in zip(axes, panels, strict=True):
+        series = {arm: [f["obfuscated"] for f in per.values()] for arm, per in rows.items()}
+        series["baseline"] = [f["baseline"] for per in rows.values() for f in per.values()
+                              if "baseline" in f][:1]
+        for arm, fs in series.items():
+            xs = [f["task_acc"] for f in fs if key in f]
+            ys = [f[key] for f in fs if key in f]
+            if not ys:
+                continue
+            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+            ax.errorbar(mx, my, xerr=[[mx - min(xs)], [max(xs) - mx]],
+                        yerr=[[my - min(ys)], [max(ys) - my]], fmt=marks.get(arm, "o"),
+                        label=arm, capsize=2, ms=7)
+        if floor is not None:
+            ax.axhline(floor, ls="--", c="grey", lw=1)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("task accuracy (Smiling)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle("Split after VGG block 2 (1 x 16 x 16 upload, 288 B int8) unless the arm says "
+                 "otherwise; lower is more private; dashed: floor", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

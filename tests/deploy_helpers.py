@@ -21,6 +21,7 @@ DEPLOY_TINY = [
     "train.adversarial.epochs=1", "train.task.batch_size=16", "train.reconstructor.batch_size=16",
     "train.adversaries.batch_size=16", "train.adversarial.batch_size=16", "threads=1",
     "privacy.method=none", "model.split_block=2", "model.bottleneck=0",
+    "privacy.normalize_features=false", "privacy.feature_noise=0",  # no cap unless a test asks
 ]  # the paper's split (a multi-channel map exercises the wire); dropout 0, a few task
 # epochs and no adversarial stage (which can flatten a tiny model's answers): answers
 # spread around 0.5, so comparisons mean something

@@ -5,7 +5,7 @@ from deepobfuscator.config import ConfigError, load_config, preset_names
 
 
 def test_presets_exist_and_resolve():
-    assert {"cpu", "paper"} <= set(preset_names())
+    assert {"cpu", "on-device", "paper"} <= set(preset_names())
     cpu = load_config("cpu")
     assert cpu.data.image_size == [64, 64] and cpu.data.source == "synthfaces"
     paper = load_config("paper")
@@ -70,7 +70,24 @@ def test_adversarial_settings_are_named_inert_only_without_the_adversarial_stage
 
     keys = ["privacy.lambda=3", "train.adversarial.epochs=2", "model.bottleneck=2",
             "privacy.feature_noise=0.1"]
-    assert inert_keys(load_config("cpu"), keys) == ["privacy.lambda=3",
-                                                    "train.adversarial.epochs=2"]
+    assert inert_keys(load_config("cpu", ["privacy.method=none"]), keys) == [
+        "privacy.lambda=3", "train.adversarial.epochs=2"]
     assert inert_keys(load_config("cpu", ["privacy.method=deepobfuscator"]), keys) == []
+    # the default robust method reads neither the paper's lambda nor its rotation
+    assert inert_keys(load_config("cpu"), [*keys, "privacy.rotation=[noise]",
+                                           "privacy.robust.ensemble=3"]) == [
+        "privacy.lambda=3", "privacy.rotation=[noise]"]
+    assert inert_keys(load_config("paper"), ["privacy.robust.ensemble=3"]) == [
+        "privacy.robust.ensemble=3"]
     assert inert_keys(load_config("paper"), keys) == []
+
+
+def test_overriding_one_key_of_a_section_keeps_its_other_defaults():
+    """train.adversarial.epochs=2 must not reset the stage's lr to a bare StageConfig's."""
+    cpu = load_config("cpu")
+    cfg = load_config("cpu", ["train.adversarial.epochs=2", "train.task.batch_size=16"])
+    assert cfg.train.adversarial.epochs == 2
+    assert cfg.train.adversarial.lr == cpu.train.adversarial.lr == 1e-3
+    assert cfg.train.task.lr == cpu.train.task.lr and cfg.train.task.batch_size == 16
+    paper = load_config("paper", ["train.adversarial.epochs=2"])
+    assert (paper.train.adversarial.lr, paper.train.adversarial.batch_size) == (1e-4, 32)

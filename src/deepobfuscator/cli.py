@@ -36,9 +36,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     for key in inert_keys(cfg, args.overrides):
-        print(f"warning: {key} has no effect with privacy.method=none: add "
-              "privacy.method=robust (or deepobfuscator) to train the adversarial stages",
-              file=sys.stderr)
+        print(f"warning: {key} has no effect with privacy.method={cfg.privacy.method} "
+              "(docs/configuration.md says which keys each method reads)", file=sys.stderr)
     out = Path(args.out) if args.out else default_run_dir(cfg)
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 talks
     if main_rank:

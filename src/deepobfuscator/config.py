@@ -27,20 +27,23 @@ NO_PRIVACY_OVERRIDES = ("privacy.method=none", "model.split_block=2", "model.bot
                         "privacy.normalize_features=false")
 
 
-# Settings read only by the adversarial stages: with privacy.method=none they do nothing.
-ADVERSARIAL_ONLY = ("privacy.attribute_loss", "privacy.rotation", "privacy.lambda",
-                    "privacy.lambda_decay_after", "privacy.reconstruction_weight",
-                    "privacy.attribute_weight", "privacy.noise_seed",
-                    "privacy.adversary_refresh", "privacy.robust", "train.reconstructor",
-                    "train.adversaries", "train.adversarial")
+# Settings read only by the paper's adversarial stages (privacy.method=deepobfuscator).
+PAPER_ONLY = ("privacy.attribute_loss", "privacy.rotation", "privacy.lambda",
+              "privacy.lambda_decay_after", "privacy.reconstruction_weight",
+              "privacy.attribute_weight", "privacy.noise_seed", "privacy.adversary_refresh",
+              "train.reconstructor", "model.decoder_width", "model.adversary_from_classifier")
+# ... and by the robust method's; with privacy.method=none neither set does anything.
+ROBUST_ONLY = ("privacy.robust",)
+ADVERSARIAL_ONLY = (*PAPER_ONLY, *ROBUST_ONLY, "train.adversaries", "train.adversarial")
 
 
 def inert_keys(cfg: Config, keys: list[str]) -> list[str]:
-    """The keys among `keys` (overrides or grid keys) that `cfg` never reads: adversarial
-    settings when privacy.method is none."""
-    if cfg.privacy.method != "none":
-        return []
-    return [k for k in keys if k.split("=", 1)[0].startswith(ADVERSARIAL_ONLY)]
+    """The keys among `keys` (overrides or grid keys) that `cfg`'s privacy method never
+    reads: the adversarial settings with none, the paper's with robust, robust's with the
+    paper's method."""
+    unread = {"none": ADVERSARIAL_ONLY, "robust": PAPER_ONLY,
+              "deepobfuscator": ROBUST_ONLY}[cfg.privacy.method]
+    return [k for k in keys if k.split("=", 1)[0].startswith(unread)]
 
 
 class ConfigError(ValueError):
@@ -231,7 +234,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(preset_names())}")
     base = yaml.safe_load(resources.files("deepobfuscator.presets").joinpath(f"{preset}.yaml")
                           .read_text()) or {}
-    merged = _deep_merge(base, raw)
+    # the dataclass defaults first: overriding one key of a section (train.task.epochs=8)
+    # keeps that section's other defaults (its lr) instead of a bare StageConfig's
+    merged = _deep_merge(_deep_merge(Config().to_dict(), base), raw)
     merged["preset"] = preset
     cfg = _build(Config, merged, "")
     validate(cfg)

@@ -18,10 +18,11 @@ def test_a_convolution_costs_output_elements_times_kernel_volume():
     assert not conv._forward_hooks  # the counting hooks are removed
 
 
-def test_the_default_split_puts_nearly_all_compute_on_the_phone():
-    b = phone_budget(load_config("cpu"))
-    assert b.phone_macs > 0 and b.cloud_macs > 0
-    assert b.phone_share == pytest.approx(1, abs=0.01)
+def test_splitting_after_the_last_block_puts_nearly_all_compute_on_the_phone():
+    for cfg in (load_config("on-device"), load_config("cpu", ["model.split_block=5"])):
+        b = phone_budget(cfg)
+        assert b.phone_macs > 0 and b.cloud_macs > 0
+        assert b.phone_share == pytest.approx(1, abs=0.01)
 
 
 def test_splitting_after_block_2_leaves_about_a_third_on_the_phone():
@@ -33,11 +34,15 @@ def test_splitting_after_block_2_leaves_about_a_third_on_the_phone():
     assert b.upload_numbers == c * h * w
     assert b.upload_bytes == encoded_size((1, c, h, w), "int8")
     d = b.to_dict()
-    assert d["phone_share"] == round(b.phone_share, 4) and d["info_cap_bits"] is None
-    assert f"({b.phone_share:.0%})" in b.line()
+    assert d["phone_share"] == round(b.phone_share, 4) and d["upload_bytes"] == b.upload_bytes
+    assert f"({b.phone_share:.0%})" in b.line() and f"{b.upload_bytes} B int8" in b.line()
 
 
-def test_the_information_cap_is_bounded_by_noise_and_upload_size():
-    b = phone_budget(load_config("cpu", ["privacy.normalize_features=true",
-                                         "privacy.feature_noise=1"]))
-    assert b.info_cap_bits == pytest.approx(b.upload_numbers / 2)  # log2(1 + 1/1) = 1 bit/2
+def test_the_information_cap_bound_needs_unit_rms_features_and_noise():
+    capped = phone_budget(load_config("cpu", ["privacy.normalize_features=true",
+                                              "privacy.feature_noise=1"]))
+    assert capped.info_cap_bits == pytest.approx(capped.upload_numbers / 2)  # log2(1 + 1) / 2
+    assert phone_budget(load_config("cpu", ["privacy.normalize_features=false"])
+                        ).info_cap_bits is None
+    assert phone_budget(load_config("cpu", ["privacy.normalize_features=true",
+                                            "privacy.feature_noise=0"])).info_cap_bits is None

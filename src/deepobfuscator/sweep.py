@@ -338,46 +338,64 @@ _NAME_PT, _BUDGET_PT = 7, 5.5
 
 def _place_labels(ax, spots: list[tuple[float, float, str, str, str, float]]) -> None:
     """Beside each spot (x, y, name, budget, budget colour, marker radius in points), its
-    name over its budget label, both small. Crowded spots would print their labels over each
-    other or over the markers: a label that would moves up or down in steps of its own
-    height, or to the left of its point, staying inside the axes (a thin line leads back to
-    its point). Call once the axes' limits and the figure's layout are final."""
+    name over its budget label, both small: right of the point, the name above its level.
+    Crowded spots would print their labels over each other or over the markers: a label
+    whose place is taken (by a marker, a label, or another point's own place) moves up or
+    down in steps of its own height, or to the left of its point, inside the axes, with a
+    thin line back to its point; where nothing nearby is free, it takes the least crowded
+    place. Call once the axes' limits and the figure's layout are final."""
     to_pt = 72 / ax.figure.dpi
     ax.get_xlim(), ax.get_ylim()  # settle the autoscaled limits before reading positions
     (x0, y0), (x1, y1) = (v * to_pt for v in ax.bbox.get_points())
-    where = {id(s): tuple(v * to_pt for v in ax.transData.transform(s[:2])) for s in spots}
+
+    def box_at(i: int, step: int, side: int, far: float = 0) -> tuple[float, ...]:
+        (px, py), (w, h), r = where[i], size[i], spots[i][5]
+        left = px + r + 1 + far if side > 0 else px - r - 1 - far - w
+        return left, left + w, py + h / 2 + step * h - h, py + h / 2 + step * h
+
+    def clashes(box: tuple[float, float, float, float], i: int) -> float:
+        if not (x0 <= box[0] and box[1] <= x1 and y0 - 6 <= box[2] and box[3] <= y1 + 6):
+            return float("inf")
+        def hits(boxes) -> int:
+            return sum(box[0] < b[1] and b[0] < box[1] and box[2] < b[3] and b[2] < box[3]
+                       for b in boxes)
+
+        # covering a drawn label or a marker is far worse than taking another's first choice
+        return 10 * hits(taken) + hits(b for j, b in homes.items() if j != i)
+
+    where = [tuple(v * to_pt for v in ax.transData.transform(s[:2])) for s in spots]
+    renderer = ax.figure.canvas.get_renderer()
+
+    def width(text: str, fontsize: float) -> float:  # as drawn, in points
+        t = ax.text(0, 0, text, fontsize=fontsize)
+        w = t.get_window_extent(renderer).width * to_pt
+        t.remove()
+        return w
+
+    size = [(max(width(s[2], _NAME_PT), width(s[3], _BUDGET_PT)) + 2,
+             (_NAME_PT + 2 if s[2] else 0) + (_BUDGET_PT + 2 if s[3] else 0)) for s in spots]
     taken = [(px - s[5], px + s[5], py - s[5], py + s[5])  # the markers
-             for s in spots for px, py in [where[id(s)]]]
-
-    def free(box: tuple[float, float, float, float]) -> bool:
-        inside = x0 <= box[0] and box[1] <= x1 and y0 - 6 <= box[2] and box[3] <= y1 + 6
-        return inside and not any(box[0] < b[1] and b[0] < box[1] and box[2] < b[3]
-                                  and b[2] < box[3] for b in taken)
-
-    for spot in sorted(spots, key=lambda s: -s[1]):  # top first
-        _, _, name, budget, colour, r = spot
-        px, py = where[id(spot)]
-        h = (_NAME_PT + 2 if name else 0) + (_BUDGET_PT + 2 if budget else 0)
-        w = max(len(name) * _NAME_PT, len(budget) * _BUDGET_PT) * 0.6 + 2
-        dx, top = r + 1, h / 2  # first choice: right of the point, the name above its level
-        for step, side in itertools.product((0, 1, -1, 2, -2, 3, -3, 4, -4), (1, -1)):
-            t = h / 2 + step * h
-            left = px + dx if side > 0 else px - dx - w
-            if free(box := (left, left + w, py + t - h, py + t)):
-                dx, top = side * dx, t
-                break
-        else:  # nowhere free nearby: the first choice, overlapping
-            box = (px + dx, px + dx + w, py + top - h, py + top)
-        taken.append(box)
+             for s, (px, py) in zip(spots, where, strict=True)]
+    homes = {i: box_at(i, 0, 1) for i in range(len(spots))}  # each one's first choice
+    moves = list(itertools.product(range(-8, 9), (1, -1), (0, 30, 60)))  # step, side, far
+    for i in sorted(range(len(spots)), key=lambda i: -spots[i][1]):  # top first
+        del homes[i]
+        h = size[i][1]
+        # no clash and nearest the first choice; where every place clashes, the least crowded
+        _, _, step, side, far = min((clashes(box_at(i, *m), i), abs(m[0]) * h + m[2]
+                                     + (m[1] < 0), *m) for m in moves)
+        taken.append(box_at(i, step, side, far))
+        x, y, name, budget, colour, r = spots[i]
+        dx, top = side * (r + 1 + far), h / 2 + step * h
         lead = ({"arrowstyle": "-", "lw": 0.4, "color": "0.6", "shrinkA": 0, "shrinkB": r}
-                if abs(top - h / 2) > 1 else None)
-        ha = "left" if dx > 0 else "right"
+                if step or far else None)
+        ha = "left" if side > 0 else "right"
         if name:
-            ax.annotate(name, spot[:2], textcoords="offset points", xytext=(dx, top),
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(dx, top),
                         va="top", ha=ha, fontsize=_NAME_PT, arrowprops=lead)
             lead, top = None, top - _NAME_PT - 2
         if budget:
-            ax.annotate(budget, spot[:2], textcoords="offset points", xytext=(dx, top),
+            ax.annotate(budget, (x, y), textcoords="offset points", xytext=(dx, top),
                         va="top", ha=ha, fontsize=_BUDGET_PT, color=colour, arrowprops=lead)
 
 

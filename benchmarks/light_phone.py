@@ -88,8 +88,11 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
     from deepobfuscator.training import train
     from deepobfuscator.training.reuse import start_from_baseline
 
+    # everything an arm does not set is pinned here, so the arms do not move when the cpu
+    # preset's defaults do (the preset now caps the upload and trains 2 adversarial epochs)
     common = [f"model.split_block={args.split}", "model.bottleneck=1",
-              f"threads={args.threads}"]
+              f"threads={args.threads}", "privacy.normalize_features=false",
+              "privacy.feature_noise=0", "train.adversarial.epochs=4"]
     base_dir = out / "baseline"
     train(load_config(args.data_config, [*common, *NO_PRIVACY_OVERRIDES]), base_dir,
           progress=False)

@@ -180,8 +180,12 @@ def _train_embedder(roles: dict, cfg: Config, s: AuditSettings, device, precisio
 def _audit_one(name: str, cfg: Config, models: Models, roles: dict, attrs: list[str],
                s: AuditSettings, device, precision, out: Path, embedder):
     fs = s.fit_settings(device, precision)
-    atk = through_wire(extract(models, roles["attacker"], attrs, device), s.wire)
-    sent = extract(models, roles["test"], attrs, device)
+    # an obfuscator with feature noise draws it for every upload: seeded here, so an audit
+    # with the same seed sees the same uploads (and the same figures)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(s.seed)
+        atk = through_wire(extract(models, roles["attacker"], attrs, device), s.wire)
+        sent = extract(models, roles["test"], attrs, device)
     test = through_wire(sent, s.wire)
     shape, size = tuple(atk.features.shape[1:]), tuple(cfg.data.image_size)
     r: dict = {"run": cfg.privacy.method, "curves": {},

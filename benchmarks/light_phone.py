@@ -93,10 +93,11 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
     common = [f"model.split_block={args.split}", "model.bottleneck=1",
               f"threads={args.threads}", "privacy.normalize_features=false",
               "privacy.feature_noise=0", "train.adversarial.epochs=4"]
-    base_dir = out / "baseline"
-    train(load_config(args.data_config, [*common, *NO_PRIVACY_OVERRIDES]), base_dir,
-          progress=False)
     for seed in args.seeds:
+        # the seed draws the defender's splits, so each seed has its own no-privacy baseline
+        base_dir = out / ("baseline" if seed == 0 else f"baseline-s{seed}")
+        train(load_config(args.data_config, [*common, f"seed={seed}", *NO_PRIVACY_OVERRIDES]),
+              base_dir, progress=False)
         for arm in args.arms:
             run = out / f"{arm}-s{seed}"
             # --extra acts on the arms' own stages only: the baseline and the stage-1 runs

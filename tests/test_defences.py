@@ -10,7 +10,9 @@ from deepobfuscator.training import steps
 from deepobfuscator.training.steps import Batch, StepContext, make_optimizers
 
 SMALL = ["data.image_size=[32,32]", "model.width=0.125", "model.fc_hidden=16",
-         "data.private=[Male]", "model.split_block=2", "model.bottleneck=0"]
+         "data.private=[Male]", "model.split_block=2", "model.bottleneck=0",
+         "privacy.method=deepobfuscator", "privacy.normalize_features=false",
+         "privacy.feature_noise=0"]  # the paper's networks and steps
 
 
 def _ctx(*overrides: str, stage: str = "adversarial") -> StepContext:

@@ -5,8 +5,9 @@ from deepobfuscator.config import load_config
 from deepobfuscator.models import build_models, feature_shape
 
 
-@pytest.mark.parametrize("preset, feat", [("cpu", (1, 2, 2)), ("paper", (128, 54, 44))])
-def test_shapes_of_both_presets(preset, feat):
+@pytest.mark.parametrize("preset, feat", [("cpu", (1, 16, 16)), ("on-device", (1, 2, 2)),
+                                          ("paper", (128, 54, 44))])
+def test_shapes_of_every_preset(preset, feat):
     cfg = load_config(preset)
     assert feature_shape(cfg) == feat
     torch.manual_seed(0)

@@ -137,9 +137,10 @@ def sweep(config: str | Path = "cpu", grid: dict[str, list[str]] | list[str] = (
     base = load_config(config, overrides)
     inert = inert_keys(base, list(grid))
     if inert and "privacy.method" not in grid:
-        raise ConfigError(f"grid key {inert[0]} has no effect with privacy.method=none (the "
-                          "cpu default): every point would train the same model; add "
-                          "privacy.method=deepobfuscator to the overrides")
+        raise ConfigError(f"grid key {inert[0]} has no effect with privacy.method="
+                          f"{base.privacy.method}: every point would train the same model; "
+                          "set privacy.method to the method that reads it in the overrides "
+                          "(docs/configuration.md)")
     points = grid_points(grid)
     configs = {p.name: load_config(config, [*overrides, *p.overrides]) for p in points}
     out = Path(out) if out else default_sweep_dir(base, grid)

@@ -43,3 +43,18 @@ def test_two_process_gloo_training_ends_with_identical_ranks(tmp_path):
     assert [r["stage"] for r in records] == [
         "task", "reconstructor", "adversaries", "adversarial", "adversarial"]
     load_run(out)  # complete and loadable like any other run
+
+
+def test_two_process_robust_training_ends_with_identical_ranks(tmp_path):
+    """The robust game under torchrun: fresh attacker batches, the refresh drawn on rank 0."""
+    out = tmp_path / "run"
+    robust = ["privacy.method=robust", "privacy.robust.decoder_width=8",
+              "privacy.robust.refresh_steps=2", "privacy.normalize_features=true",
+              "privacy.feature_noise=1.0", "model.bottleneck=2"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+           "2", "-m", "deepobfuscator", "train", "--out", str(out), "--quiet", *TINY, *robust]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    info = json.loads(RunPaths(out).info.read_text())
+    assert info["world_size"] == 2 and info["ranks_identical"] is True
+    assert info["stages"] == ["task", "adversaries", "adversarial"]

@@ -220,7 +220,7 @@ def test_the_information_cap_survives_export(tmp_path):
     default = load_config("cpu")
     assert default.model.split_block == 2 and default.privacy.normalize_features
     tiny = [o for o in DEPLOY_TINY if not o.startswith(("model.split_block", "model.bottleneck",
-                                                        "privacy.method"))]
+                                                        "privacy."))]
     cfg = load_config("cpu", [*tiny, "privacy.method=none"])  # the cap needs no adversary
     run = train(cfg, tmp_path / "run", progress=False)
     out = export_run(run, tmp_path / "export", parity_images=8)  # parity-checked

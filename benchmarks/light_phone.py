@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     ap.add_argument("--noise", type=float, default=2.0, help="feature noise of the cap arms")
+    ap.add_argument("--tag", default="", help="suffix of the cap arms' folders (e.g. -n1 for "
+                    "another --noise)")
     ap.add_argument("--extra", nargs="*", default=[],
                     help="more key=value overrides for the arms that continue a stage 1")
     ap.add_argument("--max-epochs", type=int, default=30)
@@ -98,8 +100,11 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
         base_dir = out / ("baseline" if seed == 0 else f"baseline-s{seed}")
         train(load_config(args.data_config, [*common, f"seed={seed}", *NO_PRIVACY_OVERRIDES]),
               base_dir, progress=False)
+        def folder(arm: str, seed: int = seed) -> Path:
+            return out / f"{arm}{args.tag if 'cap' in arm else ''}-s{seed}"
+
         for arm in args.arms:
-            run = out / f"{arm}-s{seed}"
+            run = folder(arm)
             # --extra acts on the arms' own stages only: the baseline and the stage-1 runs
             # they share stay what they are
             own = args.extra if stage1_source(arm) else []
@@ -107,17 +112,18 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
                                                  *arm_overrides(arm, args.noise), *own])
             src = stage1_source(arm)
             if src is not None:
-                src_dir = out / f"{src}-s{seed}"
+                src_dir = folder(src)
                 train(load_config(args.data_config, [*common, f"seed={seed}",
                                                      *arm_overrides(src, args.noise)]),
                       src_dir, progress=False)
                 start_from_baseline(cfg, run, src_dir)
             print(f"== train {run}", flush=True)
             train(cfg, run, progress=False)
-            if args.no_audit or (out / f"audit-{arm}-s{seed}" / "audit.json").is_file():
+            audit_dir = out / f"audit-{run.name}"
+            if args.no_audit or (audit_dir / "audit.json").is_file():
                 continue
             print(f"== audit {run}", flush=True)
-            audit(run, base_dir, out / f"audit-{arm}-s{seed}",
+            audit(run, base_dir, audit_dir,
                   AuditSettings(seed=seed, max_epochs=args.max_epochs,
                                 whitebox_images=args.whitebox_images,
                                 whitebox_steps=args.whitebox_steps, wire="int8",
@@ -168,7 +174,11 @@ def write_summary(out: Path) -> None:
     for p in sorted(out.glob("audit-*/audit.json")):
         name = p.parent.name[len("audit-"):]
         arm, _, seed = name.rpartition("-s")
-        rows.setdefault(arm, {})[seed] = figures(json.loads(p.read_text()))
+        f = figures(json.loads(p.read_text()))
+        if "control" in arm:  # no attackers of its own (audits before that was known list them)
+            f["obfuscated"] = {k: v for k, v in f["obfuscated"].items()
+                               if not k.startswith("own_")}
+        rows.setdefault(arm, {})[seed] = f
     floors = {}
     if (out / "none-s0" / "run.json").is_file():
         floors = task_oracle(out / "none-s0")
@@ -177,7 +187,7 @@ def write_summary(out: Path) -> None:
     keys = ["task_acc", "msssim", "Male", "Young", "reid_top1", "own_Male", "own_Young",
             "own_msssim"]
     lines = ["| arm | seeds | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
-    for arm in [*ARMS, "baseline"]:
+    for arm in [*ARMS, *sorted(set(rows) - set(ARMS)), "baseline"]:
         per = rows.get(arm) if arm != "baseline" else {
             s: {"obfuscated": f["baseline"]} for r in rows.values() for s, f in r.items()
             if "baseline" in f}

@@ -270,3 +270,16 @@ def test_audit_reads_the_ensemble_as_the_training_adversary(tmp_path, tiny_confi
     own = training_adversary_scores(models, z.detach(), ["Male", "Young"], torch.device("cpu"))
     assert set(own) == {"Male", "Young"} and all(v.shape == (5,) for v in own.values())
     assert all(((v >= 0) & (v <= 1)).all() for v in own.values())
+
+
+def test_only_methods_with_attackers_are_compared_with_their_own(tiny_config):
+    """The audit compares a run's own adversaries with the fresh attackers only when the run
+    trained some: not the step-matched control, whose attackers never learnt."""
+    from deepobfuscator.config import trains_attackers
+
+    control = ["privacy.robust.adversary_steps=0", "privacy.robust.attribute_weight=0",
+               "privacy.robust.reconstruction_weight=0"]
+    assert trains_attackers(tiny_config(*ROBUST))
+    assert trains_attackers(tiny_config())  # the paper's method
+    assert not trains_attackers(tiny_config(*ROBUST, *control))
+    assert not trains_attackers(tiny_config("privacy.method=none"))

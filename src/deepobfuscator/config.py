@@ -46,6 +46,16 @@ def inert_keys(cfg: Config, keys: list[str]) -> list[str]:
     return [k for k in keys if k.split("=", 1)[0].startswith(unread)]
 
 
+def trains_attackers(cfg: Config) -> bool:
+    """Whether a config's privacy method trains attackers of its own: not with none, nor in
+    the robust method's step-matched control (no attacker steps, no privacy terms)."""
+    if cfg.privacy.method == "none":
+        return False
+    r = cfg.privacy.robust
+    return cfg.privacy.method != "robust" or (
+        r.adversary_steps > 0 or r.attribute_weight > 0 or r.reconstruction_weight > 0)
+
+
 class ConfigError(ValueError):
     """A bad configuration value or key; the message says what is valid."""
 

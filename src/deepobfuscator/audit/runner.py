@@ -28,7 +28,7 @@ from ..attacks.reid import (
     reid_scores,
 )
 from ..attacks.whitebox import WhiteBoxAttack
-from ..config import Config
+from ..config import Config, trains_attackers
 from ..data.splits import check_splits_match, make_splits
 from ..io import atomic_write, atomic_write_json
 from ..metrics import accuracy, balanced_accuracy, roc_auc
@@ -233,7 +233,7 @@ def _audit_one(name: str, cfg: Config, models: Models, roles: dict, attrs: list[
         r["reid"], arr["reid_ranks"] = _reid(embedder, test, recon, s.seed)
 
     # the run's own training-time adversaries, for the "beat only its own adversary" check
-    if cfg.privacy.method != "none":
+    if trains_attackers(cfg):
         own = training_adversary_scores(models, test.features, cfg.data.private, device)
         r["training_adversaries"] = {
             a: {"balanced_accuracy": balanced_accuracy(test.attributes[a], v, 0.5),

@@ -142,12 +142,6 @@ def refresh_member(ctx: StepContext, models: Models, epoch: int) -> int | None:
     return index
 
 
-def has_attackers(ctx_cfg) -> bool:
-    """False for the step-matched control (no attacker steps, no privacy terms)."""
-    r = ctx_cfg.privacy.robust
-    return r.adversary_steps > 0 or r.attribute_weight > 0 or r.reconstruction_weight > 0
-
-
 def robust_optimizers(models: Models, stage: str, lr: float, adversary_lr: float
                       ) -> dict[str, torch.optim.Optimizer]:
     attackers = torch.optim.Adam(

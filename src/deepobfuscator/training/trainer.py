@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import Config, config_from_dict, save_config
+from ..config import Config, config_from_dict, save_config, trains_attackers
 from ..data.base import FaceDataset
 from ..data.splits import check_splits_match, make_splits, split_summary, write_splits
 from ..io import atomic_write_json, atomic_write_text
@@ -34,7 +34,7 @@ from ..runs import RunError, RunPaths
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, versions
 from .distributed import Dist, GradSync, shard, state_checksum
 from .evaluate import evaluate
-from .robust import attacker_step, has_attackers, refresh_member, robust_optimizers, robust_step
+from .robust import attacker_step, refresh_member, robust_optimizers, robust_step
 from .steps import (
     Batch,
     StepContext,
@@ -56,7 +56,7 @@ def stages_for(cfg: Config) -> tuple[str, ...]:
     if cfg.privacy.method == "robust":
         # attackers pre-trained on the task-trained E, then the game; the step-matched
         # control (no attackers) continues the task alone for the same encoder steps
-        return ("task", "adversaries", "adversarial") if has_attackers(cfg) else \
+        return ("task", "adversaries", "adversarial") if trains_attackers(cfg) else \
             ("task", "adversarial")
     return STAGES
 
@@ -255,7 +255,7 @@ class _Loop:
         changed (under torchrun every rank then takes rank 0's)."""
         if self.cfg.privacy.method != "robust":
             return maybe_refresh_attackers(ctx, epoch, scfg.lr)
-        if not has_attackers(self.cfg) or refresh_member(ctx, self.models, epoch) is None:
+        if not trains_attackers(self.cfg) or refresh_member(ctx, self.models, epoch) is None:
             return False
         # the new member trains before the encoder sees it, on its own batch order
         self._broadcast_models()

@@ -4,6 +4,8 @@ Stages: (1) task: E and C learn the task; (2) reconstructor: R inverts frozen E;
 (3) adversaries: one P per private attribute on frozen E; (4) adversarial: the
 rotation of obfuscator, adversary and classifier steps with the lambda schedule.
 `privacy.method: none` runs stage 1 only: the no-privacy baseline, same code.
+`privacy.method: robust` runs task, adversaries (the attackers pre-trained) and the robust
+game (training/robust.py); its step-matched control runs task and the continuation only.
 
 Resuming: batch order is a pure function of (seed, stage, epoch), and the
 checkpoint holds weights, optimizer and RNG states and the position, so a run

@@ -135,6 +135,18 @@ def test_an_encoder_step_updates_e_and_c_only_and_an_attacker_step_the_attackers
                                                                       "reconstructor"}
 
 
+def test_the_encoder_step_computes_no_attacker_weight_gradients_and_leaves_them_trainable(
+        tiny_config):
+    ctx = _ctx(tiny_config(*ROBUST))
+    attackers = [*ctx.models.adversaries.parameters(), *ctx.models.reconstructor.parameters()]
+    robust.encoder_step(ctx, _batch(0), torch.full((1, 3, 32, 32), 0.5))
+    assert all(p.grad is None for p in attackers)
+    assert all(p.grad is not None for p in ctx.models.encoder.parameters() if p.requires_grad)
+    assert all(p.requires_grad for p in attackers)  # the attacker step still trains them
+    robust.attacker_step(ctx, _batch(1))
+    assert all(p.grad is not None for p in ctx.models.reconstructor.parameters())
+
+
 def test_bounded_objectives_give_no_reward_past_an_uninformed_attacker():
     half = torch.zeros(6)
     y = torch.tensor([0, 1, 0, 1, 1, 1.0])

@@ -23,6 +23,8 @@ obfuscator itself (models/split.py), so it also holds on the phone and in the ex
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +77,20 @@ def attacker_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
     return out
 
 
+@contextmanager
+def _frozen(*modules: torch.nn.Module) -> Iterator[None]:
+    """No weight gradients for `modules` (inputs still get theirs): E's step reads the
+    attackers but never updates them, and their weight gradients cost ~12% of the step."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def encoder_step(ctx: StepContext, batch: Batch, mean_face: torch.Tensor) -> dict[str, float]:
     """E and C together minimise  task BCE + w_a * attribute term + w_r * reconstruction term.
 
@@ -84,6 +100,11 @@ def encoder_step(ctx: StepContext, batch: Batch, mean_face: torch.Tensor) -> dic
     reconstruction term: mean over images of relu(MS-SSIM(R(z), x) - MS-SSIM(mean face, x)).
     The attackers run in training mode (batch statistics) and are not updated here.
     """
+    with _frozen(ctx.models.adversaries, ctx.models.reconstructor):
+        return _encoder_step(ctx, batch, mean_face)
+
+
+def _encoder_step(ctx: StepContext, batch: Batch, mean_face: torch.Tensor) -> dict[str, float]:
     r = ctx.cfg.privacy.robust
     _modes(ctx.models, {"encoder", "classifier", "adversaries", "reconstructor"})
     with ctx.amp():

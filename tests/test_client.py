@@ -46,7 +46,7 @@ def _photo(seed: int, size: tuple[int, int], mode: str) -> Image.Image:
     return Image.fromarray(arr, "RGBA").convert(mode)
 
 
-@pytest.mark.parametrize("crop", ["square", "none"])
+@pytest.mark.parametrize("crop", ["square", "none", "center:0.4", "center:20px"])
 @pytest.mark.parametrize("resample", ["bilinear", "bicubic", "lanczos", "nearest"])
 def test_numpy_preprocessing_equals_the_training_preprocessing(crop, resample):
     pre = Preprocess(size=(32, 24), crop=crop, resample=resample)

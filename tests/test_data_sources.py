@@ -330,3 +330,27 @@ def test_real_celeba_89x109(shared_cache: Path) -> None:
     ds = load_celeba(SHARED / "celeba-89x109", Preprocess(size=(64, 64)), cache_dir=shared_cache)
     assert ds.images.shape == (10000, 64, 64, 3) and ds.files[0] == "000001.jpg"
     assert (ds.partitions == 0).all() and len(np.unique(ds.identities)) == 5429
+
+
+@pytest.mark.skipif(not (SHARED / "lfw").is_dir(), reason=f"shared LFW not found at {SHARED}")
+def test_lfw_protocol_is_identity_disjoint_with_repeat_people_on_both_attack_sides(
+        shared_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from deepobfuscator.config import load_config
+    from deepobfuscator.data.splits import make_splits
+
+    monkeypatch.setenv("DEEPOBFUSCATOR_CACHE", str(shared_cache))
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    cfg = load_config("configs/lfw-shared.yaml", ["data.image_size=[32,32]"])
+    assert cfg.data.crop == "center:0.4" and cfg.data.private == ["Male", "Youth"]
+    roles = make_splits(cfg)
+    assert sum(len(r) for r in roles.values()) == 4189  # every photo with attributes
+    people = {name: set(r.identities.tolist()) for name, r in roles.items()}
+    names = list(people)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not people[a] & people[b], (a, b)
+    for side in ("attacker", "test"):
+        _, counts = np.unique(roles[side].identities, return_counts=True)
+        assert (counts >= 2).sum() >= 50, side
+    assert len(roles["test"]) == 791 and len(people["test"]) == 410  # seed 0, as documented

@@ -16,6 +16,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from .preprocessing import parse_crop
+
 ROTATION_STEPS = ("noise", "reconstruction", "attribute", "adversaries", "classifier")
 
 # The no-privacy reference every privacy figure is compared with: trained for the task
@@ -81,7 +83,7 @@ class DataConfig:
     task: str = "Smiling"
     private: list[str] = field(default_factory=lambda: ["Male"])
     image_size: list[int] = field(default_factory=lambda: [64, 64])  # height, width
-    crop: str = "square"  # square | none
+    crop: str = "square"  # square | none | center:F | center:Npx (preprocessing.py)
     on_bad_image: str = "error"  # error | skip
     cache: bool = True
     cache_dir: str = ""  # default: $DEEPOBFUSCATOR_CACHE or ~/.cache/deepobfuscator
@@ -335,7 +337,6 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 _CHOICES = {
     "data.source": ("synthfaces", "celeba", "lfw", "folder"),
-    "data.crop": ("square", "none"),
     "data.on_bad_image": ("error", "skip"),
     "privacy.method": ("deepobfuscator", "robust", "none"),
     "precision": ("auto", "bf16", "fp32"),
@@ -347,7 +348,6 @@ _CHOICES = {
 def validate(cfg: Config) -> None:
     values = {
         "data.source": cfg.data.source,
-        "data.crop": cfg.data.crop,
         "data.on_bad_image": cfg.data.on_bad_image,
         "privacy.method": cfg.privacy.method,
         "precision": cfg.precision,
@@ -357,6 +357,10 @@ def validate(cfg: Config) -> None:
     for key, value in values.items():
         if value not in _CHOICES[key]:
             raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(_CHOICES[key])}")
+    try:
+        parse_crop(cfg.data.crop)
+    except ValueError as exc:
+        raise ConfigError(f"data.crop: {exc}") from None
     for step in cfg.privacy.rotation:
         if step not in ROTATION_STEPS:
             raise ConfigError(

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..preprocessing import RESAMPLE, parse_crop, to_uint8
+
 NO_IDENTITY = -1
 NO_PARTITION = -1
 
@@ -30,7 +32,8 @@ class Preprocess:
     """How a photo becomes model input. The phone must apply exactly the same.
 
     crop: "square" takes the largest centred square (aligned face crops keep the
-    face in the middle); "none" keeps the whole frame and lets the resize stretch.
+    face in the middle); "none" keeps the whole frame and lets the resize stretch;
+    "center:F" / "center:Npx" a smaller centred square (deepobfuscator.preprocessing).
     size: output (height, width) in pixels. Values are scaled to [0, 1], RGB order.
     """
 
@@ -41,10 +44,12 @@ class Preprocess:
     channel_order: str = "RGB"
 
     def __post_init__(self) -> None:
-        if self.crop not in ("square", "none"):
-            raise DataError(f"unknown crop {self.crop!r}: use 'square' or 'none'")
-        if self.resample not in _RESAMPLE:
-            raise DataError(f"unknown resample {self.resample!r}: use one of {sorted(_RESAMPLE)}")
+        try:
+            parse_crop(self.crop)
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+        if self.resample not in RESAMPLE:
+            raise DataError(f"unknown resample {self.resample!r}: use one of {sorted(RESAMPLE)}")
         if min(self.size) < 16:
             raise DataError(f"image size {self.size} is too small: use at least 16 px")
 
@@ -59,24 +64,7 @@ class Preprocess:
 
     def apply(self, img: Image.Image) -> np.ndarray:
         """PIL image -> uint8 array (H, W, 3) at the configured size."""
-        img = img.convert("RGB")
-        if self.crop == "square":
-            w, h = img.size
-            s = min(w, h)
-            left, top = (w - s) // 2, (h - s) // 2
-            img = img.crop((left, top, left + s, top + s))
-        target_h, target_w = self.size
-        if img.size != (target_w, target_h):
-            img = img.resize((target_w, target_h), _RESAMPLE[self.resample])
-        return np.asarray(img, dtype=np.uint8)
-
-
-_RESAMPLE = {
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "nearest": Image.Resampling.NEAREST,
-}
+        return to_uint8(img, self.size, self.crop, self.resample)
 
 
 def load_image(path: Path, preprocess: Preprocess) -> np.ndarray:

@@ -84,7 +84,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, wire_dtype: str = "int8
                   "channel_order": pre["channel_order"], "layout": "NCHW", "dtype": "float32",
                   "batch": "dynamic",
                   "rule": "RGB; crop=square: centre-crop the largest square, none: keep the "
-                          "frame; resize to size=[height, width] with PIL's `resample` filter; "
+                          "frame, center:F / center:Npx: centre-crop a square of side "
+                          "floor(F x shorter side + 0.5) / min(N, shorter side) px; "
+                          "resize to size=[height, width] with PIL's `resample` filter; "
                           "uint8 / 255 as float32; HWC -> CHW"},
         "features": {"name": "features", "shape": [c, h, w], "dtype": "float32",
                      "min": 0.0 if noise_std == 0 and not normalized else None,

@@ -1,9 +1,9 @@
 """The phone's preprocessing, from the manifest alone: numpy + Pillow, no torch.
 
-It reproduces `deepobfuscator.data.base.Preprocess.apply` followed by the
-training batch conversion (uint8 -> float32 / 255, HWC -> CHW) bit for bit;
-tests/test_client.py checks that equality. Kept separate from `data.base` so a
-client can ship this file without the training package.
+Crop and resize are `deepobfuscator.preprocessing`, the same code the training data
+path runs; this module adds the manifest checks and the batch conversion (uint8 ->
+float32 / 255, HWC -> CHW) that training applies; tests/test_client.py checks the
+equality bit for bit. No torch here, so a client ships without the training package.
 """
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-RESAMPLE = {
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "nearest": Image.Resampling.NEAREST,
-}
+from .. import preprocessing
+from ..preprocessing import RESAMPLE, parse_crop
 
 
 class ImageError(ValueError):
@@ -28,8 +24,10 @@ class ImageError(ValueError):
 
 def check_settings(pre: dict) -> None:
     """Refuse manifest preprocessing this implementation would not reproduce exactly."""
-    if pre.get("crop") not in ("square", "none"):
-        raise ImageError(f"manifest crop {pre.get('crop')!r} unknown: expected square or none")
+    try:
+        parse_crop(pre.get("crop"))
+    except ValueError as exc:
+        raise ImageError(f"manifest: {exc}") from None
     if pre.get("resample") not in RESAMPLE:
         raise ImageError(f"manifest resample {pre.get('resample')!r} unknown: expected one of "
                          f"{sorted(RESAMPLE)}")
@@ -41,17 +39,8 @@ def check_settings(pre: dict) -> None:
 
 
 def to_uint8(img: Image.Image, pre: dict) -> np.ndarray:
-    """PIL image -> uint8 (H, W, 3): RGB, centre square crop (or none), resize."""
-    img = img.convert("RGB")
-    if pre["crop"] == "square":
-        w, h = img.size
-        s = min(w, h)
-        left, top = (w - s) // 2, (h - s) // 2
-        img = img.crop((left, top, left + s, top + s))
-    target_h, target_w = (int(v) for v in pre["size"])
-    if img.size != (target_w, target_h):
-        img = img.resize((target_w, target_h), RESAMPLE[pre["resample"]])
-    return np.asarray(img, dtype=np.uint8)
+    """PIL image -> uint8 (H, W, 3) per the manifest: RGB, crop, resize."""
+    return preprocessing.to_uint8(img, pre["size"], pre["crop"], pre["resample"])
 
 
 def to_input(images_uint8: np.ndarray) -> np.ndarray:

@@ -153,8 +153,10 @@ def _write_preprocessing(cfg: Config, paths: RunPaths) -> None:
 
     pre = preprocess_from_config(cfg.data).to_dict()
     pre["layout"] = "NCHW float32"
-    pre["note"] = ("centre-crop the largest square (crop=square) or keep the frame (none), "
-                   "resize to size=[height, width], scale 0..255 to 0..1, RGB")
+    pre["note"] = ("crop=square: centre-crop the largest square; none: keep the frame; "
+                   "center:F / center:Npx: a centred square of side floor(F x shorter side "
+                   "+ 0.5) / N px; then resize to size=[height, width], scale 0..255 to "
+                   "0..1, RGB")
     atomic_write_json(paths.preprocessing, pre)
 
 

@@ -1,0 +1,82 @@
+"""How a photo becomes model input: the one implementation of crop and resize.
+
+The training data path (data.base.Preprocess), the torch-free phone client
+(deploy.preprocess_np) and the export's manifest all use this module, so the phone
+applies exactly what the obfuscator was trained on. Only numpy and Pillow: the client
+ships it without torch.
+
+Crops (`data.crop`, recorded in preprocessing.json and the manifest):
+  square       the largest centred square (aligned face crops: CelebA)
+  none         the whole frame; the resize stretches it
+  center:F     a centred square of side F x the shorter side, 0 < F <= 1 (LFW's face fills
+               about the central 40% of its 250 x 250 photos: center:0.4)
+  center:Npx   a centred square of N pixels (the shorter side when the photo is smaller)
+The side is floor(F * shorter + 0.5): the same rounding in any language.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "nearest": Image.Resampling.NEAREST,
+}
+CROP_HELP = ("use square, none, center:F (a share of the shorter side, 0 < F <= 1, e.g. "
+             "center:0.4) or center:Npx (e.g. center:100px)")
+
+
+def parse_crop(crop: str) -> tuple[str, float]:
+    """'square' | 'none' -> (crop, 0); 'center:0.4' -> ('fraction', 0.4);
+    'center:100px' -> ('pixels', 100). ValueError (naming the accepted forms) otherwise."""
+    if crop in ("square", "none"):
+        return crop, 0.0
+    kind, sep, value = str(crop).partition(":")
+    if kind == "center" and sep:
+        try:
+            if value.endswith("px"):
+                n = int(value[:-2])
+                if n >= 1:
+                    return "pixels", float(n)
+            else:
+                f = float(value)
+                if 0.0 < f <= 1.0 and math.isfinite(f):
+                    return "fraction", f
+        except ValueError:
+            pass
+    raise ValueError(f"unknown crop {crop!r}: {CROP_HELP}")
+
+
+def crop_box(width: int, height: int, crop: str) -> tuple[int, int, int, int] | None:
+    """The (left, top, right, bottom) box `crop` cuts from a width x height photo, or None
+    to keep the whole frame."""
+    kind, value = parse_crop(crop)
+    if kind == "none":
+        return None
+    short = min(width, height)
+    if kind == "square":
+        side = short
+    elif kind == "fraction":
+        side = max(1, min(short, math.floor(value * short + 0.5)))
+    else:
+        side = min(short, int(value))
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def to_uint8(img: Image.Image, size: tuple[int, int] | list[int], crop: str,
+             resample: str = "bilinear") -> np.ndarray:
+    """PIL image -> uint8 (H, W, 3): RGB, crop, resize to size = (height, width)."""
+    img = img.convert("RGB")
+    box = crop_box(*img.size, crop)
+    if box is not None and box != (0, 0, *img.size):
+        img = img.crop(box)
+    target_h, target_w = (int(v) for v in size)
+    if img.size != (target_w, target_h):
+        img = img.resize((target_w, target_h), RESAMPLE[resample])
+    return np.asarray(img, dtype=np.uint8)

@@ -67,6 +67,9 @@ def main() -> None:
                     "another --noise)")
     ap.add_argument("--extra", nargs="*", default=[],
                     help="more key=value overrides for the arms that continue a stage 1")
+    ap.add_argument("--adversarial-epochs", type=int, default=4,
+                    help="epochs of every arm's second stage (the step-matched budget); a "
+                    "smaller dataset needs more for the same number of encoder steps")
     ap.add_argument("--max-epochs", type=int, default=30)
     ap.add_argument("--whitebox-images", type=int, default=8)
     ap.add_argument("--whitebox-steps", type=int, default=100)
@@ -94,7 +97,8 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
     # preset's defaults do (the preset now caps the upload and trains 2 adversarial epochs)
     common = [f"model.split_block={args.split}", "model.bottleneck=1",
               f"threads={args.threads}", "privacy.normalize_features=false",
-              "privacy.feature_noise=0", "train.adversarial.epochs=4"]
+              "privacy.feature_noise=0",
+              f"train.adversarial.epochs={args.adversarial_epochs}"]
     for seed in args.seeds:
         # the seed draws the defender's splits, so each seed has its own no-privacy baseline
         base_dir = out / ("baseline" if seed == 0 else f"baseline-s{seed}")
@@ -184,7 +188,8 @@ def write_summary(out: Path) -> None:
         floors = task_oracle(out / "none-s0")
     (out / "summary.json").write_text(json.dumps({"arms": rows, "task_oracle": floors},
                                                  indent=1))
-    keys = ["task_acc", "msssim", "Male", "Young", "reid_top1", "own_Male", "own_Young",
+    attrs = list(floors) or ["Male", "Young"]
+    keys = ["task_acc", "msssim", *attrs, "reid_top1", *[f"own_{a}" for a in attrs],
             "own_msssim"]
     lines = ["| arm | seeds | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
     for arm in [*ARMS, *sorted(set(rows) - set(ARMS)), "baseline"]:
@@ -205,15 +210,28 @@ def write_summary(out: Path) -> None:
         lines.append(f"| {arm} | {','.join(sorted(per))} | " + " | ".join(cells) + " |")
     chance = next((f["chance"] for r in rows.values() for f in r.values()), {})
     lines.append(f"| floor | | | {chance.get('msssim', float('nan')):.3f} (mean face) | "
-                 + " | ".join(f"{floors.get(a, float('nan')):.3f} (task oracle)"
-                              for a in ("Male", "Young"))
-                 + f" | {chance.get('reid_top1') or float('nan'):.3f} (chance) | | | |")
+                 + " | ".join(f"{floors.get(a, float('nan')):.3f} (task oracle)" for a in attrs)
+                 + f" | {chance.get('reid_top1') or float('nan'):.3f} (chance) |"
+                 + " |" * (len(attrs) + 1))
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    plot(rows, floors, chance, out / "frontier.png")
+    first = next((p for p in sorted(out.glob("*-s0/run.json"))), None)
+    title = ""
+    if first is not None:
+        from deepobfuscator.runs import read_run_config
+
+        info = json.loads(first.read_text())
+        b = info.get("budget", {})
+        title = (f"{read_run_config(first.parent).data.source}: split after VGG block "
+                 f"{b.get('split_block')} ({' x '.join(map(str, info['feature_shape']))} "
+                 f"upload, {b.get('upload_bytes')} B int8, phone {b.get('phone_share', 0):.0%} "
+                 "of the MACs) unless the arm says otherwise; lower is more private; "
+                 "dashed: floor")
+    plot(rows, floors, chance, out / "frontier.png", attrs, title)
 
 
-def plot(rows: dict, floors: dict, chance: dict, path: Path) -> None:
+def plot(rows: dict, floors: dict, chance: dict, path: Path, attrs: list[str],
+         title: str) -> None:
     """Each privacy figure against task accuracy: one marker per arm at its seed mean, bars
     over the seed range, the baseline, and each figure's floor as a dashed line."""
     import matplotlib
@@ -222,12 +240,11 @@ def plot(rows: dict, floors: dict, chance: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [("msssim", "inverse network MS-SSIM", chance.get("msssim")),
-              ("Male", "Male: fresh probe bal. acc.", floors.get("Male")),
-              ("Young", "Young: fresh probe bal. acc.", floors.get("Young")),
+              *[(a, f"{a}: fresh probe bal. acc.", floors.get(a)) for a in attrs],
               ("reid_top1", "re-identification top-1", chance.get("reid_top1"))]
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.25 * len(panels), 4.2))
     marks = dict(zip([*ARMS, "baseline"], "osDv^<P*X", strict=False))
-    for ax, (key, title, floor) in zip(axes, panels, strict=True):
+    for ax, (key, label, floor) in zip(axes, panels, strict=True):
         series = {arm: [f["obfuscated"] for f in per.values()] for arm, per in rows.items()}
         series["baseline"] = [f["baseline"] for per in rows.values() for f in per.values()
                               if "baseline" in f][:1]
@@ -242,12 +259,11 @@ def plot(rows: dict, floors: dict, chance: dict, path: Path) -> None:
                         label=arm, capsize=2, ms=7)
         if floor is not None:
             ax.axhline(floor, ls="--", c="grey", lw=1)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(label, fontsize=10)
         ax.set_xlabel("task accuracy (Smiling)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
-    fig.suptitle("Split after VGG block 2 (1 x 16 x 16 upload, 288 B int8) unless the arm says "
-                 "otherwise; lower is more private; dashed: floor", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

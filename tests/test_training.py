@@ -130,3 +130,36 @@ def test_eval_max_images_below_the_eval_batch(tmp_path, tiny_config):
                 progress=False)
     records = [json.loads(x) for x in RunPaths(run).metrics.read_text().splitlines()]
     assert 0.0 <= records[-1]["val_task_acc"] <= 1.0
+
+
+def test_restart_refuses_a_folder_that_is_not_a_run_and_deletes_nothing(tmp_path, tiny_config):
+    from deepobfuscator.cli import main
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    (folder / "config.yaml").write_text("not: [a run")  # a config.yaml, but not ours
+    with pytest.raises(RunError, match="not a run folder"):
+        train(tiny_config("privacy.method=none"), folder, progress=False, restart=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.yaml", "notes.txt"]
+    # the command line says the same in one line, exit status 2
+    assert main(["train", "--restart", "--out", str(folder), "--quiet"]) == 2
+    assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_restart_deletes_only_what_training_wrote(tmp_path, tiny_config, capsys):
+    cfg = tiny_config("privacy.method=none")
+    run = train(cfg, tmp_path / "run", progress=False)
+    paths = RunPaths(run)
+    (run / "audit").mkdir()
+    (run / "audit" / "report.md").write_text("an audit a user made")
+    (run / "notes.txt").write_text("mine")
+    (run / ".checkpoint.pt.abc.tmp").write_bytes(b"half a checkpoint")  # a killed write
+    before = paths.info.stat().st_mtime_ns
+    train(tiny_config("privacy.method=none", "seed=3"), run, progress=False, restart=True)
+    assert (run / "notes.txt").read_text() == "mine"
+    assert (run / "audit" / "report.md").is_file()
+    assert not (run / ".checkpoint.pt.abc.tmp").exists()
+    assert paths.info.stat().st_mtime_ns != before
+    assert load_run(run)[0].seed == 3  # a new run, not a resumed one
+    assert "kept what train did not write: audit, notes.txt" in capsys.readouterr().out

@@ -118,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     config_args(t)
     baseline_flag(t)
     t.add_argument("--out", help="run folder (default: runs/<source>-<method>-<config hash>)")
-    t.add_argument("--restart", action="store_true", help="delete the run folder and start over")
+    t.add_argument("--restart", action="store_true",
+                   help="delete the files an earlier training wrote in --out and start over "
+                   "(refused for a folder that is not a run)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 

@@ -62,6 +62,55 @@ class RunPaths:
     def weight_file(self, network: str) -> Path:
         return self.weights / f"{network}.safetensors"
 
+    @property
+    def audit_cache(self) -> Path:
+        return self.root / "audit_cache"
+
+    def training_files(self) -> list[Path]:
+        """What `train` writes here (and the baseline-audit cache derived from it): all
+        that `train --restart` deletes. Anything else in the folder is the user's."""
+        fixed = [self.config, self.preprocessing, self.splits, self.metrics, self.checkpoint,
+                 self.weights, self.info, self.audit_cache]
+        # temporaries of an atomic write interrupted by a kill (io.atomic_write)
+        partial = [p for p in self.root.glob(".*.tmp")
+                   if any(p.name.startswith(f".{f.name}.") for f in fixed)]
+        return [p for p in [*fixed, *partial] if p.exists() or p.is_symlink()]
+
+    def clear_for_restart(self) -> list[str]:
+        """Delete this run's training files so it can start over; refuses (RunError) unless
+        the folder is empty or recognisably a run of this toolkit. Returns what stays."""
+        import shutil
+
+        if not self.root.exists():
+            return []
+        if not self.root.is_dir():
+            raise RunError(f"--restart: {self.root} is a file, not a run folder; "
+                           "choose another --out")
+        entries = list(self.root.iterdir())
+        if entries and not self._is_run():
+            raise RunError(
+                f"--restart: {self.root} is not a run folder of deepobfuscator (no readable "
+                "config.yaml beside the files `train` writes), so nothing was deleted; "
+                "choose another --out, or empty the folder yourself")
+        for p in self.training_files():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        return sorted(p.name for p in self.root.iterdir())
+
+    def _is_run(self) -> bool:
+        if not self.config.is_file():
+            return False
+        if not any(p.exists() for p in (self.preprocessing, self.splits, self.metrics,
+                                          self.checkpoint, self.info)):
+            return False
+        try:
+            config_from_dict(yaml.safe_load(self.config.read_text()))
+        except Exception:  # noqa: BLE001 - any unreadable config means "not ours"
+            return False
+        return True
+
 
 def read_run_config(run_dir: Path) -> Config:
     paths = RunPaths(Path(run_dir))

@@ -114,12 +114,13 @@ def _train(cfg: Config, out_dir: Path, progress: bool, restart: bool, d: Dist) -
 
 
 def _prepare_folder(cfg: Config, paths: RunPaths, restart: bool) -> None:
-    import shutil
-
     import yaml
 
-    if restart and paths.root.exists():
-        shutil.rmtree(paths.root)
+    if restart:
+        kept = paths.clear_for_restart()
+        if kept:
+            print(f"--restart: deleted the previous run's training files in {paths.root}; "
+                  f"kept what train did not write: {', '.join(kept)}")
     paths.root.mkdir(parents=True, exist_ok=True)
     if paths.config.is_file():
         saved = config_from_dict(yaml.safe_load(paths.config.read_text()))

@@ -236,3 +236,53 @@ def test_the_information_cap_survives_export(tmp_path):
     noisy, clean = device.features(x), device.features(x, noise=False)
     np.testing.assert_allclose(clean, z, atol=1e-6)
     assert (noisy - clean).std() == pytest.approx(cfg.privacy.feature_noise, rel=0.1)
+
+
+def _digests(folder):
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
+
+
+def test_a_failed_export_leaves_the_previous_export_intact(tiny_run, tiny_export, tmp_path,  # noqa: F811
+                                                          monkeypatch):
+    from deepobfuscator.deploy import export as export_module
+
+    d = _copy(tiny_export, tmp_path)
+    before = _digests(d)
+
+    def broken(*args, **kwargs):
+        raise ExportError("parity check failed: features differ (injected)")
+
+    monkeypatch.setattr(export_module, "check_onnx_parity", broken)
+    with pytest.raises(ExportError, match="injected"):
+        export_run(tiny_run, d, parity_images=4, force=True)
+    assert _digests(d) == before
+    load_export(d)  # still a good, servable export
+    assert not list(tmp_path.glob(".export.*"))  # no staging folder left behind
+
+
+def test_an_existing_export_is_replaced_only_when_asked(tiny_run, tiny_export, tmp_path):  # noqa: F811
+    d = _copy(tiny_export, tmp_path)
+    before = _digests(d)
+    with pytest.raises(ExportError, match="already holds an export; pass --force"):
+        export_run(tiny_run, d, parity_images=4)
+    assert _digests(d) == before
+    export_run(tiny_run, d, parity_images=4, wire_dtype="float16", force=True)
+    assert json.loads((d / "manifest.json").read_text())["wire"]["dtype"] == "float16"
+    load_export(d)
+    assert not list(tmp_path.glob(".export.*"))
+
+
+def test_export_refuses_a_folder_holding_other_files(tiny_run, tmp_path):  # noqa: F811
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "thesis.tex").write_text("years of work")
+    with pytest.raises(ExportError, match="files an export does not write.*thesis.tex"):
+        export_run(tiny_run, d, parity_images=4, force=True)
+    assert (d / "thesis.tex").read_text() == "years of work"
+
+
+def test_an_incomplete_export_is_replaced_without_force(tiny_run, tiny_export, tmp_path):  # noqa: F811
+    d = _copy(tiny_export, tmp_path)
+    (d / "manifest.json").unlink()  # what a killed export of the old code left
+    export_run(tiny_run, d, parity_images=4)
+    load_export(d)

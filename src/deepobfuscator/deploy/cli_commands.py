@@ -33,7 +33,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = export_run(Path(args.run), Path(args.out), wire_dtype=args.wire_dtype,
                      per_channel=not args.per_tensor, parity_images=args.parity_images,
-                     mobile=not args.no_mobile)
+                     mobile=not args.no_mobile, force=args.force)
     m = json.loads((out / "manifest.json").read_text())
     p = m["parity"]
     print(f"exported {m['task']['name']} model to {out}: obfuscator.onnx "
@@ -99,6 +99,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--parity-images", type=int, default=32)
     e.add_argument("--no-mobile", action="store_true",
                    help="skip the ExecuTorch .pte even when executorch is installed")
+    e.add_argument("--force", action="store_true",
+                   help="replace an export already in --out (swapped in only once the new "
+                   "one is complete and parity-checked)")
     e.set_defaults(func=cmd_export)
 
     s = subparsers.add_parser("serve", help="serve the cloud classifier of an export (HTTP)")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -31,25 +33,75 @@ PARITY_IMAGES = 32
 OPSET = 18
 
 
+EXPORT_FILES = (MANIFEST, "obfuscator.onnx", "classifier.onnx", "obfuscator.pte")
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path, wire_dtype: str = "int8",
                per_channel: bool = True, parity_images: int = PARITY_IMAGES,
-               mobile: bool = True) -> Path:
+               mobile: bool = True, force: bool = False) -> Path:
     """Write obfuscator.onnx, classifier.onnx (+ obfuscator.pte) and manifest.json into out_dir.
 
+    The export is built in a folder beside out_dir and swapped in only once complete and
+    parity-checked, so a failed or killed export leaves the previous one as it was. A
+    complete export already in out_dir is replaced only with force=True.
     mobile: also build the ExecuTorch .pte when executorch is installed (extra `[mobile]`).
     """
+    if wire_dtype not in wire.DTYPES:
+        raise ExportError(f"unknown wire dtype {wire_dtype!r}: use one of {sorted(wire.DTYPES)}")
+    out = Path(out_dir)
+    _check_target(out, force)
+    from ..runs import load_run
+
+    run_dir = Path(run_dir).resolve()
+    cfg, models = load_run(run_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.partial-*"):  # left by a killed export
+        shutil.rmtree(stale, ignore_errors=True)
+    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
+    stage.mkdir()
+    try:
+        _write_export(cfg, models, run_dir, stage, wire_dtype, per_channel, parity_images,
+                      mobile)
+        _swap_in(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return out
+
+
+def _check_target(out: Path, force: bool) -> None:
+    """Refuse to replace a complete export without force, and any folder holding files an
+    export does not write (they are the user's)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ExportError(f"{out} is a file; choose an export folder for --out")
+    foreign = sorted(p.name for p in out.iterdir()
+                     if p.name not in EXPORT_FILES and not p.name.endswith(".tmp"))
+    if foreign:
+        raise ExportError(f"{out} holds files an export does not write ({', '.join(foreign[:5])}"
+                          "); choose another --out or move them")
+    if (out / MANIFEST).is_file() and not force:
+        raise ExportError(f"{out} already holds an export; pass --force to replace it (the old "
+                          "one stays in place until the new one is complete and parity-checked)")
+
+
+def _swap_in(stage: Path, out: Path) -> None:
+    """Replace out by the finished stage folder: two renames, the old export removed last."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    stage.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_channel: bool,
+                  parity_images: int, mobile: bool) -> None:
     import torch
 
     from ..data.factory import preprocess_from_config
     from ..models import feature_shape
-    from ..runs import RunPaths, load_run, read_info
+    from ..runs import RunPaths, read_info
 
-    if wire_dtype not in wire.DTYPES:
-        raise ExportError(f"unknown wire dtype {wire_dtype!r}: use one of {sorted(wire.DTYPES)}")
-    run_dir, out = Path(run_dir).resolve(), Path(out_dir)
-    cfg, models = load_run(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # a failed export must not look complete
     encoder, noise_std = without_noise(models.encoder.float().eval())
     normalized = bool(getattr(models.encoder, "normalize", False))
     task = task_probability(models.classifier.float()).eval()
@@ -114,7 +166,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, wire_dtype: str = "int8
     for f in [out / MANIFEST, *(out / e["file"] for e in models_entry.values() if e)]:
         f.chmod(0o644)  # temp files are created 0600; an export is meant to be shipped
     load_export(out)  # what serve and classify will do: fail here, not there
-    return out
 
 
 def _cap_note(normalized: bool, noise_std: float, elements: int) -> str:

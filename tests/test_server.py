@@ -1,4 +1,5 @@
 import gzip
+import json
 import shutil
 import struct
 import subprocess
@@ -14,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deepobfuscator.deploy import wire
-from deepobfuscator.deploy.manifest import ExportError
+from deepobfuscator.deploy.manifest import ExportError, sha256_file
 from deepobfuscator.deploy.server import create_app
 
 MAX_BODY = 64 * 1024
@@ -215,18 +216,45 @@ def test_token_from_the_environment(tiny_export, monkeypatch):  # noqa: F811
         assert r.status_code == 200
 
 
+def _edit_manifest(d, edit):
+    m = json.loads((d / "manifest.json").read_text())
+    edit(m)
+    (d / "manifest.json").write_text(json.dumps(m))
+
+
+def _garbage_classifier(d):
+    """A classifier.onnx that is not ONNX, with its hash recomputed: it passes the hash check."""
+    (d / "classifier.onnx").write_bytes(b"\x08\x07 this is not a protobuf " * 40)
+    _edit_manifest(d, lambda m: m["models"]["classifier"].update(
+        sha256=sha256_file(d / "classifier.onnx")))
+
+
 def _broken(tiny_export, tmp_path, how):  # noqa: F811
     d = tmp_path / "export"
     shutil.copytree(tiny_export, d)
     if how == "missing":
         (d / "classifier.onnx").unlink()
-    else:
+    elif how == "tampered":
         (d / "obfuscator.onnx").write_bytes((d / "obfuscator.onnx").read_bytes()[:-1] + b"!")
+    elif how == "wrong_shape":
+        _edit_manifest(d, lambda m: m["features"].update(shape=[3, 5, 5]))
+    elif how == "no_task_name":
+        _edit_manifest(d, lambda m: m["task"].pop("name"))
+    elif how == "bad_dtype":
+        _edit_manifest(d, lambda m: m["wire"].update(dtype="int4"))
+    elif how == "garbage_onnx":
+        _garbage_classifier(d)
     return d
 
 
-@pytest.mark.parametrize("how,message", [("missing", "classifier.onnx is missing"),
-                                         ("tampered", "obfuscator.onnx: SHA-256")])
+@pytest.mark.parametrize("how,message", [
+    ("missing", "classifier.onnx is missing"),
+    ("tampered", "obfuscator.onnx: SHA-256"),
+    ("wrong_shape", "does not take features of the manifest's shape"),
+    ("no_task_name", "manifest field task.name is missing"),
+    ("bad_dtype", "manifest field wire.dtype is 'int4'"),
+    ("garbage_onnx", "onnxruntime cannot load it"),
+])
 def test_refuses_to_start_on_a_broken_export(tiny_export, tmp_path, how, message):  # noqa: F811
     d = _broken(tiny_export, tmp_path, how)
     with pytest.raises(ExportError, match=message):
@@ -238,3 +266,10 @@ def test_refuses_to_start_on_a_broken_export(tiny_export, tmp_path, how, message
         env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2
     assert message.split(":")[0] in proc.stderr and proc.stderr.startswith("error:")
+
+
+def test_a_pinned_manifest_hash_refuses_any_other_export(tiny_export):  # noqa: F811
+    digest = sha256_file(tiny_export / "manifest.json")
+    assert create_app(tiny_export, manifest_sha256=digest.upper()).state.bundle
+    with pytest.raises(ExportError, match="is not the pinned"):
+        create_app(tiny_export, manifest_sha256="0" * 64)

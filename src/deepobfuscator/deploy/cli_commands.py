@@ -43,6 +43,9 @@ def cmd_export(args: argparse.Namespace) -> int:
           f"features {p['features_max_abs_diff']:.2g}, probability "
           f"{p['probability_max_abs_diff']:.2g} (tolerance {p['features_tolerance']:.0e} / "
           f"{p['probability_tolerance']:.0e})")
+    from .manifest import MANIFEST, sha256_file
+
+    print(f"manifest sha256: {sha256_file(out / MANIFEST)} (pin it: serve --manifest-sha256)")
     w = m["wire"]
     print(f"wire: {w['dtype']} ({w['quantization']}), {w['bytes_per_image']} bytes per image "
           f"vs {w['image_bytes_uint8']} bytes of raw uint8 input")
@@ -58,7 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                          "(and $DEEPOBFUSCATOR_TOKEN unset) to serve without authentication")
 
     serve(Path(args.export), host=args.host, port=args.port, token=args.token,
-          max_body_bytes=args.max_body_bytes, threads=args.threads, log_level=args.log_level)
+          max_body_bytes=args.max_body_bytes, threads=args.threads, log_level=args.log_level,
+          manifest_sha256=args.manifest_sha256)
     return 0
 
 
@@ -115,6 +119,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn log level (info logs every request)")
+    s.add_argument("--manifest-sha256", default=None, metavar="HEX",
+                   help="refuse to start unless manifest.json has this SHA-256 (printed by "
+                   "`export`): the model hashes catch corruption, this pin catches a swap")
     s.set_defaults(func=cmd_serve)
 
     c = subparsers.add_parser("classify", help="classify images through a running server")

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from . import wire
-from .manifest import load_export
+from .manifest import MANIFEST, ExportError, load_export, sha256_file
 
 TOKEN_ENV = "DEEPOBFUSCATOR_TOKEN"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -67,22 +67,25 @@ _BODY_DOC = {"requestBody": {"required": True, "description": "a feature batch i
 
 def create_app(export_dir: str | Path, token: str | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH,
-               threads: int = 0) -> FastAPI:
+               threads: int = 0, manifest_sha256: str | None = None) -> FastAPI:
     """The service for one export folder. token=None reads $DEEPOBFUSCATOR_TOKEN (unset: no auth).
 
-    Raises ExportError (before anything listens) if the folder is incomplete or altered.
+    Raises ExportError (before anything listens) if the folder is incomplete or altered, its
+    manifest is malformed or is not the pinned one (manifest_sha256), or the classifier does
+    not load or does not answer features of the manifest's shape.
     """
-    import onnxruntime as ort
-
     bundle = load_export(export_dir)
+    if manifest_sha256 is not None:
+        got = sha256_file(bundle.root / MANIFEST)
+        if got != manifest_sha256.strip().lower():
+            raise ExportError(f"{bundle.root / MANIFEST}: SHA-256 {got[:16]}... is not the "
+                              f"pinned {manifest_sha256[:16]}...: this is not the export you "
+                              "meant to serve")
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     if token is not None and not token.strip():
         # an empty token would match a request with no Authorization header at all
         raise ValueError("empty bearer token: pass a non-empty token, or None for no auth")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(bundle.model_path("classifier")), opts,
-                                   providers=["CPUExecutionProvider"])
+    session = _load_classifier(bundle, threads)
     public = dict(bundle.manifest)
     public["run"] = {k: v for k, v in public.get("run", {}).items()
                      if k not in ("path", "config_file")}  # no server file paths in answers
@@ -156,6 +159,33 @@ def create_app(export_dir: str | Path, token: str | None = None,
     return app
 
 
+def _load_classifier(bundle, threads: int):
+    """The cloud model, loaded and tried once on zeros of the manifest's feature shape."""
+    import onnxruntime as ort
+
+    path = bundle.model_path("classifier")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ExportError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: "
+                          f"{first}); export the run again") from None
+    shape = bundle.feature_shape
+    try:
+        out = session.run(None, {"features": np.zeros((2, *shape), np.float32)})[0]
+    except Exception as exc:  # noqa: BLE001
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ExportError(f"{path} does not take features of the manifest's shape {list(shape)} "
+                          f"({type(exc).__name__}: {first}); the manifest does not belong to "
+                          "this model: export the run again") from None
+    if np.asarray(out).reshape(-1).shape != (2,):
+        raise ExportError(f"{path} answers shape {list(np.asarray(out).shape)} for 2 feature "
+                          "tensors, not one probability each; export the run again")
+    return session
+
+
 async def _read_limited(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) as soon as it is known to exceed `limit` bytes."""
     declared = request.headers.get("content-length")
@@ -192,11 +222,13 @@ def gunzip_limited(data: bytes, limit: int) -> bytes:
 
 def serve(export_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
           token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
-          threads: int = 0, log_level: str = "info") -> None:
+          threads: int = 0, log_level: str = "info",
+          manifest_sha256: str | None = None) -> None:
     """Run the service on uvicorn until interrupted."""
     import uvicorn
 
-    app = create_app(export_dir, token, max_body_bytes, threads=threads)
+    app = create_app(export_dir, token, max_body_bytes, threads=threads,
+                     manifest_sha256=manifest_sha256)
     if not app.state.auth and host not in LOOPBACK:
         print(f"warning: serving on {host} without a token; set --token or ${TOKEN_ENV}",
               file=sys.stderr)

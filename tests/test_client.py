@@ -177,7 +177,7 @@ def test_client_errors_say_what_to_do(live, tiny_export, photos, tmp_path):  # n
     with pytest.raises(ImageError, match="image file not found"):
         classify_images(live.url, tiny_export, [tmp_path / "none.png"], token=TOKEN)
     (tmp_path / "bad.png").write_bytes(b"not an image")
-    with pytest.raises(ImageError, match="cannot read image"):
+    with pytest.raises(ImageError, match="corrupt or unreadable image"):
         classify_images(live.url, tiny_export, [tmp_path / "bad.png"], token=TOKEN)
 
 

@@ -61,3 +61,58 @@ def test_the_run_records_the_crop_the_phone_must_apply(tmp_path, tiny_config):
     _write_preprocessing(cfg, paths)
     pre = json.loads(paths.preprocessing.read_text())
     assert pre["crop"] == "center:0.4" and "center:F" in pre["note"]
+
+
+def _png_bomb(path, side: int = 20000) -> None:
+    """A valid 1-bit PNG of side x side pixels: ~50 KB on disk, 400 MB once decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    row = b"\0" * (1 + (side + 7) // 8)  # filter byte + packed bits
+    z = zlib.compressobj(9)
+    idat = b"".join(z.compress(row) for _ in range(side)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat)
+                     + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module", params=[10000, 20000], ids=["100MP", "400MP"])
+def bomb(tmp_path_factory, request):
+    """100 MP: under Pillow's own limit (it would decode, ~300 MB); 400 MP: over it."""
+    path = tmp_path_factory.mktemp("bomb") / "bomb.png"
+    _png_bomb(path, request.param)
+    assert path.stat().st_size < 100_000
+    return path
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(bomb):
+    from deepobfuscator.preprocessing import ImageRefused, decode
+
+    with pytest.raises(ImageRefused, match=r"too large: .*bomb.png"):
+        decode(bomb)
+
+
+def test_training_data_skips_a_bomb_when_asked_and_names_it_otherwise(bomb, tmp_path):
+    from deepobfuscator.data.base import load_images
+
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((40, 30, 3), 200, np.uint8)).save(good)
+    images, keep = load_images([good, bomb], Preprocess(size=(16, 16)), on_bad_image="skip")
+    assert keep.tolist() == [True, False] and images.shape == (1, 16, 16, 3)
+    with pytest.raises(DataError, match="too large.*bomb.png.*on_bad_image=skip"):
+        load_images([good, bomb], Preprocess(size=(16, 16)))
+
+
+def test_the_client_refuses_a_bomb_in_one_line(bomb, tmp_path):
+    from deepobfuscator.deploy.preprocess_np import load_batch
+
+    with pytest.raises(ImageError, match="too large"):
+        load_batch([bomb], Preprocess(size=(16, 16)).to_dict())
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not an image at all")
+    with pytest.raises(ImageError, match="corrupt or unreadable image"):
+        load_batch([junk], Preprocess(size=(16, 16)).to_dict())

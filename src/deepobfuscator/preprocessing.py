@@ -17,9 +17,15 @@ The side is floor(F * shorter + 0.5): the same rounding in any language.
 from __future__ import annotations
 
 import math
+import warnings
+from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+# Decoded pixels allowed per image: a 48 MP phone photo passes; a 48 KB PNG that claims
+# 20000 x 20000 (1.2 GB decoded) is refused from its header, before any decoding.
+MAX_PIXELS = 50_000_000
 
 RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -80,3 +86,35 @@ def to_uint8(img: Image.Image, size: tuple[int, int] | list[int], crop: str,
     if img.size != (target_w, target_h):
         img = img.resize((target_w, target_h), RESAMPLE[resample])
     return np.asarray(img, dtype=np.uint8)
+
+
+class ImageRefused(ValueError):
+    """An image file that cannot or must not be decoded; the message names the file."""
+
+
+def decode(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open and decode one image file, checking its size from the header first."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageRefused(f"image file not found: {path}")
+    try:
+        with warnings.catch_warnings():  # Pillow's warning: the size check below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)  # reads the header only
+    except Image.DecompressionBombError as exc:  # Pillow's own, far higher, limit
+        raise ImageRefused(f"image too large: {path} ({exc})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ImageRefused(f"corrupt or unreadable image: {path} "
+                           f"({exc.__class__.__name__})") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        img.close()
+        raise ImageRefused(f"image too large: {path} is {w} x {h} pixels (more than "
+                           f"{max_pixels:,}); a decompression bomb or a photo to downscale first")
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        img.close()
+        raise ImageRefused(f"corrupt or unreadable image: {path} "
+                           f"({exc.__class__.__name__})") from None
+    return img

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..preprocessing import RESAMPLE, parse_crop, to_uint8
+from ..preprocessing import RESAMPLE, ImageRefused, decode, parse_crop, to_uint8
 
 NO_IDENTITY = -1
 NO_PARTITION = -1
@@ -72,14 +72,11 @@ def load_image(path: Path, preprocess: Preprocess) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"image file not found: {path} (check the data root and annotation files)")
     try:
-        with Image.open(path) as img:
-            img.load()
+        with decode(path) as img:
             return preprocess.apply(img)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(
-            f"corrupt or unreadable image: {path} ({exc.__class__.__name__}); "
-            "replace or delete it, or set data.on_bad_image=skip to skip such files"
-        ) from exc
+    except ImageRefused as exc:
+        raise DataError(f"{exc}; replace or delete it, or set data.on_bad_image=skip to skip "
+                        "such files") from None
 
 
 def load_images(

@@ -67,8 +67,14 @@ def bench(export_dir: str | Path, threads: Sequence[int] = (1, 2), runs: int = 1
 
 def _sample_photo(image: str | Path | None) -> tuple[Image.Image, str]:
     if image is not None:
-        with Image.open(image) as img:
-            return img.convert("RGB"), str(image)
+        from ..preprocessing import ImageRefused, decode
+        from .preprocess_np import ImageError
+
+        try:
+            with decode(image) as img:
+                return img.convert("RGB"), str(image)
+        except ImageRefused as exc:
+            raise ImageError(str(exc)) from None
     from ..data.synthfaces import generate_synthfaces
 
     ds = generate_synthfaces(1, 1, ORIGINAL_SIZE, seed=0)

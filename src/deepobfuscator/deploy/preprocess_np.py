@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .. import preprocessing
 from ..preprocessing import RESAMPLE, parse_crop
@@ -54,15 +54,11 @@ def load_batch(paths: Sequence[str | Path], pre: dict) -> np.ndarray:
     check_settings(pre)
     out = []
     for p in paths:
-        path = Path(p)
-        if not path.is_file():
-            raise ImageError(f"image file not found: {path}")
         try:
-            with Image.open(path) as img:
-                img.load()
+            with preprocessing.decode(p) as img:
                 out.append(to_uint8(img, pre))
-        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-            raise ImageError(f"cannot read image {path} ({exc.__class__.__name__}: {exc})") from exc
+        except preprocessing.ImageRefused as exc:
+            raise ImageError(str(exc)) from None
     if not out:
         raise ImageError("no images given")
     return to_input(np.stack(out))

@@ -131,7 +131,7 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
                   AuditSettings(seed=seed, max_epochs=args.max_epochs,
                                 whitebox_images=args.whitebox_images,
                                 whitebox_steps=args.whitebox_steps, wire="int8",
-                                progress=False))
+                                threads=args.threads, progress=False))
 
 
 def figures(a: dict) -> dict:

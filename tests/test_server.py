@@ -130,14 +130,28 @@ def test_gzip_bodies_answer_the_same(server):
     assert r.json() == plain
 
 
+def _declare(n: int, dtype: str) -> bytes:
+    """The header of a float batch of n (16, 8, 8) feature tensors, nothing behind it."""
+    return struct.pack("<4sBBBB4I", b"DOBF", wire.VERSION, wire.DTYPES[dtype], 0, 4, n, 16, 8,
+                       8)
+
+
 BAD_GZIP = {
     "not_gzip": (wire.encode(_features(1)), 400, "bad_encoding"),
     "truncated": (gzip.compress(wire.encode(_features(1)))[:-12], 400, "bad_encoding"),
     "trailing": (gzip.compress(wire.encode(_features(1))) + b"junk", 400, "bad_encoding"),
     "bad_crc": (_patch(gzip.compress(wire.encode(_features(1))), -8, b"\0\0\0\0"), 400,
                 "bad_encoding"),
-    # 64 KiB + 1 of zeros packs into ~100 bytes: refused once inflated past the body limit
-    "bomb": (gzip.compress(bytes(MAX_BODY + 1)), 413, "too_large"),
+    # 64 KiB + 1 of zeros packs into ~100 bytes: refused from its first bytes (no header)
+    "bomb": (gzip.compress(bytes(MAX_BODY + 1)), 400, "bad_magic"),
+    # a valid header declaring far more images than the batch limit, zeros behind it
+    "bomb_declared_batch": (gzip.compress(_declare(1_398_099, "float32") + bytes(MAX_BODY)),
+                            413, "batch_too_large"),
+    # within the batch limit, but more bytes than the body limit
+    "bomb_declared_size": (gzip.compress(_declare(30, "float32") + bytes(MAX_BODY)), 413,
+                           "too_large"),
+    "longer_than_declared": (gzip.compress(wire.encode(_features(1)) + bytes(100)), 400,
+                             "length_mismatch"),
     "empty_inflated": (gzip.compress(b""), 400, "empty"),
     "garbage_inflated": (gzip.compress(b"DOBF\x02junk"), 400, "bad_dtype"),
 }
@@ -273,3 +287,28 @@ def test_a_pinned_manifest_hash_refuses_any_other_export(tiny_export):  # noqa: 
     assert create_app(tiny_export, manifest_sha256=digest.upper()).state.bundle
     with pytest.raises(ExportError, match="is not the pinned"):
         create_app(tiny_export, manifest_sha256="0" * 64)
+
+
+def test_a_small_gzip_body_cannot_make_the_server_inflate_a_huge_batch():
+    """The hardening issue's body: 16 KB of gzip that inflates into a valid 16 MiB batch of
+    1,398,099 images. Refused from its header: the server never holds the inflated batch."""
+    import tracemalloc
+
+    from deepobfuscator.deploy.server import ApiError
+    from deepobfuscator.deploy.server import _features as body_to_features
+
+    n = (16 * 1024 * 1024 - wire.HEADER_BYTES) // 12  # int8 (1, 2, 2): 8 B params + 4 B
+    assert n == 1_398_099
+    raw = struct.pack("<4sBBBB4I", b"DOBF", wire.VERSION, 3, 1, 4, n, 1, 2, 2)
+    raw += bytes(8 * n) + bytes(4 * n)  # per-tensor int8 params + payload
+    packed = gzip.compress(raw, 9)
+    assert len(packed) < 64 * 1024 and len(raw) > 8 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(ApiError) as err:
+            body_to_features(packed, True, (1, 2, 2), 16 * 1024 * 1024, 256)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert err.value.status_code == 413 and err.value.code == "batch_too_large"
+    assert peak < 1024 * 1024  # far below the 16 MiB the body inflates to

@@ -62,7 +62,8 @@ def cmd_config(args: argparse.Namespace) -> int:
 def audit_settings(args: argparse.Namespace):
     from .audit import AuditSettings
 
-    return AuditSettings(seed=args.seed, device=args.device, max_epochs=args.max_epochs,
+    return AuditSettings(seed=args.seed, device=args.device, threads=args.threads,
+                         max_epochs=args.max_epochs,
                          whitebox_images=args.whitebox_images,
                          whitebox_steps=args.whitebox_steps, wire=args.wire,
                          progress=not args.quiet)
@@ -92,7 +93,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.out), quick=args.quick, progress=not args.quiet)
+    run_demo(Path(args.out), quick=args.quick, progress=not args.quiet, threads=args.threads)
     return 0
 
 
@@ -132,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     def audit_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--seed", type=int, default=0, help="attackers' seed")
         sp.add_argument("--device", default="auto", help="attackers' device")
+        sp.add_argument("--threads", type=int, default=0,
+                        help="CPU threads (default 0: the cores other processes leave free; "
+                        "docs/configuration.md)")
         sp.add_argument("--max-epochs", type=int, default=30,
                         help="cap on each attacker's epochs")
         sp.add_argument("--whitebox-images", type=int, default=32)
@@ -164,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     d.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.add_argument("--threads", type=int, default=0,
+                   help="CPU threads (default 0: the cores other processes leave free; "
+                   "docs/configuration.md)")
     d.set_defaults(func=cmd_demo)
     register(sub)  # export, serve, classify, bench
     return p

@@ -183,7 +183,7 @@ class Config:
     preset: str = "cpu"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    threads: int = 0  # 0 = torch default
+    threads: int = 0  # CPU threads; 0 = auto: the cores other processes leave free (threads.py)
     precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and GPU
     data: DataConfig = field(default_factory=DataConfig)

@@ -25,20 +25,20 @@ DEMO_ATTACK_EPOCHS = 5
 DEMO_WHITEBOX = {"whitebox_images": 8, "whitebox_steps": 100}
 
 
-def demo_configs(quick: bool = False) -> dict[str, Config]:
-    extra = QUICK_OVERRIDES if quick else []
+def demo_configs(quick: bool = False, threads: int = 0) -> dict[str, Config]:
+    extra = [*(QUICK_OVERRIDES if quick else []), f"threads={threads}"]
     return {
         "baseline": load_config("cpu", [*NO_PRIVACY_OVERRIDES, *extra]),
         "obfuscated": load_config("cpu", extra),
     }
 
 
-def run_demo(out: Path, quick: bool = False, progress: bool = True) -> Path:
+def run_demo(out: Path, quick: bool = False, progress: bool = True, threads: int = 0) -> Path:
     """Train both runs into out/, audit them into out/audit; returns the audit folder."""
     out = Path(out)
     t0 = time.time()
     runs = {}
-    for name, cfg in demo_configs(quick).items():
+    for name, cfg in demo_configs(quick, threads).items():
         print(f"== training {name} on synthfaces ({out / name})")
         if "baseline" in runs and start_from_baseline(cfg, out / name, runs["baseline"]):
             print("   stage 1 (task) is the baseline's, bit for bit: starting from its checkpoint")
@@ -47,10 +47,11 @@ def run_demo(out: Path, quick: bool = False, progress: bool = True) -> Path:
     # the baseline they still pass the audit's strength checks (`deepobfuscator audit`
     # defaults to 30 epochs with early stopping)
     settings = AuditSettings(max_epochs=DEMO_ATTACK_EPOCHS, wire="int8", progress=progress,
-                             **DEMO_WHITEBOX)
+                             threads=threads, **DEMO_WHITEBOX)
     if quick:
         settings = AuditSettings(max_epochs=2, whitebox_images=4, whitebox_steps=10,
-                                 grid_images=4, wire="int8", progress=progress)
+                                 grid_images=4, wire="int8", progress=progress,
+                                 threads=threads)
     print("== auditing with fresh attackers")
     result = audit(runs["obfuscated"], runs["baseline"], out / "audit", settings)
     print()

@@ -36,6 +36,7 @@ from ..models import Models, feature_shape
 from ..models.budget import phone_budget
 from ..precision import resolve_precision
 from ..runs import RunError, RunPaths, load_run
+from ..threads import use_threads
 from ..training.trainer import resolve_device
 from .features import (
     check_wire,
@@ -59,6 +60,7 @@ class AuditSettings:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
+    threads: int = 0  # CPU threads; 0 = the cores other processes leave free (threads.py)
     max_epochs: int = 30
     patience: int = 4
     max_attack_seconds: float = 0.0  # per attacker; 0 = until early stopping
@@ -86,6 +88,7 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
     device = resolve_device(s.device)
     precision = resolve_precision(s.precision, device)
     check_wire(s.wire)
+    use_threads(s.threads)
     t0 = time.time()
     runs = {"obfuscated": run_dir}
     if baseline_dir is not None:

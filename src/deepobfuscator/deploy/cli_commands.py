@@ -115,7 +115,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--token", default=None,
                    help="require 'Authorization: Bearer TOKEN' (default: $DEEPOBFUSCATOR_TOKEN)")
     s.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
-    s.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0 = default)")
+    s.add_argument("--threads", type=int, default=0,
+                   help="onnxruntime threads (0: the cores other processes leave free)")
     s.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn log level (info logs every request)")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..threads import resolve_threads
 from . import wire
 from .manifest import ExportBundle, load_export
 from .preprocess_np import load_batch
@@ -32,7 +33,7 @@ class DeviceObfuscator:
 
         self.bundle: ExportBundle = load_export(export_dir)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        opts.intra_op_num_threads = resolve_threads(threads)  # 0: the free cores
         self.session = ort.InferenceSession(str(self.bundle.model_path("obfuscator")), opts,
                                             providers=["CPUExecutionProvider"])
         self._rng = np.random.default_rng()  # unseeded: the noise must not be predictable

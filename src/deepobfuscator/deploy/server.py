@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..threads import resolve_threads
 from . import wire
 from .manifest import MANIFEST, ExportError, load_export, sha256_file
 
@@ -133,18 +134,13 @@ def create_app(export_dir: str | Path, token: str | None = None,
     async def classify(request: Request) -> ClassifyResponse:
         body = await _read_limited(request, max_body_bytes)
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding in ("gzip", "x-gzip"):
-            body = await run_in_threadpool(gunzip_limited, body, max_body_bytes)
-        elif encoding not in ("identity", ""):
+        if encoding not in ("gzip", "x-gzip", "identity", ""):
             raise ApiError(415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not "
                            "supported: send gzip or no Content-Encoding")
-        try:
-            z = wire.decode(body, expected_shape=bundle.feature_shape, max_bytes=max_body_bytes)
-        except wire.WireError as exc:
-            raise ApiError(413 if exc.code == "too_large" else 400, exc.code, str(exc)) from exc
-        if len(z) > max_batch:
-            raise ApiError(413, "batch_too_large",
-                           f"batch of {len(z)} feature tensors > limit {max_batch}; split it")
+        # off the event loop: inflating and decoding a batch takes milliseconds, and
+        # /healthz must not wait for them
+        z = await run_in_threadpool(_features, body, encoding in ("gzip", "x-gzip"),
+                                    bundle.feature_shape, max_body_bytes, max_batch)
         probs = (await run_in_threadpool(session.run, None, {"features": z}))[0]
         probs = np.asarray(probs, np.float64).reshape(-1)
         if not np.isfinite(probs).all():  # extreme inputs can overflow inside the network
@@ -165,7 +161,7 @@ def _load_classifier(bundle, threads: int):
 
     path = bundle.model_path("classifier")
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = resolve_threads(threads)  # 0: the free cores
     try:
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
@@ -203,14 +199,65 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(buf)
 
 
-def gunzip_limited(data: bytes, limit: int) -> bytes:
-    """A gzip body, inflated to at most `limit` bytes: a small bomb cannot become a big body."""
-    d = zlib.decompressobj(wbits=31)  # gzip header and trailer, CRC checked
+def _checked_header(prefix: bytes, shape: tuple[int, int, int], limit: int,
+                    max_batch: int) -> wire.Header:
+    """The body's declared batch and size, refused before the rest is inflated or decoded."""
     try:
-        out = d.decompress(data, limit + 1)
+        head = wire.read_header(prefix, expected_shape=shape)
+    except wire.WireError as exc:
+        raise ApiError(400, exc.code, str(exc)) from exc
+    n = head.shape[0]
+    if n > max_batch:
+        raise ApiError(413, "batch_too_large",
+                       f"batch of {n} feature tensors > limit {max_batch}; split it")
+    if head.total_bytes > limit:
+        raise ApiError(413, "too_large", f"a batch of {n} needs {head.total_bytes} bytes > "
+                       f"limit {limit}; send fewer images per request")
+    return head
+
+
+def _features(body: bytes, gzipped: bool, shape: tuple[int, int, int], limit: int,
+              max_batch: int) -> np.ndarray:
+    """A request body -> float32 features, checking the declared batch and size from the
+    header first: a small gzip body cannot inflate into a huge batch."""
+    if gzipped:
+        body = gunzip_limited(body, limit, lambda prefix: _checked_header(
+            prefix, shape, limit, max_batch).total_bytes)
+    else:
+        _checked_header(body[:wire.HEADER_BYTES], shape, limit, max_batch)
+    try:
+        return wire.decode(body, expected_shape=shape, max_bytes=limit)
+    except wire.WireError as exc:
+        raise ApiError(413 if exc.code == "too_large" else 400, exc.code, str(exc)) from exc
+
+
+def gunzip_limited(data: bytes, limit: int, size_from_header=None) -> bytes:
+    """A gzip body, inflated to at most `limit` bytes: a small bomb cannot become a big body.
+
+    size_from_header(prefix) -> bytes: given the first wire.HEADER_BYTES inflated bytes,
+    the body's declared size (or an ApiError); the rest is inflated only up to it.
+    """
+    d = zlib.decompressobj(wbits=31)  # gzip header and trailer, CRC checked
+    declared = None
+    try:
+        out = b""
+        if size_from_header is not None:
+            out = d.decompress(data, wire.HEADER_BYTES)
+            rest = d.unconsumed_tail
+            while len(out) < wire.HEADER_BYTES and rest:
+                out += d.decompress(rest, wire.HEADER_BYTES - len(out))
+                rest = d.unconsumed_tail
+            declared = size_from_header(out)
+            limit, data = min(limit, declared), rest
+        out += d.decompress(data, max(1, limit + 1 - len(out)))  # 0 would mean "no limit"
     except zlib.error as exc:
         raise ApiError(400, "bad_encoding", f"body is not valid gzip ({exc})") from exc
-    if len(out) > limit or d.unconsumed_tail:
+    if d.eof and d.unused_data:  # (with max_length, zlib also leaves it in unconsumed_tail)
+        raise ApiError(400, "bad_encoding", "bytes after the end of the gzip stream")
+    if len(out) > limit or (d.unconsumed_tail and not d.eof):
+        if declared is not None and limit == declared:
+            raise ApiError(400, "length_mismatch", f"gzip body inflates beyond the {declared} "
+                           "bytes its header declares")
         raise ApiError(413, "too_large", f"gzip body inflates beyond the limit of {limit} "
                        "bytes; send fewer images per request")
     if not d.eof:

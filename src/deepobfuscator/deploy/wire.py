@@ -29,6 +29,7 @@ float16 keeps 11 significant bits (relative error <= 2^-11) and rejects values a
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -115,18 +116,37 @@ def _affine_params(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return scale, zero
 
 
-def decode(data: bytes, expected_shape: tuple[int, ...] | None = None,
-           max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
-    """Bytes -> float32 features (N, C, H, W). Raises WireError naming what is wrong.
+HEADER_BYTES = _FIXED + 4 * NDIM  # what read_header needs: fixed fields and the shape
 
-    expected_shape: the model's per-item feature shape (C, H, W) from the manifest.
-    """
+
+@dataclass(frozen=True)
+class Header:
+    """What a body's first HEADER_BYTES declare: enough to size and refuse it early."""
+
+    code: int
+    quant: int
+    shape: tuple[int, int, int, int]
+
+    @property
+    def params(self) -> int:
+        return _param_count(self.quant, self.shape[0], self.shape[1])
+
+    @property
+    def payload_offset(self) -> int:
+        return HEADER_BYTES + 8 * self.params
+
+    @property
+    def total_bytes(self) -> int:
+        count = int(np.prod(self.shape, dtype=object))  # Python ints: no overflow
+        return self.payload_offset + count * _NP[self.code].itemsize
+
+
+def read_header(data: bytes, expected_shape: tuple[int, ...] | None = None) -> Header:
+    """Parse and check the header at the start of `data` (a prefix of the body is enough).
+    Raises WireError naming what is wrong."""
     size = len(data)
     if size == 0:
         raise WireError("empty body: send a feature batch in the wire format", "empty")
-    if size > max_bytes:
-        raise WireError(f"body too large: {size} bytes > limit {max_bytes}; send fewer "
-                        "images per request", "too_large")
     if size < _FIXED:
         raise WireError(f"truncated header: {size} bytes, the fixed header alone is {_FIXED}",
                         "truncated")
@@ -148,7 +168,7 @@ def decode(data: bytes, expected_shape: tuple[int, ...] | None = None,
                         f"(valid: {list(want_quant)})", "bad_quantization")
     if ndim != NDIM:
         raise WireError(f"ndim {ndim} not supported: features are (N, C, H, W)", "bad_shape")
-    if size < _FIXED + 4 * ndim:
+    if size < HEADER_BYTES:
         raise WireError("truncated header: the shape is cut off", "truncated")
     shape = struct.unpack_from(f"<{ndim}I", data, _FIXED)
     if min(shape) < 1:
@@ -156,10 +176,23 @@ def decode(data: bytes, expected_shape: tuple[int, ...] | None = None,
     if expected_shape is not None and tuple(shape[1:]) != tuple(expected_shape):
         raise WireError(f"feature shape mismatch: body has (C, H, W) = {tuple(shape[1:])}, "
                         f"this model expects {tuple(expected_shape)}", "shape_mismatch")
-    k = _param_count(quant, shape[0], shape[1])
-    offset = _FIXED + 4 * ndim + 8 * k
-    count = int(np.prod(shape, dtype=object))  # Python ints: a forged shape cannot overflow
-    expected = offset + count * _NP[code].itemsize
+    return Header(code, quant, tuple(shape))  # type: ignore[arg-type]
+
+
+def decode(data: bytes, expected_shape: tuple[int, ...] | None = None,
+           max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
+    """Bytes -> float32 features (N, C, H, W). Raises WireError naming what is wrong.
+
+    expected_shape: the model's per-item feature shape (C, H, W) from the manifest.
+    """
+    size = len(data)
+    if size > max_bytes:
+        raise WireError(f"body too large: {size} bytes > limit {max_bytes}; send fewer "
+                        "images per request", "too_large")
+    head = read_header(data, expected_shape)
+    code, quant, shape, ndim = head.code, head.quant, head.shape, NDIM
+    k, offset, expected = head.params, head.payload_offset, head.total_bytes
+    count = int(np.prod(shape, dtype=object))
     if size != expected:
         kind = "truncated" if size < expected else "length_mismatch"
         raise WireError(f"length mismatch: shape {shape} as {_name(code)} needs {expected} "

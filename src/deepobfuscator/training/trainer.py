@@ -33,6 +33,7 @@ from ..models.budget import phone_budget
 from ..precision import autocast, memory_format, resolve_precision
 from ..privacy import fixed_noise_image, settings_for_size
 from ..runs import RunError, RunPaths
+from ..threads import use_threads
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, versions
 from .distributed import Dist, GradSync, shard, state_checksum
 from .evaluate import evaluate
@@ -96,8 +97,9 @@ def _train(cfg: Config, out_dir: Path, progress: bool, restart: bool, d: Dist) -
         if progress:
             print(f"{paths.root}: training already complete")
         return paths.root
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    threads = use_threads(cfg.threads)  # 0: the cores nobody else is busy on (threads.py)
+    if progress and cfg.threads == 0:
+        print(f"threads: {threads} (auto: free cores now; set threads=N to fix it)")
     device = d.device(resolve_device(cfg.device))
     roles = d.main_first(lambda: make_splits(cfg))  # rank 0 fills the data cache first
 

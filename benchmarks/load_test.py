@@ -2,6 +2,7 @@
 
     python benchmarks/load_test.py EXPORT_DIR [--clients 8] [--duration 10] [--batch 1]
                                               [--no-compress] [--server-threads 1]
+    python benchmarks/load_test.py EXPORT_DIR --bombs 64 [--duration 10]
 
 Starts `deepobfuscator serve` in a subprocess on a free loopback port (with a token,
 access log off), then runs --clients concurrent clients (asyncio + httpx, one
@@ -11,6 +12,12 @@ gzip-compressed where that helps, as `deepobfuscator classify` sends them, for
 exits 1 if any request failed. The features are the obfuscator's real output on
 rendered faces, so the payload size is the real one. Clients and server share this
 machine's cores: on a 2-core machine the figures are a floor, not a server capacity.
+
+--bombs N: N clients instead send, as fast as they can, the hardening issue's body: about
+16 KB of gzip that inflates into a valid 16 MiB int8 batch of 1,398,099 images (a
+per-tensor (1, 2, 2) header, zeros behind it). Meanwhile a probe GETs /healthz every 50
+ms. Prints the bomb answers (all should be 413), /healthz p50/p99/max latency and the
+server's peak memory (VmHWM); exits 1 if /healthz p99 >= 50 ms or a bomb got a 200.
 """
 
 from __future__ import annotations
@@ -113,6 +120,64 @@ async def run_load(url: str, bodies: list[bytes], clients: int, duration: float,
             "p99_ms": round(float(np.percentile(lat, 99)), 2) if lat else None}
 
 
+def bomb_body(shape: tuple[int, int, int]) -> bytes:
+    """A gzip body that inflates into a valid 16 MiB per-tensor int8 batch of `shape`."""
+    import gzip
+    import struct
+
+    from deepobfuscator.deploy import wire
+
+    per = 8 + int(np.prod(shape))  # scale + zero point, then the payload, per image
+    n = (16 * 1024 * 1024 - wire.HEADER_BYTES) // per
+    head = struct.pack("<4sBBBB4I", wire.MAGIC, wire.VERSION, wire.DTYPES["int8"],
+                       wire.QUANT_TENSOR, 4, n, *shape)
+    return gzip.compress(head + bytes(per * n), 9)
+
+
+async def run_bombs(base: str, clients: int, duration: float,
+                    shape: tuple[int, int, int]) -> dict:
+    import threading
+
+    body = bomb_body(shape)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Encoding": "gzip"}
+    codes: dict[int, int] = {}
+    health: list[float] = []
+    stop = time.perf_counter() + duration
+
+    async def bomber() -> None:
+        async with httpx.AsyncClient(timeout=30) as http:
+            while time.perf_counter() < stop:
+                r = await http.post(f"{base}/v1/classify", content=body, headers=headers)
+                codes[r.status_code] = codes.get(r.status_code, 0) + 1
+
+    def probe() -> None:  # its own thread and connection: not queued behind the bombers
+        with httpx.Client(timeout=30) as http:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                http.get(f"{base}/healthz")
+                health.append((time.perf_counter() - t0) * 1e3)
+                time.sleep(0.05)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    await asyncio.gather(*(bomber() for _ in range(clients)))
+    prober.join()
+    return {"bomb_bytes": len(body), "answers": codes, "healthz_probes": len(health),
+            "healthz_p50_ms": round(float(np.percentile(health, 50)), 2),
+            "healthz_p99_ms": round(float(np.percentile(health, 99)), 2),
+            "healthz_max_ms": round(max(health), 2)}
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("export", type=Path, help="export folder from `deepobfuscator export`")
@@ -122,7 +187,28 @@ def main() -> int:
     p.add_argument("--server-threads", type=int, default=1, help="onnxruntime threads")
     p.add_argument("--no-compress", action="store_true", help="send bodies without gzip")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--bombs", type=int, default=0,
+                   help="instead: this many clients sending gzip bombs, /healthz probed")
     args = p.parse_args()
+    if args.bombs:
+        port = free_port()
+        proc = start_server(args.export, port, args.server_threads)
+        try:
+            idle = peak_rss_mb(proc.pid)
+            from deepobfuscator.deploy.manifest import load_export
+
+            shape = load_export(args.export).feature_shape
+            res = asyncio.run(run_bombs(f"http://127.0.0.1:{port}", args.bombs, args.duration,
+                                        shape))
+            res.update(server_peak_mb=peak_rss_mb(proc.pid), server_start_mb=idle,
+                       clients=args.bombs, seconds=args.duration)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+        print(json.dumps(res, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2) + "\n")
+        return 1 if res["healthz_p99_ms"] >= 50 or res["answers"].get(200) else 0
     compress = not args.no_compress
     bodies, compress = make_bodies(args.export, args.batch, compress)
     port = free_port()

@@ -19,14 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-TASK = ["train", "--quiet", "privacy.method=none", "data.synth_images=2000",
-        "train.task.epochs=2"]
+TASK = ["train", "privacy.method=none", "data.synth_images=2000", "train.task.epochs=2"]
 
 
 def timed(argv: list[str], threads: int, out: Path, demo: bool) -> float:
-    cmd = [sys.executable, "-m", "deepobfuscator", *argv]
-    cmd += ["--out", str(out), "--threads", str(threads)] if demo else \
-        ["--out", str(out), f"threads={threads}"]
+    # options first, then the key=value overrides (argparse's positional tail)
+    cmd = [sys.executable, "-m", "deepobfuscator", argv[0], "--quiet", "--out", str(out)]
+    cmd += ["--threads", str(threads)] if demo else [*argv[1:], f"threads={threads}"]
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
@@ -38,7 +37,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[0, 2, 1])
     ap.add_argument("--demo", action="store_true", help="time the whole demo (minutes each)")
     args = ap.parse_args()
-    argv = ["demo", "--quiet"] if args.demo else TASK
+    argv = ["demo"] if args.demo else TASK
     # warm the data cache once so every timing measures compute, not decoding
     work = Path(tempfile.mkdtemp(prefix="contention-"))
     if not args.demo:

@@ -210,3 +210,39 @@ def test_an_unknown_upload_format_is_refused_before_any_work(demo_out, tmp_path)
     with pytest.raises(RunError, match="unknown upload format 'int4'.*int8"):
         audit(runs["obfuscated"], None, tmp_path / "x", AuditSettings(wire="int4"))
     assert not (tmp_path / "x").exists()
+
+
+def test_a_run_is_attacked_and_scored_on_data_it_never_saw(tmp_path, tiny_config):
+    """Cross-dataset audit: another face population (synthfaces of another seed), with its
+    own private attributes, prepared with the run's preprocessing, not the config's."""
+    run = train(tiny_config(), tmp_path / "run", progress=False)  # deepobfuscator: Male, Young
+    other = tmp_path / "other.yaml"
+    other.write_text("data:\n  source: synthfaces\n  synth_seed: 7\n  synth_images: 200\n"
+                     "  synth_images_per_identity: 10\n  task: Smiling\n"
+                     "  private: [Male, Eyeglasses]\n  image_size: [48, 48]\n  crop: none\n")
+    from dataclasses import replace
+
+    out = audit(run, None, tmp_path / "audit", replace(FAST, data_config=str(other)))
+    res = json.loads((out / "audit.json").read_text())
+    obf = res["runs"]["obfuscated"]
+    assert set(obf["attributes"]) == {"Smiling", "Male", "Eyeglasses"}
+    assert set(obf["training_adversaries"]) == {"Male"}  # the run's names the data also has
+    d = res["data"]
+    assert d["trained_on"]["private"] == ["Male", "Young"]
+    assert d["audited_on"]["config"] == str(other)
+    assert d["audited_on"]["image_size"] == [32, 32] and d["audited_on"]["crop"] == "square"
+    assert d["attacker"]["images"] + d["test"]["images"] < 200  # the other data's roles
+    own = audit(run, None, tmp_path / "own", FAST)
+    own_res = json.loads((own / "audit.json").read_text())
+    assert own_res["data"]["audited_on"] == "the run's own attacker and test splits"
+    assert obf["utility"]["accuracy"] != own_res["runs"]["obfuscated"]["utility"]["accuracy"]
+    assert "Cross-dataset audit" in (out / "report.md").read_text()
+    assert "Cross-dataset audit" not in (own / "report.md").read_text()
+
+
+def test_audit_takes_a_data_config_on_the_command_line(tmp_path):
+    from deepobfuscator.cli import audit_settings, build_parser
+
+    args = build_parser().parse_args(["audit", "RUN", "--data", "configs/lfw-shared.yaml"])
+    assert audit_settings(args).data_config == "configs/lfw-shared.yaml"
+    assert audit_settings(build_parser().parse_args(["audit", "RUN"])).data_config == ""

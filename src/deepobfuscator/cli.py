@@ -63,6 +63,7 @@ def audit_settings(args: argparse.Namespace):
     from .audit import AuditSettings
 
     return AuditSettings(seed=args.seed, device=args.device, threads=args.threads,
+                         data_config=getattr(args, "data", None) or "",
                          max_epochs=args.max_epochs,
                          whitebox_images=args.whitebox_images,
                          whitebox_steps=args.whitebox_steps, wire=args.wire,
@@ -149,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("run", help="run folder from `deepobfuscator train`")
     a.add_argument("--baseline", help="a no-privacy run (privacy.method=none) on the same data")
     a.add_argument("--out", help="output folder (default: RUN/audit)")
+    a.add_argument("--data", metavar="CONFIG",
+                   help="attack and score on the data of this config file (its attacker and "
+                   "test splits, task and private attributes) instead of the run's: e.g. a "
+                   "CelebA-trained run on configs/lfw-shared.yaml; the run's preprocessing "
+                   "is applied")
     audit_args(a)
     a.set_defaults(func=cmd_audit)
 

@@ -155,6 +155,28 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def _data_lines(data: dict) -> list[str]:
+    """Which data trained the obfuscator and which data the attackers and scores used."""
+    def where(d: dict) -> str:
+        return (f"{d['source']} (`{d['root'] or 'generated'}`), task {d['task']}, private "
+                f"{', '.join(d['private'])}")
+
+    if "trained_on" not in data:
+        return []
+    lines = [f"Data: the obfuscator was trained on {where(data['trained_on'])}. "]
+    audited = data.get("audited_on")
+    if isinstance(audited, dict):
+        lines[0] += (f"**Cross-dataset audit:** attackers trained and scored on "
+                     f"{where(audited)} from `{audited['config']}` ({data['attacker']['source']} "
+                     f"attacker split, {data['test']['source']} test split), every photo "
+                     f"prepared with the run's preprocessing ({audited['crop']} crop, "
+                     f"{audited['image_size'][0]} x {audited['image_size'][1]} px): faces the "
+                     "obfuscator never saw.")
+    else:
+        lines[0] += "Attackers and scores used the run's own attacker and test splits."
+    return [*lines, ""]
+
+
 def render_markdown(results: dict, figs: dict[str, Path], out: Path) -> str:
     rows = verdict_rows(results)
     lines = ["# Privacy audit", ""]
@@ -163,6 +185,7 @@ def render_markdown(results: dict, figs: dict[str, Path], out: Path) -> str:
               f"({results['data']['attacker']['images']} images) after the obfuscator was "
               f"frozen, and scored on the test split ({results['data']['test']['images']} "
               "images), which nobody trained on.", ""]
+    lines += _data_lines(results.get("data", {}))
     lines += ["## Verdict", "", "| figure | baseline (no privacy) | obfuscated | chance | change |",
               "|---|---|---|---|---|"]
     for r in rows:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,9 @@ class AuditSettings:
     # what the attackers and the cloud receive: the features after a round trip through
     # the upload format ("int8" is the deployment default; "float32" is lossless)
     wire: str = "float32"
+    # a config file whose data section supplies the attacker and test roles (cross-dataset
+    # audit: a run trained on one dataset attacked on faces it never saw); "" = the run's
+    data_config: str = ""
     progress: bool = True
 
     def fit_settings(self, device: torch.device, precision: str, lr: float = 1e-3) -> FitSettings:
@@ -98,7 +101,15 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
     cfg = loaded["obfuscated"][0]
     if "baseline" in loaded:
         _check_comparable(cfg, loaded["baseline"][0], runs)
-    roles = _splits(cfg, run_dir)
+    trained_on = _data_summary(cfg)
+    if s.data_config:
+        # every run keeps its networks; the data it is attacked on is the audit's, prepared
+        # with the run's own preprocessing (what its phones would do to those photos)
+        cfg = _with_audit_data(cfg, s.data_config)
+        loaded = {k: (replace(c, data=cfg.data), m) for k, (c, m) in loaded.items()}
+        roles = _foreign_splits(cfg, run_dir)
+    else:
+        roles = _splits(cfg, run_dir)
     attrs = [cfg.data.task, *cfg.data.private]
 
     results: dict = {"runs": {}, "warnings": []}
@@ -128,7 +139,11 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
     results["runs_dirs"] = {k: str(v) for k, v in runs.items()}
     results["config"] = cfg.to_dict()
     results["data"] = {role: {"images": len(ds), "source": ds.source}
-                       for role, ds in roles.items()}
+                       for role, ds in roles.items() if role in ("attacker", "test")}
+    results["data"]["trained_on"] = trained_on
+    results["data"]["audited_on"] = ({"config": s.data_config, **_data_summary(cfg)}
+                                     if s.data_config else "the run's own attacker and test "
+                                     "splits")
     results["feature_shape"] = list(feature_shape(cfg))
     results["seconds"] = round(time.time() - t0, 1)
     for w in results["warnings"]:
@@ -139,6 +154,41 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
 
     write_report(out, results, grid)
     return out
+
+
+def _data_summary(cfg: Config) -> dict:
+    d = cfg.data
+    return {"source": d.source, "root": d.root, "task": d.task, "private": list(d.private),
+            "image_size": list(d.image_size), "crop": d.crop}
+
+
+def _with_audit_data(cfg: Config, path: str) -> Config:
+    """The run's config with the audit's data section (its roles, task and private
+    attributes), keeping the run's image size and crop, and the run's seed for the splits."""
+    from ..config import load_config
+
+    audit_cfg = load_config(path, [f"seed={cfg.seed}"])
+    data = replace(audit_cfg.data, image_size=list(cfg.data.image_size), crop=cfg.data.crop)
+    return replace(cfg, data=data)
+
+
+def _foreign_splits(cfg: Config, run_dir: Path) -> dict:
+    """The audit data's roles, minus any photo the run's defender trained or validated on
+    (the same file name in the same kind of source)."""
+    roles = make_splits(cfg)
+    used: set[str] = set()
+    for role in ("defender_train", "defender_val"):
+        path = RunPaths(run_dir).splits / f"{role}.json"
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("source") == cfg.data.source:
+                used |= set(saved.get("files", []))
+    for role in ("attacker", "test"):
+        ds = roles[role]
+        keep = np.array([f not in used for f in ds.files], dtype=bool)
+        if not keep.all():
+            roles[role] = ds.subset(np.flatnonzero(keep))
+    return roles
 
 
 def _load(path: Path, device: torch.device) -> tuple[Config, Models]:
@@ -237,7 +287,10 @@ def _audit_one(name: str, cfg: Config, models: Models, roles: dict, attrs: list[
 
     # the run's own training-time adversaries, for the "beat only its own adversary" check
     if trains_attackers(cfg):
-        own = training_adversary_scores(models, test.features, cfg.data.private, device)
+        # by the run's own attribute names, those the test data also has (a cross-dataset
+        # audit may name them differently)
+        names = [a for a in models.adversaries.keys() if a in test.attributes]
+        own = training_adversary_scores(models, test.features, names, device)
         r["training_adversaries"] = {
             a: {"balanced_accuracy": balanced_accuracy(test.attributes[a], v, 0.5),
                 "auc": roc_auc(test.attributes[a], v)} for a, v in own.items()}

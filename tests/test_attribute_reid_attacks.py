@@ -146,3 +146,31 @@ def test_dlib_embed_is_optional():
         pytest.skip("dlib and face_recognition_models are not installed")
     e = dlib_embed(x)
     assert e is not None and e.shape == (2, 128)
+
+
+def test_verification_pairs_are_balanced_and_name_same_and_different_people():
+    from deepobfuscator.attacks.reid import verification_pairs
+
+    ids = np.repeat(np.arange(12), [1, 2, 3, 4, 1, 2, 5, 1, 1, 2, 3, 1])
+    a, b, same = verification_pairs(ids, seed=0)
+    assert same.sum() == (~same).sum() > 0
+    assert (ids[a][same] == ids[b][same]).all() and (a[same] != b[same]).all()
+    assert (ids[a][~same] != ids[b][~same]).all()
+    again = verification_pairs(ids, seed=0)
+    assert all(np.array_equal(x, y) for x, y in zip((a, b, same), again, strict=True))
+    assert len(verification_pairs(np.arange(5), seed=0)[2]) == 0  # nobody twice: no pairs
+
+
+def test_verification_has_known_answers():
+    from deepobfuscator.attacks.reid import verification_pairs, verification_scores
+
+    ids = np.repeat(np.arange(40), 3)
+    a, b, same = verification_pairs(ids, seed=1)
+    identity = np.eye(40)[ids] + 0.01 * np.random.default_rng(0).normal(size=(len(ids), 40))
+    perfect = verification_scores(identity[a], identity[b], same, seed=0)
+    assert perfect["auc"] == 1.0 and perfect["accuracy"] == 1.0
+    noise = np.random.default_rng(1).normal(size=(len(ids), 16))
+    blind = verification_scores(noise[a], noise[b], same, seed=0)
+    assert abs(blind["auc"] - 0.5) < 0.12 and abs(blind["accuracy"] - 0.5) < 0.12
+    flipped = verification_scores(identity[a], -identity[b], same, seed=0)
+    assert flipped["auc"] == 0.0  # a recogniser that inverts identity is read as such

@@ -11,7 +11,7 @@ from deepobfuscator.runs import RunError
 from deepobfuscator.training import train
 
 FAST = AuditSettings(max_epochs=2, whitebox_images=4, whitebox_steps=5, grid_images=3,
-                     progress=False)
+                     progress=False, recogniser="off")
 
 
 @pytest.fixture(scope="module")
@@ -141,10 +141,11 @@ def test_baseline_with_another_resolution_is_refused(tmp_path, tiny_config):
 def test_a_second_audit_of_the_same_baseline_reuses_its_figures(demo_out, tmp_path, capsys,
                                                                monkeypatch):
     first = json.loads((demo_out / "audit.json").read_text())
-    settings = AuditSettings(**{k: first["settings"][k] for k in (
-        "seed", "max_epochs", "patience", "whitebox_images", "whitebox_steps", "grid_images",
-        "wire")},
-        progress=False)
+    # every setting the first audit used (device and precision are stored resolved)
+    settings = AuditSettings(**{k: v for k, v in first["settings"].items()
+                                if k in AuditSettings.__dataclass_fields__
+                                and k not in ("device", "precision", "progress")},
+                             progress=False)
     runs = first["runs_dirs"]
     import deepobfuscator.audit.runner as runner
 
@@ -246,3 +247,30 @@ def test_audit_takes_a_data_config_on_the_command_line(tmp_path):
     args = build_parser().parse_args(["audit", "RUN", "--data", "configs/lfw-shared.yaml"])
     assert audit_settings(args).data_config == "configs/lfw-shared.yaml"
     assert audit_settings(build_parser().parse_args(["audit", "RUN"])).data_config == ""
+
+
+def test_identity_attacks_report_verification_and_their_raw_photo_ceiling(tmp_path,
+                                                                          tiny_config):
+    run = train(tiny_config("privacy.method=none"), tmp_path / "run", progress=False)
+    out = audit(run, None, tmp_path / "audit", FAST)
+    reid = json.loads((out / "audit.json").read_text())["runs"]["obfuscated"]["reid"]
+    for side in ("raw", "reconstruction"):
+        v = reid["verification"][side]
+        assert v["pairs"] == 2 * v["same_pairs"] > 0 and 0 <= v["auc"] <= 1
+    md = (out / "report.md").read_text()
+    assert "Face verification AUC (photo vs reconstruction)" in md
+    assert "Identity attackers on the raw test photos (their ceiling)" in md
+    assert "dlib" not in json.dumps(reid)  # recogniser="off"
+
+
+@pytest.mark.skipif(not __import__("deepobfuscator.attacks.reid", fromlist=["x"])
+                    .dlib_available(), reason="the [recognition] extra is not installed")
+def test_dlibs_recogniser_attacks_when_installed(tmp_path, tiny_config):
+    from dataclasses import replace
+
+    run = train(tiny_config("privacy.method=none"), tmp_path / "run", progress=False)
+    out = audit(run, None, tmp_path / "audit", replace(FAST, recogniser="auto"))
+    reid = json.loads((out / "audit.json").read_text())["runs"]["obfuscated"]["reid"]
+    assert 0 <= reid["dlib_raw_probes"]["top1"] <= 1
+    assert 0 <= reid["dlib_verification"]["reconstruction"]["auc"] <= 1
+    assert "dlib recogniser" in (out / "report.md").read_text()

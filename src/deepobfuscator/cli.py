@@ -64,6 +64,7 @@ def audit_settings(args: argparse.Namespace):
 
     return AuditSettings(seed=args.seed, device=args.device, threads=args.threads,
                          data_config=getattr(args, "data", None) or "",
+                         recogniser=args.recogniser,
                          max_epochs=args.max_epochs,
                          whitebox_images=args.whitebox_images,
                          whitebox_steps=args.whitebox_steps, wire=args.wire,
@@ -134,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     def audit_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--seed", type=int, default=0, help="attackers' seed")
         sp.add_argument("--device", default="auto", help="attackers' device")
+        sp.add_argument("--recogniser", choices=["auto", "off"], default="auto",
+                        help="auto: also attack with dlib's face recogniser when the "
+                        "[recognition] extra is installed (slow: ~0.1 s per image)")
         sp.add_argument("--threads", type=int, default=0,
                         help="CPU threads (default 0: the cores other processes leave free; "
                         "docs/configuration.md)")

@@ -21,7 +21,8 @@ QUICK_OVERRIDES = [
 
 
 DEMO_ATTACK_EPOCHS = 5
-# the white-box attacker is the weakest at these splits (docs/results.md): a small budget
+# the white-box attacker is the weakest at these splits (docs/results.md): a small budget;
+# dlib's recogniser (when installed) would add minutes: `deepobfuscator audit` runs it
 DEMO_WHITEBOX = {"whitebox_images": 8, "whitebox_steps": 100}
 
 
@@ -47,11 +48,11 @@ def run_demo(out: Path, quick: bool = False, progress: bool = True, threads: int
     # the baseline they still pass the audit's strength checks (`deepobfuscator audit`
     # defaults to 30 epochs with early stopping)
     settings = AuditSettings(max_epochs=DEMO_ATTACK_EPOCHS, wire="int8", progress=progress,
-                             threads=threads, **DEMO_WHITEBOX)
+                             threads=threads, recogniser="off", **DEMO_WHITEBOX)
     if quick:
         settings = AuditSettings(max_epochs=2, whitebox_images=4, whitebox_steps=10,
                                  grid_images=4, wire="int8", progress=progress,
-                                 threads=threads)
+                                 threads=threads, recogniser="off")
     print("== auditing with fresh attackers")
     result = audit(runs["obfuscated"], runs["baseline"], out / "audit", settings)
     print()

@@ -172,13 +172,26 @@ def reid_scores(gallery_emb, gallery_ids: np.ndarray, probe_emb, probe_ids: np.n
             "mean_rank": mean(ranks), "n_identities": int(k), "n_probes": int(len(p))}, ranks
 
 
+DLIB_WEIGHTS = "dlib_face_recognition_resnet_model_v1.dat"
+
+
 @lru_cache(maxsize=1)
 def _dlib_model():
+    """dlib's face-recognition ResNet with the CC0 weights of `face_recognition_models`.
+    The weights are found without importing that package (its __init__ needs
+    pkg_resources, gone from recent setuptools)."""
+    import importlib.util
+    from pathlib import Path
+
     try:
         import dlib
-        import face_recognition_models as frm
-        return dlib.face_recognition_model_v1(frm.face_recognition_model_location())
-    except Exception:  # not installed, a broken native build, or no model file
+
+        spec = importlib.util.find_spec("face_recognition_models")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        weights = Path(list(spec.submodule_search_locations)[0]) / "models" / DLIB_WEIGHTS
+        return dlib.face_recognition_model_v1(str(weights)) if weights.is_file() else None
+    except Exception:  # noqa: BLE001 - not installed, a broken native build, a bad file
         return None
 
 
@@ -196,3 +209,54 @@ def dlib_embed(images: torch.Tensor) -> torch.Tensor | None:
     chips = (chips.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).contiguous().numpy()
     out = [np.asarray(model.compute_face_descriptor(c), np.float32) for c in chips]
     return torch.from_numpy(np.stack(out)) if out else torch.zeros(0, 128)
+
+
+def verification_pairs(identities: np.ndarray, seed: int, max_pairs: int = 3000
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Balanced same/different-person pairs (a, b, same) in the style of LFW's verification
+    protocol: every same pair is two photos of one person (as many as the data allows, up
+    to max_pairs / 2), and as many different pairs, two photos of two people, drawn with
+    the seed. Empty when no person has two photos."""
+    ids = np.asarray(identities)
+    rng = np.random.default_rng(seed)
+    same = []
+    for person in np.unique(ids):
+        idx = np.flatnonzero(ids == person)
+        same += [(i, j) for k, i in enumerate(idx) for j in idx[k + 1:]]
+    if not same or len(np.unique(ids)) < 2:
+        return (np.zeros(0, np.int64),) * 2 + (np.zeros(0, bool),)
+    n = min(len(same), max_pairs // 2)
+    same_arr = np.asarray(same, np.int64)[rng.permutation(len(same))[:n]]
+    diff = []
+    while len(diff) < n:
+        a, b = rng.integers(0, len(ids), 2)
+        if ids[a] != ids[b]:
+            diff.append((a, b))
+    pairs = np.concatenate([same_arr, np.asarray(diff, np.int64)])
+    label = np.r_[np.ones(n, bool), np.zeros(n, bool)]
+    order = rng.permutation(len(pairs))
+    return pairs[order, 0], pairs[order, 1], label[order]
+
+
+def verification_scores(emb_a, emb_b, same: np.ndarray, seed: int, folds: int = 10) -> dict:
+    """Cosine similarity of each pair -> ROC AUC and the LFW-style accuracy: the threshold
+    chosen on 9 folds of the pairs (the best accuracy there), applied to the 10th."""
+    from ..metrics import roc_auc
+
+    a = F.normalize(torch.as_tensor(emb_a, dtype=torch.float32), dim=1)
+    b = F.normalize(torch.as_tensor(emb_b, dtype=torch.float32), dim=1)
+    sim = (a * b).sum(1).numpy().astype(np.float64)
+    same = np.asarray(same, bool)
+    fold = np.random.default_rng(seed).permutation(len(same)) % folds
+    correct = 0
+    for f in range(folds):
+        fit, held = fold != f, fold == f
+        u = np.unique(sim[fit])
+        # "same if sim >= t" for t between each pair of neighbouring similarities (and past
+        # both ends), the best on the fitting folds
+        cand = np.r_[u[0] - 1.0, (u[1:] + u[:-1]) / 2, u[-1] + 1.0] if len(u) else np.zeros(1)
+        acc = [((sim[fit] >= t) == same[fit]).mean() for t in cand]
+        t = cand[int(np.argmax(acc))]
+        correct += int(((sim[held] >= t) == same[held]).sum())
+    return {"auc": roc_auc(same, sim), "accuracy": correct / max(1, len(same)),
+            "pairs": int(len(same)), "same_pairs": int(same.sum()), "chance": 0.5}

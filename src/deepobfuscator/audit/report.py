@@ -53,6 +53,14 @@ def verdict_rows(results: dict) -> list[dict]:
             lambda r: r["reid"]["reconstruction_probes"]["top1"], chance["reid"]["top1"], "lower")
         add("Re-identification top-5 (from reconstructions)",
             lambda r: r["reid"]["reconstruction_probes"]["top5"], chance["reid"]["top5"], "lower")
+        add("Face verification AUC (photo vs reconstruction)",
+            lambda r: r["reid"]["verification"]["reconstruction"]["auc"], 0.5, "lower")
+        if any("dlib_reconstruction_probes" in r.get("reid", {}) for r in runs.values()):
+            add("Re-identification top-1 (dlib recogniser, from reconstructions)",
+                lambda r: r["reid"]["dlib_reconstruction_probes"]["top1"],
+                chance["reid"]["top1"], "lower")
+            add("Face verification AUC (dlib recogniser)",
+                lambda r: r["reid"]["dlib_verification"]["reconstruction"]["auc"], 0.5, "lower")
     add(f"Utility: cloud {task} accuracy", lambda r: r["utility"]["accuracy"],
         chance["attributes"][task]["majority_rate"], "higher")
     add(f"Utility: cloud {task} AUC", lambda r: r["utility"]["auc"], 0.5, "higher")
@@ -177,6 +185,26 @@ def _data_lines(data: dict) -> list[str]:
     return [*lines, ""]
 
 
+def ceiling_line(results: dict) -> list[str]:
+    """What each identity attacker achieves on raw test photos: the bound on its figures."""
+    reid = next((r["reid"] for r in results["runs"].values() if "reid" in r), None)
+    if reid is None:
+        return []
+    parts = [f"the trained embedder: top-1 {reid['raw_probes']['top1']:.3f}"]
+    if "verification" in reid:
+        parts[0] += f", verification AUC {reid['verification']['raw']['auc']:.3f}"
+    if "dlib_raw_probes" in reid:
+        p = f"dlib's face recogniser: top-1 {reid['dlib_raw_probes']['top1']:.3f}"
+        if "dlib_verification" in reid:
+            p += f", verification AUC {reid['dlib_verification']['raw']['auc']:.3f}"
+        parts.append(p)
+    else:
+        parts.append("dlib's face recogniser: not installed (pip install "
+                     "'deepobfuscator[recognition]') or turned off")
+    return [f"Identity attackers on the raw test photos (their ceiling): {'; '.join(parts)}.",
+            ""]
+
+
 def render_markdown(results: dict, figs: dict[str, Path], out: Path) -> str:
     rows = verdict_rows(results)
     lines = ["# Privacy audit", ""]
@@ -186,6 +214,7 @@ def render_markdown(results: dict, figs: dict[str, Path], out: Path) -> str:
               f"frozen, and scored on the test split ({results['data']['test']['images']} "
               "images), which nobody trained on.", ""]
     lines += _data_lines(results.get("data", {}))
+    lines += ceiling_line(results)
     lines += ["## Verdict", "", "| figure | baseline (no privacy) | obfuscated | chance | change |",
               "|---|---|---|---|---|"]
     for r in rows:

@@ -152,8 +152,9 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
                      "elements_vs_image": round(feat_elems / (3 * pre["size"][0]
                                                               * pre["size"][1]), 4)},
         "wire": {"format_version": wire.VERSION, "dtype": wire_dtype,
-                 "quantization": ("per-channel affine" if per_channel else "per-tensor affine")
-                 if wire_dtype == "int8" else "none",
+                 "quantization": wire.QUANT_NAMES[(wire.QUANT_CHANNEL if per_channel else
+                                                   wire.QUANT_TENSOR)
+                                                  if wire_dtype == "int8" else wire.QUANT_NONE],
                  "bytes_per_image": wire.encoded_size((1, c, h, w), wire_dtype, per_channel),
                  "image_bytes_uint8": 3 * pre["size"][0] * pre["size"][1]},
         "task": {"name": cfg.data.task, "output": f"P({cfg.data.task} = 1), sigmoid of the "

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .wire import DTYPES as WIRE_DTYPES
+from .wire import QUANT_CHANNEL, QUANT_NAMES
 from .wire import VERSION as WIRE_VERSION
 
 MANIFEST = "manifest.json"
@@ -65,7 +66,7 @@ class ExportBundle:
 
     @property
     def wire_per_channel(self) -> bool:
-        return self.manifest["wire"]["quantization"] == "per-channel affine"
+        return self.manifest["wire"]["quantization"] == QUANT_NAMES[QUANT_CHANNEL]
 
     @property
     def noise_std(self) -> float:

@@ -161,7 +161,7 @@ def init_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def build_models(cfg: Config, private: list[str] | None = None) -> Models:
+def build_models(cfg: Config) -> Models:
     """All networks for a config; call under a seeded RNG for reproducible init."""
     m = cfg.model
     widths = block_widths(m.width)
@@ -170,7 +170,7 @@ def build_models(cfg: Config, private: list[str] | None = None) -> Models:
                          cfg.privacy.normalize_features)
     c_feat = encoder.out_channels
     classifier = Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout)
-    names = cfg.data.private if private is None else private
+    names = cfg.data.private
     for net in (encoder, classifier):
         init_weights(net)
     # The attackers are drawn from the RNG state that follows E and C without advancing it,

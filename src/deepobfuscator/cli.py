@@ -11,13 +11,9 @@ import os
 import sys
 from pathlib import Path
 
-from .config import NO_PRIVACY_OVERRIDES, ConfigError, inert_keys, load_config, preset_names
-from .data.base import DataError
-from .deploy.cli_commands import DEPLOY_ERRORS, register
+from .config import NO_PRIVACY_OVERRIDES, inert_keys, load_config, preset_names
+from .deploy.cli_commands import USER_ERRORS, register
 from .deploy.wire import DTYPES as WIRE_DTYPES
-from .errors import RunError
-
-USER_ERRORS = (ConfigError, DataError, RunError, FileNotFoundError, *DEPLOY_ERRORS)
 
 
 def default_run_dir(cfg) -> Path:

@@ -16,6 +16,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from .errors import UserError
 from .preprocessing import parse_crop
 
 ROTATION_STEPS = ("noise", "reconstruction", "attribute", "adversaries", "classifier")
@@ -58,7 +59,7 @@ def trains_attackers(cfg: Config) -> bool:
         r.adversary_steps > 0 or r.attribute_weight > 0 or r.reconstruction_weight > 0)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A bad configuration value or key; the message says what is valid."""
 
 

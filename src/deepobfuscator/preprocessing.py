@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .errors import UserError
+
 # Decoded pixels allowed per image: a 48 MP phone photo passes; a 48 KB PNG that claims
 # 20000 x 20000 (1.2 GB decoded) is refused from its header, before any decoding.
 MAX_PIXELS = 50_000_000
@@ -88,7 +90,7 @@ def to_uint8(img: Image.Image, size: tuple[int, int] | list[int], crop: str,
     return np.asarray(img, dtype=np.uint8)
 
 
-class ImageRefused(ValueError):
+class ImageRefused(UserError):
     """An image file that cannot or must not be decoded; the message names the file."""
 
 

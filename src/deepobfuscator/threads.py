@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import time
 
+from .errors import UserError
+
 SAMPLE_SECONDS = 0.3
 
 
@@ -65,7 +67,7 @@ def auto_threads(local_processes: int = 1) -> int:
 def resolve_threads(requested: int) -> int:
     """requested > 0: itself; 0: auto_threads for this process (torchrun: its share)."""
     if requested < 0:
-        raise ValueError(f"threads={requested}: use 0 (auto) or a positive count")
+        raise UserError(f"threads={requested}: use 0 (auto) or a positive count")
     if requested > 0:
         return requested
     return auto_threads(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))

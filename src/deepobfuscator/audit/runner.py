@@ -32,6 +32,7 @@ from ..attacks.reid import (
 from ..attacks.whitebox import WhiteBoxAttack
 from ..config import Config, trains_attackers
 from ..data.splits import check_splits_match, make_splits
+from ..errors import UserError
 from ..io import atomic_write, atomic_write_json
 from ..metrics import accuracy, balanced_accuracy, roc_auc
 from ..models import Models, feature_shape
@@ -98,7 +99,7 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
     precision = resolve_precision(s.precision, device)
     check_wire(s.wire)
     if s.recogniser not in ("auto", "off"):
-        raise ValueError(f"recogniser={s.recogniser!r}: use 'auto' or 'off'")
+        raise UserError(f"recogniser={s.recogniser!r}: use 'auto' or 'off'")
     use_threads(s.threads)
     t0 = time.time()
     runs = {"obfuscated": run_dir}

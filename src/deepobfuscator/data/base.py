@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import UserError
 from ..preprocessing import RESAMPLE, ImageRefused, decode, parse_crop, to_uint8
 
 NO_IDENTITY = -1
 NO_PARTITION = -1
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A problem with the user's data or data settings; the message says how to fix it."""
 
 

@@ -13,19 +13,18 @@ import json
 import sys
 from pathlib import Path
 
-from .client import ClientError
-from .manifest import ExportError
-from .preprocess_np import ImageError
-from .wire import DTYPES, WireError
+from ..errors import UserError
+from .wire import DTYPES
 
 
-class UsageError(ValueError):
+class UsageError(UserError):
     """A deploy command given options that cannot work (the message says which)."""
 
 
 # User errors of the deploy commands: the CLI prints their message, no traceback.
-DEPLOY_ERRORS: tuple[type[Exception], ...] = (ExportError, WireError, ClientError, ImageError,
-                                              UsageError)
+# every error a user can fix derives from UserError (errors.py, no torch); a missing file
+# named on the command line is one too
+USER_ERRORS: tuple[type[Exception], ...] = (UserError, FileNotFoundError)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -152,12 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
-        # the package's user errors (RunError, ConfigError, DataError, DEPLOY_ERRORS) are all
-        # ValueErrors defined in deepobfuscator; importing them here would import torch
-        if not (isinstance(exc, FileNotFoundError)
-                or type(exc).__module__.startswith("deepobfuscator.")):
-            raise
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

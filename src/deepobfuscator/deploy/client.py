@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError
 from ..threads import resolve_threads
 from . import wire
 from .manifest import ExportBundle, load_export
@@ -21,7 +22,7 @@ from .preprocess_np import load_batch
 TOKEN_ENV = "DEEPOBFUSCATOR_TOKEN"
 
 
-class ClientError(ValueError):
+class ClientError(UserError):
     """The server could not be reached or refused the request; the message says why."""
 
 

@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UserError
 from .wire import DTYPES as WIRE_DTYPES
 from .wire import QUANT_CHANNEL, QUANT_NAMES
 from .wire import VERSION as WIRE_VERSION
@@ -26,7 +27,7 @@ FORMAT_VERSION = 1
 REQUIRED_MODELS = ("obfuscator", "classifier")
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """An export that failed its checks, or an export folder that is incomplete or altered."""
 
 

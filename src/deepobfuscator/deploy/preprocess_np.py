@@ -15,10 +15,11 @@ import numpy as np
 from PIL import Image
 
 from .. import preprocessing
+from ..errors import UserError
 from ..preprocessing import RESAMPLE, parse_crop
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """An image file the client cannot read, or preprocessing settings it does not know."""
 
 

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..errors import UserError
 from ..threads import resolve_threads
 from . import wire
 from .manifest import MANIFEST, ExportError, load_export, sha256_file
@@ -85,7 +86,7 @@ def create_app(export_dir: str | Path, token: str | None = None,
     token = token if token is not None else os.environ.get(TOKEN_ENV) or None
     if token is not None and not token.strip():
         # an empty token would match a request with no Authorization header at all
-        raise ValueError("empty bearer token: pass a non-empty token, or None for no auth")
+        raise UserError("empty bearer token: pass a non-empty token, or None for no auth")
     session = _load_classifier(bundle, threads)
     public = dict(bundle.manifest)
     public["run"] = {k: v for k, v in public.get("run", {}).items()

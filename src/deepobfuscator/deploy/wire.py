@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UserError
+
 MAGIC = b"DOBF"
 VERSION = 2
 DTYPES = {"float32": 1, "float16": 2, "int8": 3}
@@ -45,7 +47,7 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 _FIXED = 8  # magic, version, dtype, quantization, ndim
 
 
-class WireError(ValueError):
+class WireError(UserError):
     """A body that is not a valid feature batch. `code` is a short machine-readable name."""
 
     def __init__(self, message: str, code: str = "invalid") -> None:

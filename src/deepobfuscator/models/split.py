@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import Config
+from ..errors import UserError
 from .vgg import MLPHead, block_widths, pooled_size, vgg_block
 
 
@@ -85,7 +86,7 @@ class Classifier(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         h, w = pooled_size(image_size, len(widths))
         if h < 1 or w < 1:
-            raise ValueError(f"image size {image_size} is too small for {len(widths)} pooling "
+            raise UserError(f"image size {image_size} is too small for {len(widths)} pooling "
                              "stages; use at least 32 px")
         self.head = MLPHead(c_in * h * w, fc_hidden, dropout)
 

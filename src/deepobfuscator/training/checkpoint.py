@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..errors import RunError
 from ..io import atomic_write
 
 CHECKPOINT_FORMAT = 1
@@ -47,11 +48,14 @@ def load_checkpoint(path: Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a damaged file: say so instead of a deep unpickling trace
-        raise RuntimeError(
-            f"checkpoint {path} cannot be read ({exc.__class__.__name__}: {exc}); "
-            "delete it to restart this run from the beginning"
-        ) from exc
+        # (torch's own message suggests weights_only=False: never, for a file we did not
+        # write ourselves, so it is left out)
+        raise RunError(
+            f"checkpoint {path} cannot be read ({exc.__class__.__name__}): the file is damaged "
+            "or not a deepobfuscator checkpoint; delete it to restart this run from the "
+            "beginning"
+        ) from None
     if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise RuntimeError(f"checkpoint {path} has format {ckpt.get('format')}, expected "
+        raise RunError(f"checkpoint {path} has format {ckpt.get('format')}, expected "
                            f"{CHECKPOINT_FORMAT}; train into a new --out folder")
     return ckpt

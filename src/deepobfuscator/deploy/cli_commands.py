@@ -69,7 +69,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from .client import classify_images
 
     results = classify_images(args.server, Path(args.model), args.images, token=args.token,
-                              batch_size=args.batch_size, compress=not args.no_compress)
+                              batch_size=args.batch_size, compress=not args.no_compress,
+                              threads=args.threads)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -133,6 +134,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--no-compress", action="store_true",
                    help="send the features without gzip (Content-Encoding)")
     c.add_argument("--json", action="store_true", help="print the answers as JSON")
+    c.add_argument("--threads", type=int, default=0,
+                   help="onnxruntime threads for the obfuscator (0: the free cores)")
     c.set_defaults(func=cmd_classify)
 
     b = subparsers.add_parser("bench", help="on-device latency, size, FLOPs, payload bytes")

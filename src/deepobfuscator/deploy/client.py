@@ -108,13 +108,13 @@ def post_features(server_url: str, body: bytes, token: str | None = None,
 def classify_images(server_url: str, export_dir: str | Path,
                     image_paths: Sequence[str | Path], token: str | None = None,
                     batch_size: int = 32, timeout: float = 30.0,
-                    compress: bool = True) -> list[dict]:
+                    compress: bool = True, threads: int = 0) -> list[dict]:
     """Classify image files through the cloud service; one dict per image, in order:
     {"image", "task", "probability", "label"}. Only obfuscated features leave this machine,
     in the manifest's wire dtype, gzip-compressed where that helps (compress=False: never)."""
     import httpx
 
-    device = DeviceObfuscator(export_dir)
+    device = DeviceObfuscator(export_dir, threads=threads)
     paths = [Path(p) for p in image_paths]
     results: list[dict] = []
     with httpx.Client() as http:

@@ -74,6 +74,9 @@ def main() -> None:
     ap.add_argument("--whitebox-images", type=int, default=8)
     ap.add_argument("--whitebox-steps", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--recogniser", choices=["auto", "off"], default="off",
+                    help="dlib's recogniser in the audits (slow; benchmarks/"
+                    "recogniser_ceiling.py measures its ceiling once per protocol)")
     ap.add_argument("--no-audit", action="store_true")
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
@@ -131,7 +134,8 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
                   AuditSettings(seed=seed, max_epochs=args.max_epochs,
                                 whitebox_images=args.whitebox_images,
                                 whitebox_steps=args.whitebox_steps, wire="int8",
-                                threads=args.threads, progress=False))
+                                threads=args.threads, recogniser=args.recogniser,
+                                progress=False))
 
 
 def figures(a: dict) -> dict:

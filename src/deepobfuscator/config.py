@@ -311,7 +311,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return None
         tp = next(a for a in args if a is not type(None))
         origin, args = get_origin(tp), get_args(tp)
-    if dataclasses.is_dataclass(tp):
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return _build(tp, value, where + ".")
     if origin is list:
         if not isinstance(value, list):
@@ -376,16 +376,18 @@ def validate(cfg: Config) -> None:
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width must be positive, got {cfg.model.width}")
     p = cfg.privacy
-    for key, value in {"privacy.feature_noise": p.feature_noise,
-                       "privacy.dcor_weight": p.dcor_weight,
-                       "privacy.adversary_refresh": p.adversary_refresh,
-                       "privacy.robust.adversary_steps": p.robust.adversary_steps,
-                       "privacy.robust.refresh_steps": p.robust.refresh_steps,
-                       "privacy.robust.attribute_weight": p.robust.attribute_weight,
-                       "privacy.robust.reconstruction_weight": p.robust.reconstruction_weight,
-                       }.items():
-        if value < 0:
-            raise ConfigError(f"{key} must be >= 0, got {value}")
+    limits: dict[str, float] = {
+        "privacy.feature_noise": p.feature_noise,
+        "privacy.dcor_weight": p.dcor_weight,
+        "privacy.adversary_refresh": p.adversary_refresh,
+        "privacy.robust.adversary_steps": p.robust.adversary_steps,
+        "privacy.robust.refresh_steps": p.robust.refresh_steps,
+        "privacy.robust.attribute_weight": p.robust.attribute_weight,
+        "privacy.robust.reconstruction_weight": p.robust.reconstruction_weight,
+    }
+    for key, limit in limits.items():
+        if limit < 0:
+            raise ConfigError(f"{key} must be >= 0, got {limit}")
     if p.robust.ensemble < 1 or p.robust.decoder_width < 4:
         raise ConfigError("privacy.robust.ensemble must be >= 1 and privacy.robust.decoder_width "
                           f">= 4, got {p.robust.ensemble} and {p.robust.decoder_width}")

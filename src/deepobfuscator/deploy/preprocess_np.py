@@ -26,7 +26,7 @@ class ImageError(UserError):
 def check_settings(pre: dict) -> None:
     """Refuse manifest preprocessing this implementation would not reproduce exactly."""
     try:
-        parse_crop(pre.get("crop"))
+        parse_crop(str(pre.get("crop")))
     except ValueError as exc:
         raise ImageError(f"manifest: {exc}") from None
     if pre.get("resample") not in RESAMPLE:

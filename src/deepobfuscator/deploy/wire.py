@@ -38,7 +38,7 @@ from ..errors import UserError
 MAGIC = b"DOBF"
 VERSION = 2
 DTYPES = {"float32": 1, "float16": 2, "int8": 3}
-_NP = {1: np.dtype("<f4"), 2: np.dtype("<f2"), 3: np.dtype("i1")}
+_NP: dict[int, np.dtype] = {1: np.dtype("<f4"), 2: np.dtype("<f2"), 3: np.dtype("i1")}
 QUANT_NONE, QUANT_TENSOR, QUANT_CHANNEL = 0, 1, 2
 QUANT_NAMES = {QUANT_NONE: "none", QUANT_TENSOR: "per-tensor affine",
                QUANT_CHANNEL: "per-channel affine"}  # as the manifest's wire.quantization

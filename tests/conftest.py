@@ -32,3 +32,38 @@ def tiny_config():
         return load_config("cpu", [*TINY, *overrides])
 
     return make
+
+
+def _session_cache_env(tmp_path_factory) -> pytest.MonkeyPatch:
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DEEPOBFUSCATOR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    return mp
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One tiny trained run per session, shared by the deploy tests (deploy_helpers.py)."""
+    from deploy_helpers import DEPLOY_TINY
+
+    from deepobfuscator.training import train
+
+    mp = _session_cache_env(tmp_path_factory)
+    try:
+        return train(load_config("cpu", DEPLOY_TINY),
+                     tmp_path_factory.getbasetemp() / "deploy_run", progress=False)
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run, tmp_path_factory) -> Path:
+    """tiny_run exported through the command line (standalone entry point), as a user would."""
+    from deepobfuscator.deploy.cli_commands import main
+
+    out = tmp_path_factory.getbasetemp() / "deploy_export"
+    mp = _session_cache_env(tmp_path_factory)
+    try:
+        assert main(["export", str(tiny_run), "--out", str(out)]) == 0
+    finally:
+        mp.undo()
+    return out

@@ -1,18 +1,11 @@
-"""Shared by the deploy tests: one tiny trained run and its export per session, and a real
-uvicorn server on a free loopback port.
-
-Fixtures are imported by each test module; the module-level cache makes the run and
-the export happen once per session even though each module registers the fixtures.
-"""
+"""Shared by the deploy tests: the tiny run's settings, the token, and a real uvicorn server
+on a free loopback port. The run and its export are session fixtures in conftest.py."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from pathlib import Path
-
-import pytest
 
 DEPLOY_TINY = [
     "data.image_size=[32,32]", "data.synth_images=160", "data.synth_images_per_identity=8",
@@ -27,45 +20,6 @@ DEPLOY_TINY = [
 # stage (which can flatten a tiny model's answers): answers
 # spread around 0.5, so comparisons mean something
 TOKEN = "test-token-123"
-_CACHE: dict[str, Path] = {}
-
-
-def _cache_env(tmp_path_factory) -> pytest.MonkeyPatch:
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DEEPOBFUSCATOR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-    return mp
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    if "run" not in _CACHE:
-        from deepobfuscator.config import load_config
-        from deepobfuscator.training import train
-
-        mp = _cache_env(tmp_path_factory)
-        try:
-            cfg = load_config("cpu", DEPLOY_TINY)
-            _CACHE["run"] = train(cfg, tmp_path_factory.getbasetemp() / "deploy_run",
-                                  progress=False)
-        finally:
-            mp.undo()
-    return _CACHE["run"]
-
-
-@pytest.fixture(scope="session")
-def tiny_export(tiny_run, tmp_path_factory) -> Path:
-    """Exported through the command line (standalone entry point), as a user would."""
-    if "export" not in _CACHE:
-        from deepobfuscator.deploy.cli_commands import main
-
-        out = tmp_path_factory.getbasetemp() / "deploy_export"
-        mp = _cache_env(tmp_path_factory)
-        try:
-            assert main(["export", str(tiny_run), "--out", str(out)]) == 0
-        finally:
-            mp.undo()
-        _CACHE["export"] = out
-    return _CACHE["export"]
 
 
 class LiveServer:

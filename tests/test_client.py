@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from deploy_helpers import TOKEN, LiveServer, tiny_export, tiny_run  # noqa: F401
+from deploy_helpers import TOKEN, LiveServer
 from PIL import Image
 
 from deepobfuscator.data.base import Preprocess, to_tensor_batch
@@ -22,7 +22,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.fixture(scope="module")
-def live(tiny_export):  # noqa: F811
+def live(tiny_export):
     with LiveServer(create_app(tiny_export, token=TOKEN)) as s:
         yield s
 
@@ -73,7 +73,7 @@ def _torch_answers(run, paths):
     return z.numpy(), p, p_raw
 
 
-def test_end_to_end_answer_equals_pytorch(live, tiny_run, tiny_export, photos):  # noqa: F811
+def test_end_to_end_answer_equals_pytorch(live, tiny_run, tiny_export, photos):
     got = classify_images(live.url, tiny_export, photos, token=TOKEN, batch_size=4)
     z, p, p_raw = _torch_answers(tiny_run, photos)
     assert [r["image"] for r in got] == [str(p) for p in photos]
@@ -87,7 +87,7 @@ def test_end_to_end_answer_equals_pytorch(live, tiny_run, tiny_export, photos): 
     np.testing.assert_allclose(device.features(device.preprocess(photos)), z, atol=1e-5)
 
 
-def test_answers_do_not_depend_on_the_batch_size(live, tiny_export, photos):  # noqa: F811
+def test_answers_do_not_depend_on_the_batch_size(live, tiny_export, photos):
     # regression: int8 ranges were shared across a request, so an image's probability
     # changed with --batch-size and with the other images sent beside it
     one = classify_images(live.url, tiny_export, photos, token=TOKEN, batch_size=1)
@@ -95,7 +95,7 @@ def test_answers_do_not_depend_on_the_batch_size(live, tiny_export, photos):  # 
     assert classify_images(live.url, tiny_export, photos[::-1], token=TOKEN) == one[::-1]
 
 
-def test_gzip_is_the_default_and_changes_no_answer(live, tiny_export, photos, monkeypatch):  # noqa: F811
+def test_gzip_is_the_default_and_changes_no_answer(live, tiny_export, photos, monkeypatch):
     import httpx
 
     sent = []
@@ -137,7 +137,7 @@ def test_a_body_gzip_would_grow_goes_uncompressed(monkeypatch):
     assert "Content-Encoding" not in sent["headers"] and sent["content"] == tiny
 
 
-def test_client_runs_without_torch(live, tiny_export, photos):  # noqa: F811
+def test_client_runs_without_torch(live, tiny_export, photos):
     code = (
         "import json, sys\n"
         "sys.modules['torch'] = None  # any import of torch now fails\n"
@@ -154,7 +154,7 @@ def test_client_runs_without_torch(live, tiny_export, photos):  # noqa: F811
     assert json.loads(proc.stdout) == in_process
 
 
-def test_classify_command_of_the_main_cli_runs_without_torch(live, tiny_export, photos):  # noqa: F811
+def test_classify_command_of_the_main_cli_runs_without_torch(live, tiny_export, photos):
     code = (
         "import sys\n"
         "sys.modules['torch'] = None  # any import of torch now fails\n"
@@ -169,7 +169,7 @@ def test_classify_command_of_the_main_cli_runs_without_torch(live, tiny_export, 
     assert json.loads(proc.stdout)[0]["image"] == str(photos[0])
 
 
-def test_client_errors_say_what_to_do(live, tiny_export, photos, tmp_path):  # noqa: F811
+def test_client_errors_say_what_to_do(live, tiny_export, photos, tmp_path):
     with pytest.raises(ClientError, match="401.*--token"):
         classify_images(live.url, tiny_export, photos[:1], token="wrong")
     with pytest.raises(ClientError, match="cannot reach"):
@@ -181,7 +181,7 @@ def test_client_errors_say_what_to_do(live, tiny_export, photos, tmp_path):  # n
         classify_images(live.url, tiny_export, [tmp_path / "bad.png"], token=TOKEN)
 
 
-def test_classify_command(live, tiny_export, photos, capsys):  # noqa: F811
+def test_classify_command(live, tiny_export, photos, capsys):
     args = ["classify", "--server", live.url, "--model", str(tiny_export), "--token", TOKEN]
     assert main([*args, *map(str, photos[:2])]) == 0
     out = capsys.readouterr().out

@@ -6,7 +6,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from deploy_helpers import tiny_export, tiny_run  # noqa: F401
 
 from deepobfuscator import __version__
 from deepobfuscator.deploy.export import (
@@ -21,7 +20,7 @@ from deepobfuscator.models import feature_shape
 from deepobfuscator.runs import load_run
 
 
-def test_manifest_describes_the_export(tiny_run, tiny_export):  # noqa: F811
+def test_manifest_describes_the_export(tiny_run, tiny_export):
     cfg, _ = load_run(tiny_run)
     m = json.loads((tiny_export / "manifest.json").read_text())
     assert m["format_version"] == 1 and m["package_version"] == __version__
@@ -47,7 +46,7 @@ def test_manifest_describes_the_export(tiny_run, tiny_export):  # noqa: F811
 
 
 @pytest.mark.parametrize("batch", [1, 5])
-def test_onnx_matches_pytorch_at_any_batch(tiny_run, tiny_export, batch):  # noqa: F811
+def test_onnx_matches_pytorch_at_any_batch(tiny_run, tiny_export, batch):
     _, models = load_run(tiny_run)
     x = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
@@ -60,7 +59,7 @@ def test_onnx_matches_pytorch_at_any_batch(tiny_run, tiny_export, batch):  # noq
     np.testing.assert_allclose(cls.run(None, {"features": z.numpy()})[0], p.numpy(), atol=1e-6)
 
 
-def test_parity_check_fails_loudly_when_models_differ(tiny_run, tiny_export):  # noqa: F811
+def test_parity_check_fails_loudly_when_models_differ(tiny_run, tiny_export):
     _, models = load_run(tiny_run)
     with torch.no_grad():
         models.encoder.blocks[0][0].weight.mul_(1.01)  # the "PyTorch" model drifted
@@ -70,13 +69,13 @@ def test_parity_check_fails_loudly_when_models_differ(tiny_run, tiny_export):  #
                           images)
 
 
-def _copy(tiny_export, tmp_path):  # noqa: F811
+def _copy(tiny_export, tmp_path):
     dst = tmp_path / "export"
     shutil.copytree(tiny_export, dst)
     return dst
 
 
-def test_tampered_model_is_refused(tiny_export, tmp_path):  # noqa: F811
+def test_tampered_model_is_refused(tiny_export, tmp_path):
     d = _copy(tiny_export, tmp_path)
     with open(d / "classifier.onnx", "ab") as f:
         f.write(b"\0")
@@ -86,14 +85,14 @@ def test_tampered_model_is_refused(tiny_export, tmp_path):  # noqa: F811
 
 
 @pytest.mark.parametrize("missing", ["obfuscator.onnx", "classifier.onnx", "manifest.json"])
-def test_incomplete_folder_is_refused_naming_the_file(tiny_export, tmp_path, missing):  # noqa: F811
+def test_incomplete_folder_is_refused_naming_the_file(tiny_export, tmp_path, missing):
     d = _copy(tiny_export, tmp_path)
     (d / missing).unlink()
     with pytest.raises(ExportError, match=f"{missing} is missing"):
         load_export(d)
 
 
-def test_bad_manifest_and_bad_options(tiny_run, tiny_export, tmp_path):  # noqa: F811
+def test_bad_manifest_and_bad_options(tiny_run, tiny_export, tmp_path):
     d = _copy(tiny_export, tmp_path)
     (d / "manifest.json").write_text("{not json")
     with pytest.raises(ExportError, match="not valid JSON"):
@@ -127,7 +126,7 @@ def test_bad_manifest_and_bad_options(tiny_run, tiny_export, tmp_path):  # noqa:
         export_run(tiny_run, tmp_path / "x", wire_dtype="int4")
 
 
-def test_bench_reports_every_figure(tiny_export):  # noqa: F811
+def test_bench_reports_every_figure(tiny_export):
     from deepobfuscator.deploy.bench import bench
 
     res = bench(tiny_export, threads=(1,), runs=3, warmup=1, verbose=False)
@@ -147,7 +146,7 @@ def test_bench_reports_every_figure(tiny_export):  # noqa: F811
 
 
 def test_feature_noise_stays_out_of_the_graph_and_goes_into_the_manifest(
-        tiny_run, tmp_path, monkeypatch):  # noqa: F811
+        tiny_run, tmp_path, monkeypatch):
     """An obfuscator trained with feature noise: ONNX without it (parity holds), the manifest
     tells the device to add it, and the device client does."""
     import deepobfuscator.runs as runs
@@ -179,7 +178,7 @@ def test_feature_noise_stays_out_of_the_graph_and_goes_into_the_manifest(
     assert not np.array_equal(device.features(x), device.features(x))  # fresh every time
 
 
-def test_noise_free_obfuscator_is_exported_as_is(tiny_export):  # noqa: F811
+def test_noise_free_obfuscator_is_exported_as_is(tiny_export):
     m = json.loads((tiny_export / "manifest.json").read_text())
     assert m["features"]["noise_std"] == 0.0 and m["features"]["min"] == 0.0
 
@@ -242,7 +241,7 @@ def _digests(folder):
     return {p.name: sha256_file(p) for p in sorted(folder.iterdir())}
 
 
-def test_a_failed_export_leaves_the_previous_export_intact(tiny_run, tiny_export, tmp_path,  # noqa: F811
+def test_a_failed_export_leaves_the_previous_export_intact(tiny_run, tiny_export, tmp_path,
                                                           monkeypatch):
     from deepobfuscator.deploy import export as export_module
 
@@ -260,7 +259,7 @@ def test_a_failed_export_leaves_the_previous_export_intact(tiny_run, tiny_export
     assert not list(tmp_path.glob(".export.*"))  # no staging folder left behind
 
 
-def test_an_existing_export_is_replaced_only_when_asked(tiny_run, tiny_export, tmp_path):  # noqa: F811
+def test_an_existing_export_is_replaced_only_when_asked(tiny_run, tiny_export, tmp_path):
     d = _copy(tiny_export, tmp_path)
     before = _digests(d)
     with pytest.raises(ExportError, match="already holds an export; pass --force"):
@@ -272,7 +271,7 @@ def test_an_existing_export_is_replaced_only_when_asked(tiny_run, tiny_export, t
     assert not list(tmp_path.glob(".export.*"))
 
 
-def test_export_refuses_a_folder_holding_other_files(tiny_run, tmp_path):  # noqa: F811
+def test_export_refuses_a_folder_holding_other_files(tiny_run, tmp_path):
     d = tmp_path / "mine"
     d.mkdir()
     (d / "thesis.tex").write_text("years of work")
@@ -281,7 +280,7 @@ def test_export_refuses_a_folder_holding_other_files(tiny_run, tmp_path):  # noq
     assert (d / "thesis.tex").read_text() == "years of work"
 
 
-def test_an_incomplete_export_is_replaced_without_force(tiny_run, tiny_export, tmp_path):  # noqa: F811
+def test_an_incomplete_export_is_replaced_without_force(tiny_run, tiny_export, tmp_path):
     d = _copy(tiny_export, tmp_path)
     (d / "manifest.json").unlink()  # what a killed export of the old code left
     export_run(tiny_run, d, parity_images=4)

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
-from deploy_helpers import TOKEN, LiveServer, tiny_export, tiny_run  # noqa: F401
+from deploy_helpers import TOKEN, LiveServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +23,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def server(tiny_export):  # noqa: F811
+def server(tiny_export):
     with LiveServer(create_app(tiny_export, token=TOKEN, max_body_bytes=MAX_BODY,
                                max_batch=32)) as s:
         with httpx.Client(base_url=s.url, timeout=10) as client:
@@ -34,7 +34,7 @@ def _features(n=3, seed=0):
     return np.random.default_rng(seed).random((n, 16, 8, 8), dtype=np.float32) * 2
 
 
-def test_classify_happy_path_matches_the_onnx_classifier(server, tiny_export):  # noqa: F811
+def test_classify_happy_path_matches_the_onnx_classifier(server, tiny_export):
     z = _features()
     r = server.post("/v1/classify", content=wire.encode(z, "float32"), headers=AUTH)
     assert r.status_code == 200, r.text
@@ -213,7 +213,7 @@ def test_random_corruptions_of_gzip_bodies_never_produce_a_500(server, data):
     _post_corrupted(server, data, gzip.compress(wire.encode(_features(1), "int8")), GZ)
 
 
-def test_an_empty_token_is_refused_not_an_open_door(tiny_export):  # noqa: F811
+def test_an_empty_token_is_refused_not_an_open_door(tiny_export):
     # regression: token "" matched requests without any Authorization header
     with pytest.raises(ValueError, match="empty bearer token"):
         create_app(tiny_export, token="")
@@ -222,7 +222,7 @@ def test_an_empty_token_is_refused_not_an_open_door(tiny_export):  # noqa: F811
     assert main(["serve", str(tiny_export), "--token", "", "--port", "1"]) == 2
 
 
-def test_token_from_the_environment(tiny_export, monkeypatch):  # noqa: F811
+def test_token_from_the_environment(tiny_export, monkeypatch):
     monkeypatch.setenv("DEEPOBFUSCATOR_TOKEN", "from-env")
     with LiveServer(create_app(tiny_export)) as s:
         assert httpx.get(s.url + "/v1/manifest").status_code == 401
@@ -243,7 +243,7 @@ def _garbage_classifier(d):
         sha256=sha256_file(d / "classifier.onnx")))
 
 
-def _broken(tiny_export, tmp_path, how):  # noqa: F811
+def _broken(tiny_export, tmp_path, how):
     d = tmp_path / "export"
     shutil.copytree(tiny_export, d)
     if how == "missing":
@@ -269,7 +269,7 @@ def _broken(tiny_export, tmp_path, how):  # noqa: F811
     ("bad_dtype", "manifest field wire.dtype is 'int4'"),
     ("garbage_onnx", "onnxruntime cannot load it"),
 ])
-def test_refuses_to_start_on_a_broken_export(tiny_export, tmp_path, how, message):  # noqa: F811
+def test_refuses_to_start_on_a_broken_export(tiny_export, tmp_path, how, message):
     d = _broken(tiny_export, tmp_path, how)
     with pytest.raises(ExportError, match=message):
         create_app(d)
@@ -282,7 +282,7 @@ def test_refuses_to_start_on_a_broken_export(tiny_export, tmp_path, how, message
     assert message.split(":")[0] in proc.stderr and proc.stderr.startswith("error:")
 
 
-def test_a_pinned_manifest_hash_refuses_any_other_export(tiny_export):  # noqa: F811
+def test_a_pinned_manifest_hash_refuses_any_other_export(tiny_export):
     digest = sha256_file(tiny_export / "manifest.json")
     assert create_app(tiny_export, manifest_sha256=digest.upper()).state.bundle
     with pytest.raises(ExportError, match="is not the pinned"):

@@ -274,3 +274,25 @@ def test_dlibs_recogniser_attacks_when_installed(tmp_path, tiny_config):
     assert 0 <= reid["dlib_raw_probes"]["top1"] <= 1
     assert 0 <= reid["dlib_verification"]["reconstruction"]["auc"] <= 1
     assert "dlib recogniser" in (out / "report.md").read_text()
+
+
+def test_reid_chance_counts_only_the_people_the_gallery_can_hold():
+    """Singletons cannot be re-identified (they have no second photo), so chance is one in
+    the number of people with 2+ test photos: the gallery's size."""
+    import torch
+
+    from deepobfuscator.attacks.base import FeatureSet
+    from deepobfuscator.attacks.reid import gallery_probe_split, reid_scores
+    from deepobfuscator.audit.runner import _chance
+
+    ids = np.array([0, 0, 1, 2, 2, 2, 3, 4])
+    imgs = torch.rand(len(ids), 3, 16, 16)
+    test = FeatureSet(torch.zeros(len(ids), 1, 2, 2), imgs, {"Smiling": np.zeros(len(ids))},
+                      ids)
+    roles = {"attacker": type("R", (), {"images": (imgs * 255).byte().permute(0, 2, 3, 1)
+                                        .numpy()})()}
+    chance = _chance(roles, test, ["Smiling"], None)["reid"]
+    g, p = gallery_probe_split(ids, 0)
+    emb = torch.randn(len(ids), 4)
+    assert chance["identities"] == 2
+    assert chance["top1"] == reid_scores(emb[g], ids[g], emb[p], ids[p])[0]["chance_top1"]

@@ -411,7 +411,10 @@ def _chance(roles: dict, test: FeatureSet, attrs: list[str], cfg: Config) -> dic
                           for a in attrs},
            "reconstruction_mean_image": mean_scores}
     if test.identities is not None:
-        n = len(np.unique(test.identities))
+        # the gallery holds the people with 2+ test photos (gallery_probe_split): a guess
+        # among them, not among everyone in the test split
+        _, counts = np.unique(test.identities, return_counts=True)
+        n = max(1, int((counts >= 2).sum()))
         out["reid"] = {"top1": 1.0 / n, "top5": min(5, n) / n, "identities": n}
     return out
 

@@ -354,3 +354,8 @@ def test_lfw_protocol_is_identity_disjoint_with_repeat_people_on_both_attack_sid
         _, counts = np.unique(roles[side].identities, return_counts=True)
         assert (counts >= 2).sum() >= 50, side
     assert len(roles["test"]) == 791 and len(people["test"]) == 410  # seed 0, as documented
+    again = make_splits(cfg)
+    assert all(again[r].files == roles[r].files for r in roles)  # seeded: the same cut
+    other = make_splits(load_config("configs/lfw-shared.yaml",
+                                    ["data.image_size=[32,32]", "seed=1"]))
+    assert other["test"].files != roles["test"].files

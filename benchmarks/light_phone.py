@@ -139,26 +139,14 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
 
 
 def figures(a: dict) -> dict:
-    """The figures of one audit.json, for the obfuscated run and the baseline."""
-    out = {}
-    for name, r in a["runs"].items():
-        f = {"task_acc": r["utility"]["accuracy"],
-             "msssim": r["inversion"]["msssim"]["mean"]}
-        for attr, sc in r["attributes"].items():
-            f[attr] = sc["balanced_accuracy"]
-        if "reid" in r:
-            f["reid_top1"] = r["reid"]["reconstruction_probes"]["top1"]
-        for attr, sc in r.get("training_adversaries", {}).items():
-            f[f"own_{attr}"] = sc["balanced_accuracy"]
-        if "training_reconstructor" in r:
-            f["own_msssim"] = r["training_reconstructor"]["msssim"]["mean"]
-        out[name] = f
-    # re-id chance from the scored gallery itself (audits before the chance fix counted
-    # test people with a single photo, who cannot be in the gallery)
-    probes = a["runs"]["obfuscated"].get("reid", {}).get("reconstruction_probes", {})
-    out["chance"] = {"msssim": a["chance"]["reconstruction_mean_image"]["msssim"]["mean"],
-                     "reid_top1": probes.get("chance_top1",
-                                             a["chance"].get("reid", {}).get("top1"))}
+    """The headline figures and the own adversaries' figures (audit/figures.py keys) of one
+    audit.json, for the obfuscated run and the baseline, and the chance levels."""
+    from deepobfuscator.audit.result import AuditResult
+
+    res = AuditResult(a)
+    out = {name: {**res.values(name, headline=True), **res.values(name, section="training")}
+           for name in res.runs}
+    out["chance"] = res.chances(headline=True)
     return out
 
 
@@ -189,7 +177,7 @@ def write_summary(out: Path) -> None:
         f = figures(json.loads(p.read_text()))
         if "control" in arm:  # no attackers of its own (audits before that was known list them)
             f["obfuscated"] = {k: v for k, v in f["obfuscated"].items()
-                               if not k.startswith("own_")}
+                               if not k.startswith("own")}
         rows.setdefault(arm, {})[seed] = f
     floors = {}
     if (out / "none-s0" / "run.json").is_file():
@@ -197,8 +185,8 @@ def write_summary(out: Path) -> None:
     (out / "summary.json").write_text(json.dumps({"arms": rows, "task_oracle": floors},
                                                  indent=1))
     attrs = list(floors) or ["Male", "Young"]
-    keys = ["task_acc", "msssim", *attrs, "reid_top1", *[f"own_{a}" for a in attrs],
-            "own_msssim"]
+    keys = ["utility_accuracy", "inversion_msssim", *[f"attribute:{a}" for a in attrs],
+            "reid_top1", *[f"own:{a}" for a in attrs], "own_msssim"]
     lines = ["| arm | seeds | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
     for arm in [*ARMS, *sorted(set(rows) - set(ARMS)), "baseline"]:
         per = rows.get(arm) if arm != "baseline" else {
@@ -217,7 +205,7 @@ def write_summary(out: Path) -> None:
                          else f"{m:.3f}")
         lines.append(f"| {arm} | {','.join(sorted(per))} | " + " | ".join(cells) + " |")
     chance = next((f["chance"] for r in rows.values() for f in r.values()), {})
-    lines.append(f"| floor | | | {chance.get('msssim', float('nan')):.3f} (mean face) | "
+    lines.append(f"| floor | | | {chance.get('inversion_msssim', float('nan')):.3f} (mean face) | "
                  + " | ".join(f"{floors.get(a, float('nan')):.3f} (task oracle)" for a in attrs)
                  + f" | {chance.get('reid_top1') or float('nan'):.3f} (chance) |"
                  + " |" * (len(attrs) + 1))
@@ -247,8 +235,9 @@ def plot(rows: dict, floors: dict, chance: dict, path: Path, attrs: list[str],
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("msssim", "inverse network MS-SSIM", chance.get("msssim")),
-              *[(a, f"{a}: fresh probe bal. acc.", floors.get(a)) for a in attrs],
+    panels = [("inversion_msssim", "inverse network MS-SSIM", chance.get("inversion_msssim")),
+              *[(f"attribute:{a}", f"{a}: fresh probe bal. acc.", floors.get(a))
+                for a in attrs],
               ("reid_top1", "re-identification top-1", chance.get("reid_top1"))]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.25 * len(panels), 4.2))
     marks = dict(zip([*ARMS, "baseline"], "osDv^<P*X", strict=False))
@@ -257,7 +246,7 @@ def plot(rows: dict, floors: dict, chance: dict, path: Path, attrs: list[str],
         series["baseline"] = [f["baseline"] for per in rows.values() for f in per.values()
                               if "baseline" in f][:1]
         for arm, fs in series.items():
-            xs = [f["task_acc"] for f in fs if key in f]
+            xs = [f["utility_accuracy"] for f in fs if key in f]
             ys = [f[key] for f in fs if key in f]
             if not ys:
                 continue

@@ -158,7 +158,8 @@ def test_a_second_audit_of_the_same_baseline_reuses_its_figures(demo_out, tmp_pa
         entry.write_text(json.dumps(cached))
     calls = []
     real = runner._audit_one
-    monkeypatch.setattr(runner, "_audit_one", lambda *a: calls.append(a[0]) or real(*a))
+    monkeypatch.setattr(runner, "_audit_one",
+                        lambda job, *a: calls.append(job.name) or real(job, *a))
     again = audit(runs["obfuscated"], runs["baseline"], tmp_path / "again", settings)
     assert calls == ["obfuscated"]  # the baseline's attackers were not trained again
     assert "reusing this baseline's audit" in capsys.readouterr().out

@@ -26,6 +26,8 @@ from typing import Any
 import yaml
 
 from .audit import AuditSettings, audit
+from .audit.figures import figure_by_key
+from .audit.result import AuditResult
 from .config import (
     NO_PRIVACY_OVERRIDES,
     Config,
@@ -189,29 +191,12 @@ def _audited(audit_dir: Path, cfg: Config) -> bool:
 
 
 def figures_of(result: dict, which: str = "obfuscated") -> dict[str, float]:
-    """Utility and privacy figures of one audited run from an audit.json dict."""
-    r = result["runs"][which]
-    out = {"utility_accuracy": r["utility"]["accuracy"],
-           "inversion_msssim": r["inversion"]["msssim"]["mean"]}
-    for attr in result["config"]["data"]["private"]:
-        if attr in r.get("attributes", {}):
-            out[f"attribute:{attr}"] = r["attributes"][attr]["balanced_accuracy"]
-    reid = r.get("reid", {}).get("reconstruction_probes")
-    if reid:
-        out["reid_top1"] = reid["top1"]
-    return out
+    """The headline figures (audit/figures.py) of one audited run of an audit.json dict."""
+    return AuditResult(result).values(which, headline=True)
 
 
 def chance_of(result: dict) -> dict[str, float]:
-    ch, task = result["chance"], result["config"]["data"]["task"]
-    out = {"utility_accuracy": ch["attributes"][task]["majority_rate"],
-           "inversion_msssim": ch["reconstruction_mean_image"]["msssim"]["mean"]}
-    for attr in result["config"]["data"]["private"]:
-        if attr in ch.get("attributes", {}):
-            out[f"attribute:{attr}"] = ch["attributes"][attr]["balanced_accuracy"]
-    if "reid" in ch:
-        out["reid_top1"] = ch["reid"]["top1"]
-    return out
+    return AuditResult(result).chances(headline=True)
 
 
 def budget_of(result: dict, which: str = "obfuscated", run_dir: Path | None = None) -> dict:
@@ -238,13 +223,7 @@ BUDGET_COLUMNS = [("phone MACs (M)", "phone_macs_m", "{:.1f}"),
 
 
 def label_of(key: str) -> str:
-    if key == "utility_accuracy":
-        return "task accuracy (utility)"
-    if key == "inversion_msssim":
-        return "inversion MS-SSIM"
-    if key == "reid_top1":
-        return "re-identification top-1"
-    return f"{key.split(':', 1)[1]}: attacker balanced accuracy"
+    return figure_by_key(key).short
 
 
 def pareto(xy: dict[str, tuple[float, float]]) -> list[str]:

@@ -17,24 +17,28 @@ from torch import nn
 from ..metrics import accuracy, balanced_accuracy, majority_rate, roc_auc
 from ..models.vgg import conv_bn_relu
 from ..precision import autocast
-from .base import FeatureSet, FitResult, FitSettings, batches, fit, holdout_split
+from .base import (
+    FeatureSet,
+    FitResult,
+    FitSettings,
+    Standardized,
+    batches,
+    fit,
+    holdout_split,
+)
 
 HEAD_GRID = 4  # the last feature map is pooled to 4x4 and flattened: keeps where things are
 ROC_POINTS = 101
 
 
-class ProbeNetwork(nn.Module):
+class ProbeNetwork(Standardized):
     """Standardise -> conv3x3-BN-ReLU, then (max-pool, conv) until ~4x4 with doubling
     width (capped at 2x) -> 4x4 average grid -> flatten -> dropout MLP -> 1 logit."""
 
     def __init__(self, feature_shape: tuple[int, int, int], width: int = 64,
                  hidden: int = 128, dropout: float = 0.3) -> None:
-        super().__init__()
         c, h, w = feature_shape
-        # per-channel statistics of the training features, set by AttributeProbe.fit: an
-        # obfuscator may shrink or blow up channels, and the probe should not care
-        self.register_buffer("mean", torch.zeros(1, c, 1, 1))
-        self.register_buffer("std", torch.ones(1, c, 1, 1))
+        super().__init__(c)
         pools = max(0, math.ceil(math.log2(max(min(h, w), 1) / HEAD_GRID)))
         layers, ch = conv_bn_relu(c, width), width
         for _ in range(pools):
@@ -48,13 +52,8 @@ class ProbeNetwork(nn.Module):
             nn.Dropout(dropout), nn.Linear(hidden, 1),
         )
 
-    def set_normalization(self, features: torch.Tensor) -> None:
-        self.mean.copy_(features.mean((0, 2, 3), keepdim=True))
-        self.std.copy_(features.std((0, 2, 3), keepdim=True).clamp_min(1e-6))
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        z = ((z - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        return self.head(self.body(z)).squeeze(1)
+        return self.head(self.body(self.standardize(z))).squeeze(1)
 
 
 class AttributeProbe:

@@ -14,29 +14,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.vgg import conv_bn_relu
 from ..precision import autocast
 from ..privacy.msssim import ms_ssim, settings_for_size
-from .base import FeatureSet, FitResult, FitSettings, batches, fit, holdout_split
+from .base import (
+    FeatureSet,
+    FitResult,
+    FitSettings,
+    Standardized,
+    batches,
+    fit,
+    holdout_split,
+)
 
 L1_WEIGHT = 1.0
-
-
-def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-            nn.ReLU(inplace=True)]
 
 
 class _Residual(nn.Module):
     def __init__(self, c: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(*_conv_bn_relu(c, c), nn.Conv2d(c, c, 3, padding=1, bias=False),
+        self.body = nn.Sequential(*conv_bn_relu(c, c), nn.Conv2d(c, c, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(c))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(x + self.body(x))
 
 
-class InversionNetwork(nn.Module):
+class InversionNetwork(Standardized):
     """Features (C, h, w) -> image (3, H, W) in [0, 1].
 
     Standardise -> conv3x3 stem -> `blocks` residual blocks at feature resolution, then per
@@ -48,32 +52,24 @@ class InversionNetwork(nn.Module):
 
     def __init__(self, feature_shape: tuple[int, int, int], image_size: tuple[int, int],
                  width: int = 64, blocks: int = 2) -> None:
-        super().__init__()
         c, h, w = feature_shape
+        super().__init__(c)
         big_h, big_w = image_size
-        # per-channel statistics of the training features (set by InversionAttack.fit): an
-        # obfuscator may shrink or blow up channels, and the attacker should not care
-        self.register_buffer("mean", torch.zeros(1, c, 1, 1))
-        self.register_buffer("std", torch.ones(1, c, 1, 1))
         n_up = max(0, round(math.log2(max(min(big_h / h, big_w / w), 1.0))))
         self.sizes = [(big_h >> k, big_w >> k) for k in range(n_up - 1, -1, -1)]
-        self.stem = nn.Sequential(*_conv_bn_relu(c, width), *[_Residual(width)
+        self.stem = nn.Sequential(*conv_bn_relu(c, width), *[_Residual(width)
                                                                for _ in range(blocks)])
         stages, ch = [], width
         for _ in self.sizes:
             nxt = max(16, ch // 2)
-            stages.append(nn.Sequential(*_conv_bn_relu(ch, nxt), *_conv_bn_relu(nxt, nxt)))
+            stages.append(nn.Sequential(*conv_bn_relu(ch, nxt), *conv_bn_relu(nxt, nxt)))
             ch = nxt
         self.stages = nn.ModuleList(stages)
         self.out = nn.Conv2d(ch, 3, 3, padding=1)
         self.image_size = (big_h, big_w)
 
-    def set_normalization(self, features: torch.Tensor) -> None:
-        self.mean.copy_(features.mean((0, 2, 3), keepdim=True))
-        self.std.copy_(features.std((0, 2, 3), keepdim=True).clamp_min(1e-6))
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = ((z - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        x = self.standardize(z)
         x = self.stem(x)
         for size, stage in zip(self.sizes, self.stages, strict=True):
             x = stage(F.interpolate(x, size=size, mode="bilinear", align_corners=False))

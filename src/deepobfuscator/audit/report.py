@@ -16,57 +16,16 @@ import numpy as np
 import torch
 
 from ..io import atomic_write_text
+from .result import RUNS, AuditResult
 
 
 def verdict_rows(results: dict) -> list[dict]:
-    """One row per figure: name, baseline, obfuscated, chance, and which way is better."""
-    runs, chance = results["runs"], results["chance"]
-    task = results["config"]["data"]["task"]
-    rows = []
-
-    def add(name, getter, ref, better, fmt="{:.3f}"):
-        vals = {}
-        for run in ("baseline", "obfuscated"):
-            try:
-                vals[run] = getter(runs[run]) if run in runs else None
-            except KeyError:
-                vals[run] = None
-        rows.append({"figure": name, **vals, "chance": ref, "better": better, "fmt": fmt})
-
-    mean_ms = chance["reconstruction_mean_image"]
-    add("Reconstruction MS-SSIM (inverse network)", lambda r: r["inversion"]["msssim"]["mean"],
-        mean_ms["msssim"]["mean"], "lower")
-    add("Reconstruction SSIM (inverse network)", lambda r: r["inversion"]["ssim"]["mean"],
-        mean_ms["ssim"]["mean"], "lower")
-    add("Reconstruction PSNR dB (inverse network)", lambda r: r["inversion"]["psnr"]["mean"],
-        mean_ms["psnr"]["mean"], "lower", "{:.2f}")
-    add("Reconstruction MS-SSIM (white-box)", lambda r: r["whitebox"]["msssim"]["mean"],
-        mean_ms["msssim"]["mean"], "lower")
-    for a in chance["attributes"]:
-        if a == task:
-            continue
-        add(f"{a}: attacker balanced accuracy", lambda r, a=a: r["attributes"][a]
-            ["balanced_accuracy"], 0.5, "lower")
-        add(f"{a}: attacker ROC AUC", lambda r, a=a: r["attributes"][a]["roc_auc"], 0.5, "lower")
-    if "reid" in chance:
-        add("Re-identification top-1 (from reconstructions)",
-            lambda r: r["reid"]["reconstruction_probes"]["top1"], chance["reid"]["top1"], "lower")
-        add("Re-identification top-5 (from reconstructions)",
-            lambda r: r["reid"]["reconstruction_probes"]["top5"], chance["reid"]["top5"], "lower")
-        add("Face verification AUC (photo vs reconstruction)",
-            lambda r: r["reid"]["verification"]["reconstruction"]["auc"], 0.5, "lower")
-        if any("dlib_reconstruction_probes" in r.get("reid", {}) for r in runs.values()):
-            add("Re-identification top-1 (dlib recogniser, from reconstructions)",
-                lambda r: r["reid"]["dlib_reconstruction_probes"]["top1"],
-                chance["reid"]["top1"], "lower")
-            add("Face verification AUC (dlib recogniser)",
-                lambda r: r["reid"]["dlib_verification"]["reconstruction"]["auc"], 0.5, "lower")
-    add(f"Utility: cloud {task} accuracy", lambda r: r["utility"]["accuracy"],
-        chance["attributes"][task]["majority_rate"], "higher")
-    add(f"Utility: cloud {task} AUC", lambda r: r["utility"]["auc"], 0.5, "higher")
-    add(f"{task} from features by a fresh probe (balanced acc.)",
-        lambda r: r["attributes"][task]["balanced_accuracy"], 0.5, "higher")
-    return rows
+    """One row per privacy and utility figure (figures.py) that a run has: name, baseline,
+    obfuscated, chance, and which way is better."""
+    res = AuditResult(results)
+    figs = res.present(res.figures("privacy") + res.figures("utility"))
+    return [{"figure": f.label, **{run: res.value(f, run) for run in RUNS},
+             "chance": res.chance(f), "better": f.better, "fmt": f.fmt} for f in figs]
 
 
 def budget_rows(results: dict) -> list[dict]:
@@ -219,7 +178,7 @@ def render_markdown(results: dict, figs: dict[str, Path], out: Path) -> str:
               "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['figure']} | {format_value(r, 'baseline')} | "
-                     f"{format_value(r, 'obfuscated')} | {r['fmt'].format(r['chance'])} | "
+                     f"{format_value(r, 'obfuscated')} | {format_value(r, 'chance')} | "
                      f"{change_arrow(r)} |")
     lines += ["", "Chance: balanced accuracy and AUC 0.5; the majority-class rate for plain "
               "accuracy; for reconstruction, the attacker split's mean face used as every "

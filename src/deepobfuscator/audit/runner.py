@@ -17,39 +17,21 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..attacks.attribute_probe import AttributeProbe, score_attribute
 from ..attacks.base import FeatureSet, FitSettings
-from ..attacks.inversion import InversionAttack
-from ..attacks.reid import (
-    IdentityEmbedder,
-    dlib_available,
-    dlib_embed,
-    gallery_probe_split,
-    reid_scores,
-    verification_pairs,
-    verification_scores,
-)
-from ..attacks.whitebox import WhiteBoxAttack
-from ..config import Config, trains_attackers
+from ..attacks.reid import IdentityEmbedder
+from ..config import Config
 from ..data.splits import check_splits_match, make_splits
 from ..errors import UserError
 from ..io import atomic_write, atomic_write_json
-from ..metrics import accuracy, balanced_accuracy, roc_auc
 from ..models import Models, feature_shape
 from ..models.budget import phone_budget
 from ..precision import resolve_precision
 from ..runs import RunError, RunPaths, load_run
 from ..threads import use_threads
 from ..training.trainer import resolve_device
-from .features import (
-    check_wire,
-    cloud_scores,
-    extract,
-    through_wire,
-    training_adversary_scores,
-    training_reconstructions,
-    wire_change,
-)
+from .attacks import AttackContext, run_attacks
+from .attacks._weights import save_weights
+from .features import check_wire, extract, through_wire, wire_change
 from .image_metrics import image_scores, msssim_settings_for, summarize
 
 # On the no-privacy baseline, attackers at least this strong are "shown strong";
@@ -130,12 +112,12 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
     grid = {}
     for name, (run_cfg, models) in loaded.items():
         print(f"== auditing {name}: {runs[name]}")
-        args = (name, run_cfg, models, roles, attrs, s, device, precision)
+        job = AuditJob(name, run_cfg, models, roles, attrs, s, device, precision)
         emb = embedder[0] if embedder else None
         if name == "baseline":
-            r, arr, recon = _audit_baseline_cached(runs[name], cfg, args, out, emb)
+            r, arr, recon = _audit_baseline_cached(runs[name], cfg, job, out, emb)
         else:
-            r, arr, recon = _audit_one(*args, out, emb)
+            r, arr, recon = _audit_one(job, out, emb)
         results["runs"][name] = r
         arrays.update({f"{name}/{k}": v for k, v in arr.items()})
         grid[name] = recon[: s.grid_images]
@@ -235,87 +217,64 @@ def _train_embedder(roles: dict, cfg: Config, s: AuditSettings, device, precisio
     atk = roles["attacker"]
     emb = IdentityEmbedder(tuple(cfg.data.image_size), s.fit_settings(device, precision))
     curve = emb.fit(to_tensor_batch(atk.images), atk.identities)
-    _save_weights(emb.model, out / "attackers" / "reid_embedder.safetensors")
+    save_weights(emb.model, out / "attackers" / "reid_embedder.safetensors")
     return emb, curve.to_dict()
 
 
-def _audit_one(name: str, cfg: Config, models: Models, roles: dict, attrs: list[str],
-               s: AuditSettings, device, precision, out: Path, embedder):
-    fs = s.fit_settings(device, precision)
+@dataclass
+class AuditJob:
+    """One run to audit, with the audit's data roles and settings."""
+
+    name: str  # "obfuscated" or "baseline"
+    cfg: Config
+    models: Models
+    roles: dict
+    attrs: list[str]  # the task first, then the private attributes
+    settings: AuditSettings
+    device: torch.device
+    precision: str
+
+
+def attack_context(job: AuditJob, out: Path, embedder=None) -> AttackContext:
+    """What every attack gets for one run: its features of the attacker and test splits,
+    through the audit's upload format."""
+    s, device = job.settings, job.device
     # an obfuscator with feature noise draws it for every upload: seeded here, so an audit
     # with the same seed sees the same uploads (and the same figures)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.seed)
-        atk = through_wire(extract(models, roles["attacker"], attrs, device), s.wire)
-        sent = extract(models, roles["test"], attrs, device)
-    test = through_wire(sent, s.wire)
-    shape, size = tuple(atk.features.shape[1:]), tuple(cfg.data.image_size)
-    r: dict = {"run": cfg.privacy.method, "curves": {},
-               "wire": {"format": s.wire, **wire_change(sent, test)},
+        atk = through_wire(extract(job.models, job.roles["attacker"], job.attrs, device),
+                           s.wire)
+        sent = extract(job.models, job.roles["test"], job.attrs, device)
+    ctx = AttackContext(run=job.name, cfg=job.cfg, models=job.models, attacker=atk,
+                        test=through_wire(sent, s.wire), attributes=job.attrs, settings=s,
+                        fit=s.fit_settings(device, job.precision), device=device,
+                        weights_dir=out / "attackers" / job.name, embedder=embedder)
+    ctx.products["sent"] = sent  # before the round trip, for the wire's own figure
+    return ctx
+
+
+def _audit_one(job: AuditJob, out: Path, embedder):
+    """Every registered attack (audit/attacks/) against one run's features."""
+    ctx = attack_context(job, out, embedder)
+    cfg, s = job.cfg, job.settings
+    r: dict = {"run": cfg.privacy.method,
+               "wire": {"format": s.wire, **wire_change(ctx.products["sent"], ctx.test)},
                "budget": phone_budget(cfg).to_dict()}  # compute per side, bytes per image
-    arr: dict[str, np.ndarray] = {}
-
-    # utility: what the cloud answers
-    p = cloud_scores(models, test.features, device)
-    y = test.attributes[cfg.data.task]
-    r["utility"] = {"task": cfg.data.task, "accuracy": accuracy(y, p, 0.5),
-                    "balanced_accuracy": balanced_accuracy(y, p, 0.5), "auc": roc_auc(y, p)}
-    arr["task_prob"] = p
-
-    # attribute inference by fresh probes (the task too: what the cloud, or anyone, can learn)
-    r["attributes"] = {}
-    for a in attrs:
-        probe = AttributeProbe(shape, fs)
-        r["curves"][f"probe_{a}"] = probe.fit(atk, a).to_dict()
-        probs = probe.infer(test.features)
-        r["attributes"][a] = score_attribute(test.attributes[a], probs)
-        arr[f"probe_{a}"] = probs
-        _save_weights(probe.model, out / "attackers" / name / f"probe_{a}.safetensors")
-
-    # reconstruction by a learned inverse network
-    inv = InversionAttack(shape, size, fs)
-    r["curves"]["inversion"] = inv.fit(atk).to_dict()
-    recon = inv.reconstruct(test.features)
-    scores = image_scores(recon, test.images)
-    r["inversion"] = summarize(scores)
-    arr.update({f"inversion_{k}": v for k, v in scores.items()})
-    _save_weights(inv.model, out / "attackers" / name / "inversion.safetensors")
-
-    # white-box optimisation through the (known) obfuscator weights
-    k = min(s.whitebox_images, len(test))
-    wb = WhiteBoxAttack(_without_noise(models.encoder), steps=s.whitebox_steps, device=device,
-                        progress=s.progress)
-    wb_recon = wb.reconstruct(test.features[:k])
-    wb_scores = image_scores(wb_recon, test.images[:k])
-    r["whitebox"] = {**summarize(wb_scores), "images": k, "steps": s.whitebox_steps}
-    arr.update({f"whitebox_{m}": v for m, v in wb_scores.items()})
-
-    # re-identification from reconstructions
-    if embedder is not None and test.identities is not None:
-        r["reid"], arr["reid_ranks"] = _reid(embedder, test, recon, s.seed, s.recogniser)
-
-    # the run's own training-time adversaries, for the "beat only its own adversary" check
-    if trains_attackers(cfg):
-        # by the run's own attribute names, those the test data also has (a cross-dataset
-        # audit may name them differently)
-        names = [a for a in models.adversaries.keys() if a in test.attributes]
-        own = training_adversary_scores(models, test.features, names, device)
-        r["training_adversaries"] = {
-            a: {"balanced_accuracy": balanced_accuracy(test.attributes[a], v, 0.5),
-                "auc": roc_auc(test.attributes[a], v)} for a, v in own.items()}
-        own_recon = training_reconstructions(models, test.features, device)
-        r["training_reconstructor"] = summarize(image_scores(own_recon, test.images))
-    return r, arr, recon
+    r.update(run_attacks(ctx))
+    r["curves"] = ctx.curves
+    return r, ctx.arrays, ctx.products["reconstructions"]
 
 
-def _audit_baseline_cached(base_dir: Path, cfg: Config, args: tuple, out: Path, embedder):
+def _audit_baseline_cached(base_dir: Path, cfg: Config, job: AuditJob, out: Path, embedder):
     """The baseline's audit, reused when the same baseline was audited before with the same
     data roles, attributes and settings (every attacker is seeded, so the figures are the
     same): a sweep audits one baseline against many points. Kept in BASELINE/audit_cache."""
     import hashlib
     import shutil
 
-    name, base_cfg, s, device, precision = args[0], args[1], args[5], args[6], args[7]
+    name, base_cfg, s, device, precision = job.name, job.cfg, job.settings, job.device, \
+        job.precision
     settings = {k: v for k, v in asdict(s).items() if k != "progress"}
     key = hashlib.sha256(json.dumps(
         [base_cfg.fingerprint(), cfg.to_dict()["data"], settings, str(device), precision,
@@ -333,70 +292,13 @@ def _audit_baseline_cached(base_dir: Path, cfg: Config, args: tuple, out: Path, 
         # config's shapes only, so recomputing it costs nothing and always matches
         r["budget"] = phone_budget(base_cfg).to_dict()
     else:
-        r, arr, recon = _audit_one(*args, cache, embedder)
+        r, arr, recon = _audit_one(job, cache, embedder)
         atomic_write(cache / "arrays.npz", lambda p: _savez(p, arr))
         grid = {"recon": recon[: s.grid_images].numpy()}
         atomic_write(cache / "grid.npz", lambda p: _savez(p, grid))
         atomic_write_json(done, r)  # last: its presence marks a complete entry
     shutil.copytree(cache / "attackers" / name, out / "attackers" / name, dirs_exist_ok=True)
     return r, arr, recon
-
-
-def _without_noise(encoder: torch.nn.Module) -> torch.nn.Module:
-    """The white-box attacker holds E's weights and can run it without the feature noise."""
-    if getattr(encoder, "noise_std", 0.0) <= 0:
-        return encoder
-    import copy
-
-    clean = copy.deepcopy(encoder)
-    clean.noise_std = 0.0
-    return clean
-
-
-_DLIB_RAW: dict[str, torch.Tensor] = {}
-
-
-def _dlib_raw(images: torch.Tensor) -> torch.Tensor:
-    """dlib descriptors of the raw test photos, computed once per audit (the baseline and
-    the obfuscated run share their test photos)."""
-    import hashlib
-
-    key = hashlib.sha1(images.numpy().tobytes()).hexdigest()
-    if key not in _DLIB_RAW:
-        _DLIB_RAW.clear()
-        _DLIB_RAW[key] = dlib_embed(images)
-    return _DLIB_RAW[key]
-
-
-def _reid(embedder, test: FeatureSet, recon: torch.Tensor, seed: int, recogniser: str = "auto"):
-    gallery, probes = gallery_probe_split(test.identities, seed)
-    g_emb = embedder.embed(test.images[gallery])
-    out = {}
-    summary, ranks = reid_scores(g_emb, test.identities[gallery],
-                                 embedder.embed(recon[probes]), test.identities[probes])
-    out["reconstruction_probes"] = summary
-    out["raw_probes"] = reid_scores(g_emb, test.identities[gallery],
-                                    embedder.embed(test.images[probes]),
-                                    test.identities[probes])[0]
-    # LFW-style verification: is this reconstruction the person in that photo?
-    a, b, same = verification_pairs(test.identities, seed)
-    if len(same):
-        e_raw, e_rec = embedder.embed(test.images), embedder.embed(recon)
-        out["verification"] = {
-            "raw": verification_scores(e_raw[a], e_raw[b], same, seed),
-            "reconstruction": verification_scores(e_raw[a], e_rec[b], same, seed)}
-    if recogniser == "auto" and dlib_available():  # published weights: a strong ceiling
-        d_raw, d_rec = _dlib_raw(test.images), dlib_embed(recon)
-        ids = test.identities
-        out["dlib_raw_probes"] = reid_scores(d_raw[gallery], ids[gallery], d_raw[probes],
-                                             ids[probes])[0]
-        out["dlib_reconstruction_probes"] = reid_scores(d_raw[gallery], ids[gallery],
-                                                        d_rec[probes], ids[probes])[0]
-        if len(same):
-            out["dlib_verification"] = {
-                "raw": verification_scores(d_raw[a], d_raw[b], same, seed),
-                "reconstruction": verification_scores(d_raw[a], d_rec[b], same, seed)}
-    return out, ranks
 
 
 def _chance(roles: dict, test: FeatureSet, attrs: list[str], cfg: Config) -> dict:
@@ -453,13 +355,6 @@ def _weak_attacker_warnings(results: dict, task: str) -> list[str]:
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to the name
         np.savez_compressed(f, **arrays)
-
-
-def _save_weights(model: torch.nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda p: save_file(state, str(p)))
 
 
 def load_audit(out_dir: Path) -> dict:

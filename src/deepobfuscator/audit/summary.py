@@ -16,5 +16,5 @@ def summary_table(out_dir: Path) -> str:
     for r in rows:
         lines.append(f"{r['figure']:<{w}}{format_value(r, 'baseline'):>10}"
                      f"{format_value(r, 'obfuscated'):>12}"
-                     f"{r['fmt'].format(r['chance']):>9}  {change_arrow(r)}")
+                     f"{format_value(r, 'chance'):>9}  {change_arrow(r)}")
     return "\n".join(lines)

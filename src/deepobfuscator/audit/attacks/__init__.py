@@ -1,0 +1,95 @@
+"""The audit's attacks: one interface, one registry the audit loops over.
+
+An audit attack takes the frozen run's features (the attacker split's, to train on, and
+the test split's, to score) and returns the entries of the run's result it fills,
+declaring the figures it reports (audit/figures.py). To add one, write a module here
+with a subclass of `AuditAttack` decorated by `@register_attack`, and name the module
+in `BUILTIN` below; the audit, the report and the tests pick it up from the registry.
+docs/audit.md ("Adding an attack") has a short example.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+from ...attacks.base import FeatureSet, FitSettings
+from ..figures import FigureSpec
+
+if TYPE_CHECKING:
+    from ...config import Config
+    from ...models import Models
+    from ..runner import AuditSettings
+
+
+@dataclass
+class AttackContext:
+    """What an attack gets for one audited run (the obfuscated run or the baseline)."""
+
+    run: str  # "obfuscated" or "baseline"
+    cfg: Config
+    models: Models
+    attacker: FeatureSet  # the attacker split, through the upload format: to train on
+    test: FeatureSet  # the test split, through the upload format: to score on
+    attributes: list[str]  # the task first, then the private attributes
+    settings: AuditSettings
+    fit: FitSettings
+    device: torch.device
+    weights_dir: Path  # where this run's fresh attackers' weights go
+    embedder: Any = None  # the audit's identity embedder (shared by both runs), if any
+    # what attacks hand to later ones (e.g. "reconstructions" from the inverse network)
+    products: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # -> scores.npz
+    curves: dict[str, dict] = field(default_factory=dict)  # training curves -> audit.json
+
+
+class AuditAttack:
+    """One attack of the audit. `run` returns entries of the run's result (audit.json
+    runs.<run>); per-sample scores go to ctx.arrays, training curves to ctx.curves."""
+
+    name: ClassVar[str]
+    figures: ClassVar[tuple[FigureSpec, ...]] = ()
+    needs: ClassVar[tuple[str, ...]] = ()  # products of earlier attacks it reads
+
+    def applies(self, ctx: AttackContext) -> bool:
+        return True
+
+    def run(self, ctx: AttackContext) -> dict:
+        raise NotImplementedError
+
+
+ATTACKS: dict[str, type[AuditAttack]] = {}
+
+
+def register_attack(cls: type[AuditAttack]) -> type[AuditAttack]:
+    if cls.name in ATTACKS and ATTACKS[cls.name] is not cls:
+        raise ValueError(f"an audit attack named {cls.name!r} is already registered")
+    ATTACKS[cls.name] = cls
+    return cls
+
+
+def run_attacks(ctx: AttackContext) -> dict:
+    """Every registered attack that applies, in registry order; their result entries."""
+    result: dict = {}
+    for name, cls in ATTACKS.items():
+        attack = cls()
+        if not attack.applies(ctx):
+            continue
+        missing = [p for p in cls.needs if p not in ctx.products]
+        if missing:
+            raise RuntimeError(f"audit attack {name!r} needs {missing}, which no earlier "
+                               "attack produced: register it after the one that does")
+        result.update(attack.run(ctx))
+    return result
+
+
+# the registry, in the order the audit runs them (and the verdict lists their figures)
+BUILTIN = ("inversion", "whitebox", "attributes", "reidentification", "own_adversaries",
+           "utility")
+for _module in BUILTIN:
+    importlib.import_module(f"{__name__}.{_module}")

@@ -1,0 +1,107 @@
+"""The single table of audit figures: what each one is, where it lives, which way is better.
+
+Every audit attack (audit/attacks/) declares the figures it reports as `FigureSpec`s.
+The verdict table, the terminal summary, the sweep's frontier and the experiment tables
+all read figures through this table (and `AuditResult`), so a new figure is one spec in
+its attack's file. A spec may stand for one figure per attribute (`per="private"`: the
+placeholders `{attr}` and `{task}` in its strings are filled for each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Better = Literal["lower", "higher"]
+# privacy: attacker success on the features (verdict, lower is better); utility: what the
+# cloud or a probe gets for the task (verdict, higher is better); training: the run's own
+# training-time adversaries (compared with the fresh attackers, not in the verdict)
+Section = Literal["privacy", "utility", "training"]
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    key: str  # stable id in frontier.json and summaries, e.g. "attribute:{attr}"
+    label: str  # the verdict table's wording
+    short: str  # plots and compact tables
+    path: tuple[str, ...]  # into one run's result (audit.json runs.<run>)
+    better: Better
+    # chance / floor: a path into audit.json `chance`, a constant, or None
+    chance: tuple[str, ...] | float | None = None
+    per: Literal["one", "private", "task"] = "one"
+    fmt: str = "{:.3f}"
+    unit: str = ""
+    section: Section = "privacy"
+    headline: bool = False  # one of the few figures of sweeps and experiment tables
+    optional: bool = False  # reported only when an optional extra is installed
+
+    def expand(self, task: str, private: list[str]) -> list[Figure]:
+        """The concrete figures of this spec for an audit's task and private attributes."""
+        attrs = {"one": [""], "task": [task], "private": list(private)}[self.per]
+        return [Figure(**{**self.__dict__, **_filled(self, a, task)}) for a in attrs]
+
+
+@dataclass(frozen=True)
+class Figure(FigureSpec):
+    """One concrete figure (placeholders filled): what the tables read."""
+
+    def value(self, run_result: dict) -> float | None:
+        return _get(run_result, self.path)
+
+    def chance_in(self, chance: dict) -> float | None:
+        if self.chance is None or isinstance(self.chance, (int, float)):
+            return self.chance
+        return _get(chance, self.chance)
+
+    def format(self, v: float | None) -> str:
+        import math
+
+        return "n/a" if v is None or not math.isfinite(v) else self.fmt.format(v)
+
+
+def _filled(spec: FigureSpec, attr: str, task: str) -> dict:
+    def f(s: str) -> str:
+        return s.replace("{attr}", attr).replace("{task}", task)
+
+    chance = tuple(f(p) for p in spec.chance) if isinstance(spec.chance, tuple) \
+        else spec.chance
+    return {"key": f(spec.key), "label": f(spec.label), "short": f(spec.short),
+            "path": tuple(f(p) for p in spec.path), "chance": chance, "per": "one"}
+
+
+def _get(d: dict, path: tuple[str, ...]) -> float | None:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return None if d is None else float(d)  # type: ignore[arg-type]
+
+
+def figure_specs() -> list[FigureSpec]:
+    """Every registered attack's figures, in the registry's order."""
+    from .attacks import ATTACKS
+
+    return [spec for attack in ATTACKS.values() for spec in attack.figures]
+
+
+def figures_for(task: str, private: list[str], section: Section | None = None,
+                headline: bool | None = None) -> list[Figure]:
+    """The concrete figures of an audit: privacy ones first, then utility, then training."""
+    order = {"privacy": 0, "utility": 1, "training": 2}
+    out = [fig for spec in figure_specs() for fig in spec.expand(task, private)
+           if (section is None or spec.section == section)
+           and (headline is None or spec.headline == headline)]
+    return sorted(out, key=lambda fig: order[fig.section])  # stable: registry order within
+
+
+def figure_by_key(key: str, task: str = "the task") -> Figure:
+    """A concrete figure from its key ("reid_top1", "attribute:Male"), for labels."""
+    for spec in figure_specs():
+        if spec.per in ("one", "task") and spec.key == key:
+            return Figure(**{**spec.__dict__, **_filled(spec, task, task)})
+        head, _, tail = spec.key.partition("{attr}")
+        if spec.per == "private" and key.startswith(head) and key.endswith(tail) and \
+                len(key) > len(head) + len(tail):
+            attr = key[len(head): len(key) - len(tail)]
+            return Figure(**{**spec.__dict__, **_filled(spec, attr, task)})
+    raise KeyError(f"no audit figure has the key {key!r}")

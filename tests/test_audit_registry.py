@@ -1,0 +1,127 @@
+"""The audit's attack and figure registries: every registered attack fills the figures it
+declares, and a new attack is one class plus a registry entry."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from deepobfuscator.audit import AuditSettings, audit
+from deepobfuscator.audit.attacks import ATTACKS, AttackContext, AuditAttack, run_attacks
+from deepobfuscator.audit.figures import FigureSpec, figure_by_key, figures_for
+from deepobfuscator.audit.result import AuditResult
+from deepobfuscator.audit.runner import AuditJob, _train_embedder, attack_context
+from deepobfuscator.data.splits import make_splits
+from deepobfuscator.runs import load_run
+from deepobfuscator.training import train
+
+FAST = AuditSettings(max_epochs=2, whitebox_images=4, whitebox_steps=5, grid_images=3,
+                     progress=False, recogniser="off")
+
+
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory, tiny_config_module):
+    """Every registered attack run once, in registry order, on a tiny adversarial run:
+    name -> the result entries it returned (None when it did not apply)."""
+    tmp = tmp_path_factory.mktemp("registry")
+    run = train(tiny_config_module(), tmp / "run", progress=False)  # the cpu preset: robust
+    cfg, models = load_run(run, torch.device("cpu"))
+    roles = make_splits(cfg)
+    emb, _ = _train_embedder(roles, cfg, FAST, torch.device("cpu"), "fp32", tmp)
+    job = AuditJob("obfuscated", cfg, models, roles, [cfg.data.task, *cfg.data.private],
+                   FAST, torch.device("cpu"), "fp32")
+    ctx = attack_context(job, tmp, emb)
+    outputs = {}
+    for name, cls in ATTACKS.items():
+        attack = cls()
+        outputs[name] = attack.run(ctx) if attack.applies(ctx) else None
+    return ctx, outputs
+
+
+@pytest.fixture(scope="module")
+def tiny_config_module():
+    from conftest import TINY
+
+    from deepobfuscator.config import load_config
+
+    return lambda *o: load_config("cpu", [*TINY, *o])
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_every_registered_attack_fills_the_figures_it_declares(attacked, name):
+    ctx, outputs = attacked
+    out = outputs[name]
+    assert out is not None, f"{name} did not apply to an adversarial run with identities"
+    for spec in ATTACKS[name].figures:
+        for fig in spec.expand(ctx.cfg.data.task, list(ctx.cfg.data.private)):
+            v = fig.value(out)
+            if fig.optional and v is None:
+                continue
+            assert v is not None and math.isfinite(v), f"{name} left {fig.key} empty"
+            chance = fig.chance_in({"reconstruction_mean_image": {m: {"mean": 0.0} for m in
+                                                                  ("msssim", "ssim", "psnr")},
+                                    "reid": {"top1": 0.1, "top5": 0.5},
+                                    "attributes": {ctx.cfg.data.task: {"majority_rate": 0.5}}})
+            assert chance is not None, f"{fig.key} has no chance level"
+
+
+def test_figure_keys_are_unique_and_found_again_by_key():
+    figs = figures_for("Smiling", ["Male", "Young"])
+    keys = [f.key for f in figs]
+    assert len(keys) == len(set(keys))
+    for f in figs:
+        assert figure_by_key(f.key, task="Smiling") == f
+    assert figure_by_key("attribute:Young").path == ("attributes", "Young", "balanced_accuracy")
+    with pytest.raises(KeyError, match="no audit figure"):
+        figure_by_key("no_such_figure")
+
+
+def test_an_attack_missing_what_it_needs_is_a_clear_error(attacked, monkeypatch):
+    class NeedsNothingThere(AuditAttack):
+        name = "needs_a_ghost"
+        needs = ("ghost",)
+
+        def run(self, ctx: AttackContext) -> dict:
+            return {}
+
+    ctx, _ = attacked
+    monkeypatch.setattr("deepobfuscator.audit.attacks.ATTACKS",
+                        {"needs_a_ghost": NeedsNothingThere})
+    with pytest.raises(RuntimeError, match="needs_a_ghost.*ghost"):
+        run_attacks(ctx)
+
+
+def test_a_new_attack_is_one_class_and_a_registry_entry(tmp_path, tiny_config, monkeypatch):
+    """The docs' example (docs/audit.md, "Adding an attack"): a linear probe of the mean
+    feature, registered, appears in audit.json, the figure table and the report."""
+
+    class MeanFeatureProbe(AuditAttack):
+        name = "mean_feature"
+        figures = (FigureSpec("mean_feature:{attr}", "{attr}: mean-feature threshold, "
+                              "balanced accuracy", "{attr}: mean feature",
+                              ("mean_feature", "{attr}"), "lower", 0.5, per="private"),)
+
+        def run(self, ctx: AttackContext) -> dict:
+            from deepobfuscator.metrics import balanced_accuracy
+
+            m_atk = ctx.attacker.features.flatten(1).mean(1).numpy()
+            m_test = ctx.test.features.flatten(1).mean(1).numpy()
+            out = {}
+            for a in ctx.cfg.data.private:
+                y = ctx.attacker.attributes[a]
+                sign = 1.0 if m_atk[y == 1].mean() >= m_atk[y == 0].mean() else -1.0
+                cut = np.median(sign * m_atk)
+                out[a] = balanced_accuracy(ctx.test.attributes[a],
+                                           (sign * m_test > cut).astype(float), 0.5)
+            return {"mean_feature": out}
+
+    monkeypatch.setitem(ATTACKS, "mean_feature", MeanFeatureProbe)
+    run = train(tiny_config("privacy.method=none"), tmp_path / "run", progress=False)
+    out = audit(run, None, tmp_path / "audit", FAST)
+    res = AuditResult(json.loads((out / "audit.json").read_text()))
+    assert set(res.runs["obfuscated"]["mean_feature"]) == {"Male", "Young"}
+    assert "mean_feature:Male" in res.values()
+    report = (out / "report.md").read_text()
+    assert "Male: mean-feature threshold, balanced accuracy" in report

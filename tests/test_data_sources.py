@@ -13,6 +13,7 @@ from PIL import Image
 from deepobfuscator.data import _annotations
 from deepobfuscator.data.base import NO_IDENTITY, NO_PARTITION, DataError, Preprocess
 from deepobfuscator.data.celeba import load_celeba
+from deepobfuscator.data.factory import load_source, source_kinds
 from deepobfuscator.data.folder import load_folder
 from deepobfuscator.data.lfw import load_lfw
 
@@ -359,3 +360,32 @@ def test_lfw_protocol_is_identity_disjoint_with_repeat_people_on_both_attack_sid
     other = make_splits(load_config("configs/lfw-shared.yaml",
                                     ["data.image_size=[32,32]", "seed=1"]))
     assert other["test"].files != roles["test"].files
+
+
+# -- the source registry -------------------------------------------------------------------
+
+
+def test_the_configs_source_choices_are_the_registered_sources():
+    from typing import get_args
+
+    from deepobfuscator.config import SourceName
+
+    assert list(source_kinds()) == list(get_args(SourceName))
+
+
+@pytest.mark.parametrize("name", list(source_kinds()))
+def test_every_registered_source_says_what_it_is_missing(name, tmp_path):
+    from deepobfuscator.config import DataConfig
+
+    kind = source_kinds()[name]
+    if not kind.needs_root:
+        ds = load_source(DataConfig(source=name, synth_images=40, image_size=[32, 32]))
+        assert len(ds) == 40 and ds.images.shape[1:3] == (32, 32)
+        return
+    with pytest.raises(DataError, match="needs a folder: set data.root"):
+        load_source(DataConfig(source=name, root=""))
+    with pytest.raises(DataError, match="data folder not found"):
+        load_source(DataConfig(source=name, root=str(tmp_path / "nowhere")))
+    if kind.needs_csv:
+        with pytest.raises(DataError, match="needs a CSV: set data.csv"):
+            load_source(DataConfig(source=name, root=str(tmp_path)))

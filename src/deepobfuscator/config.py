@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -63,11 +63,21 @@ class ConfigError(UserError):
     """A bad configuration value or key; the message says what is valid."""
 
 
+# the choices of the config's enumerated keys: the one place they are listed (a value
+# outside its Literal is refused when the config is built, naming the valid ones)
+SourceName = Literal["synthfaces", "celeba", "lfw", "folder"]  # = data.factory's registry
+OnBadImage = Literal["error", "skip"]
+PrivacyMethod = Literal["deepobfuscator", "robust", "none"]
+Precision = Literal["auto", "bf16", "fp32"]
+AttributeLoss = Literal["neg_ce", "entropy"]
+RobustAttributeLoss = Literal["entropy", "capped_ce"]
+
+
 @dataclass
 class RoleSource:
     """Where one data role comes from when it is not drawn from the main source."""
 
-    source: str = "celeba"
+    source: SourceName = "celeba"
     root: str = ""
     partitions: list[int] | None = None
     csv: str = ""
@@ -75,7 +85,7 @@ class RoleSource:
 
 @dataclass
 class DataConfig:
-    source: str = "synthfaces"  # synthfaces | celeba | lfw | folder
+    source: SourceName = "synthfaces"
     root: str = ""  # data folder (not used by synthfaces)
     csv: str = ""  # folder source: the CSV with file, attribute and identity columns
     attributes_file: str = ""  # lfw: lfw_attributes.txt (default: looked up beside root)
@@ -85,7 +95,7 @@ class DataConfig:
     private: list[str] = field(default_factory=lambda: ["Male"])
     image_size: list[int] = field(default_factory=lambda: [64, 64])  # height, width
     crop: str = "square"  # square | none | center:F | center:Npx (preprocessing.py)
-    on_bad_image: str = "error"  # error | skip
+    on_bad_image: OnBadImage = "error"
     cache: bool = True
     cache_dir: str = ""  # default: $DEEPOBFUSCATOR_CACHE or ~/.cache/deepobfuscator
     # synthfaces only
@@ -133,7 +143,7 @@ class RobustConfig:
     # at every adversarial epoch after the first, one member per attribute restarts from new
     # weights and trains this many attacker steps before the encoder sees it (0 = no refresh)
     refresh_steps: int = 50
-    attribute_loss: str = "entropy"  # entropy | capped_ce (balanced CE, capped at chance)
+    attribute_loss: RobustAttributeLoss = "entropy"  # capped_ce: balanced CE capped at chance
     attribute_weight: float = 1.0
     # reconstructions pushed toward the mean face, never past it (0 = no decoder)
     reconstruction_weight: float = 1.0
@@ -146,8 +156,8 @@ class PrivacyConfig:
     # reproduction); robust: strong, current, bounded adversaries (docs/robust.md); none: the task
     # stage only (privacy then comes from the split and bottleneck alone, or from nothing:
     # the no-privacy baseline, `train --baseline`)
-    method: str = "deepobfuscator"
-    attribute_loss: str = "neg_ce"  # neg_ce (paper) | entropy
+    method: PrivacyMethod = "deepobfuscator"
+    attribute_loss: AttributeLoss = "neg_ce"  # neg_ce: the paper's
     rotation: list[str] = field(
         default_factory=lambda: list(ROTATION_STEPS)
     )
@@ -185,7 +195,7 @@ class Config:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     threads: int = 0  # CPU threads; 0 = auto: the cores other processes leave free (threads.py)
-    precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
+    precision: Precision = "auto"  # auto: bf16 where the hardware has it
     channels_last: bool = True  # NHWC memory layout: faster convolutions on CPU and GPU
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -313,6 +323,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         origin, args = get_origin(tp), get_args(tp)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return _build(tp, value, where + ".")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}={value!r} is not valid; choose one of {list(args)}")
+        return value
     if origin is list:
         if not isinstance(value, list):
             value = [value]
@@ -336,28 +350,34 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
-_CHOICES = {
-    "data.source": ("synthfaces", "celeba", "lfw", "folder"),
-    "data.on_bad_image": ("error", "skip"),
-    "privacy.method": ("deepobfuscator", "robust", "none"),
-    "precision": ("auto", "bf16", "fp32"),
-    "privacy.attribute_loss": ("neg_ce", "entropy"),
-    "privacy.robust.attribute_loss": ("entropy", "capped_ce"),
-}
+def _hint(cfg: Any, key: str) -> Any:
+    obj = cfg
+    *parents, last = key.split(".")
+    for part in parents:
+        obj = getattr(obj, part)
+    return get_type_hints(type(obj))[last]
+
+
+def _enumerated(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) of every Literal-typed field, nested sections included."""
+    out = []
+    hints = get_type_hints(type(obj))
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if get_origin(hints[f.name]) is Literal:
+            out.append((prefix + f.name, value))
+        elif dataclasses.is_dataclass(value):
+            out += _enumerated(value, f"{prefix}{f.name}.")
+    return out
 
 
 def validate(cfg: Config) -> None:
-    values = {
-        "data.source": cfg.data.source,
-        "data.on_bad_image": cfg.data.on_bad_image,
-        "privacy.method": cfg.privacy.method,
-        "precision": cfg.precision,
-        "privacy.attribute_loss": cfg.privacy.attribute_loss,
-        "privacy.robust.attribute_loss": cfg.privacy.robust.attribute_loss,
-    }
-    for key, value in values.items():
-        if value not in _CHOICES[key]:
-            raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(_CHOICES[key])}")
+    # enumerated keys are checked against their Literal when built; a Config made in
+    # code (or changed with dataclasses.replace) is checked here
+    for key, value in _enumerated(cfg):
+        tp = _hint(cfg, key)
+        if value not in get_args(tp):
+            raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(get_args(tp))}")
     try:
         parse_crop(cfg.data.crop)
     except ValueError as exc:

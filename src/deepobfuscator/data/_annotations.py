@@ -15,7 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, FaceDataset, Preprocess, load_images, parse_binary_label
+from .base import (
+    DataError,
+    FaceDataset,
+    Preprocess,
+    check_on_bad_image,
+    load_images,
+    parse_binary_label,
+)
 from .cache import cached_dataset
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -163,8 +170,7 @@ def decode(
     origin(i) says where file i was listed (e.g. 'labels.csv line 3'), so a missing
     image is reported together with the annotation row that asked for it.
     """
-    if on_bad_image not in ("error", "skip"):
-        raise DataError(f"unknown on_bad_image {on_bad_image!r}: use 'error' or 'skip'")
+    check_on_bad_image(on_bad_image)
     skipped = list(skipped or [])
     paths = [image_dir / f for f in files]
     present = np.array([p.is_file() for p in paths], dtype=bool)

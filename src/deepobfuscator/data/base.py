@@ -13,10 +13,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 from PIL import Image
 
+from ..config import OnBadImage
 from ..errors import UserError
 from ..preprocessing import RESAMPLE, ImageRefused, decode, parse_crop, to_uint8
 
@@ -26,6 +28,12 @@ NO_PARTITION = -1
 
 class DataError(UserError):
     """A problem with the user's data or data settings; the message says how to fix it."""
+
+
+def check_on_bad_image(on_bad_image: str) -> None:
+    if on_bad_image not in get_args(OnBadImage):
+        raise DataError(f"unknown on_bad_image {on_bad_image!r}: use one of "
+                        f"{list(get_args(OnBadImage))}")
 
 
 @dataclass(frozen=True)
@@ -90,8 +98,7 @@ def load_images(
     """
     from tqdm.auto import tqdm
 
-    if on_bad_image not in ("error", "skip"):
-        raise DataError(f"unknown on_bad_image {on_bad_image!r}: use 'error' or 'skip'")
+    check_on_bad_image(on_bad_image)
     h, w = preprocess.size
     out = np.empty((len(paths), h, w, 3), dtype=np.uint8)
     keep = np.ones(len(paths), dtype=bool)

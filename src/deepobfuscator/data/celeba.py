@@ -26,6 +26,7 @@ from ._annotations import (
     stamp,
 )
 from .base import NO_IDENTITY, DataError, FaceDataset, Preprocess
+from .factory import SourceRequest, register_source
 
 IMAGE_DIR = "img_align_celeba"
 ATTR_FILE = "list_attr_celeba.txt"
@@ -150,3 +151,9 @@ def _lookup(
         return f"{path} line {line_of[files[i]]}"
 
     return int_column([values[f] for f in files], where, what, valid).astype(dtype)
+
+
+@register_source("celeba")
+def _from_request(req: SourceRequest) -> FaceDataset:
+    assert req.root is not None
+    return load_celeba(req.root, req.preprocess, partitions=req.partitions, **req.decode)

@@ -1,13 +1,64 @@
-"""One front door to every data source: a config in, a FaceDataset out."""
+"""One front door to every data source: a config in, a FaceDataset out.
+
+Sources come in kinds with one interface: a loader that takes a `SourceRequest` (where
+the data is and how to prepare it) and returns a FaceDataset, registered by name in
+`SOURCES`. A new source is one module with a `@register_source` loader plus its name in
+`BUILTIN` below (and in `config.SourceName`, which the config validates against; a test
+keeps the two equal).
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import DataConfig, RoleSource
 from .base import DataError, FaceDataset, Preprocess
 
-SOURCES = ("synthfaces", "celeba", "lfw", "folder")
+
+@dataclass(frozen=True)
+class SourceRequest:
+    """What a loader gets: the data section, the folder (and CSV) of the role it loads,
+    the partitions asked for, the preprocessing every role shares, the decode settings."""
+
+    data: DataConfig
+    root: Path | None
+    csv: Path | None
+    partitions: list[int] | None
+    preprocess: Preprocess
+    decode: dict = field(default_factory=dict)  # on_bad_image, cache_dir, use_cache
+
+
+@dataclass(frozen=True)
+class SourceKind:
+    name: str
+    load: Callable[[SourceRequest], FaceDataset]
+    needs_root: bool  # a folder of images (data.root), or generated data
+    needs_csv: str = ""  # why a CSV is required, when it is
+
+
+SOURCES: dict[str, SourceKind] = {}
+BUILTIN = ("synthfaces", "celeba", "lfw", "folder")
+
+
+def register_source(name: str, needs_root: bool = True, needs_csv: str = ""):
+    def deco(fn: Callable[[SourceRequest], FaceDataset]) -> Callable[[SourceRequest],
+                                                                      FaceDataset]:
+        SOURCES[name] = SourceKind(name, fn, needs_root, needs_csv)
+        return fn
+
+    return deco
+
+
+def source_kinds() -> dict[str, SourceKind]:
+    """The registry, with the built-in sources loaded (their modules import lazily: a
+    source's dependencies are paid for only when it is used)."""
+    for mod in BUILTIN:
+        importlib.import_module(f"{__package__}.{mod}")
+    # built-ins in BUILTIN's order whatever imported them first, then any others
+    return {**{name: SOURCES[name] for name in BUILTIN}, **SOURCES}
 
 
 def preprocess_from_config(data: DataConfig) -> Preprocess:
@@ -23,44 +74,30 @@ def load_source(
     Preprocessing (crop, resolution) always comes from `data`, so every role sees
     images prepared exactly as the phone will prepare them.
     """
-    pre = preprocess_from_config(data)
-    source = role.source if role else data.source
+    name = role.source if role else data.source
+    kinds = source_kinds()
+    if name not in kinds:
+        raise DataError(f"unknown data source {name!r}; valid sources: {', '.join(kinds)}")
+    kind = kinds[name]
     root_str = role.root if role else data.root
     csv_str = role.csv if role else data.csv
     if role is not None and role.partitions is not None:
         partitions = role.partitions
+    root = None
+    if kind.needs_root:
+        if not root_str:
+            raise DataError(f"data source {name!r} needs a folder: set data.root=PATH "
+                            "(or root: in the role's settings)")
+        root = Path(root_str).expanduser()
+        if not root.exists():
+            raise DataError(f"data folder not found: {root} (set data.root to the dataset "
+                            "folder)")
+    if kind.needs_csv and not csv_str:
+        raise DataError(f"data source {name!r} needs a CSV: set data.csv=PATH "
+                        f"({kind.needs_csv})")
     cache_dir = Path(data.cache_dir).expanduser() if data.cache_dir else None
-    common = dict(on_bad_image=data.on_bad_image, cache_dir=cache_dir, use_cache=data.cache)
-    if source == "synthfaces":
-        from .synthfaces import load_synthfaces
-
-        return load_synthfaces(
-            n_images=data.synth_images, images_per_identity=data.synth_images_per_identity,
-            size=pre.size, seed=data.synth_seed, cache_dir=cache_dir, use_cache=data.cache,
-        )
-    if source not in SOURCES:
-        raise DataError(f"unknown data source {source!r}; valid sources: {', '.join(SOURCES)}")
-    if not root_str:
-        raise DataError(f"data source {source!r} needs a folder: set data.root=PATH "
-                        "(or root: in the role's settings)")
-    root = Path(root_str).expanduser()
-    if not root.exists():
-        raise DataError(f"data folder not found: {root} (set data.root to the dataset folder)")
-    if source == "celeba":
-        from .celeba import load_celeba
-
-        return load_celeba(root, pre, partitions=partitions, **common)
-    if source == "lfw":
-        from .lfw import load_lfw
-
-        attrs = Path(data.attributes_file).expanduser() if data.attributes_file else None
-        return load_lfw(root, pre, attributes_file=attrs, **common)
-    from .folder import load_folder
-
-    if not csv_str:
-        raise DataError("data source 'folder' needs a CSV: set data.csv=PATH (columns: "
-                        f"{data.file_column}, attribute columns, optional identity column)")
-    return load_folder(
-        root, Path(csv_str).expanduser(), pre, file_column=data.file_column,
-        identity_column=data.identity_column or None, **common,
-    )
+    return kind.load(SourceRequest(
+        data=data, root=root, csv=Path(csv_str).expanduser() if csv_str else None,
+        partitions=partitions, preprocess=preprocess_from_config(data),
+        decode=dict(on_bad_image=data.on_bad_image, cache_dir=cache_dir,
+                    use_cache=data.cache)))

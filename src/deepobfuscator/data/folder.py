@@ -23,6 +23,7 @@ from ._annotations import (
     stamp,
 )
 from .base import NO_IDENTITY, NO_PARTITION, DataError, FaceDataset, Preprocess
+from .factory import SourceRequest, register_source
 
 PARTITION_COLUMN = "partition"
 
@@ -135,3 +136,12 @@ def _read_csv(
     if not rows:
         raise DataError(f"{path}: no data rows; add one row per image")
     return header, linenos, rows
+
+
+@register_source("folder", needs_csv="columns: file, attribute columns, optional identity "
+                 "column; see docs/data.md")
+def _from_request(req: SourceRequest) -> FaceDataset:
+    assert req.root is not None and req.csv is not None
+    d = req.data
+    return load_folder(req.root, req.csv, req.preprocess, file_column=d.file_column,
+                       identity_column=d.identity_column or None, **req.decode)

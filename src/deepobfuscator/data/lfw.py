@@ -24,6 +24,7 @@ from ._annotations import (
     stamp,
 )
 from .base import NO_PARTITION, DataError, FaceDataset, Preprocess
+from .factory import SourceRequest, register_source
 
 ATTR_FILE = "lfw_attributes.txt"
 LAYOUT = "expected the LFW folder (one sub-folder per person) or a folder containing lfw/"
@@ -152,3 +153,10 @@ def _read_attributes(path: Path, files: list[str]) -> tuple[np.ndarray, list[str
 
 def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.lstrip("#").split("\t") if c.strip()]
+
+
+@register_source("lfw")
+def _from_request(req: SourceRequest) -> FaceDataset:
+    assert req.root is not None
+    attrs = Path(req.data.attributes_file).expanduser() if req.data.attributes_file else None
+    return load_lfw(req.root, req.preprocess, attributes_file=attrs, **req.decode)

@@ -21,6 +21,7 @@ import numpy as np
 
 from .base import NO_PARTITION, DataError, FaceDataset
 from .cache import cached_dataset
+from .factory import SourceRequest, register_source
 
 GENERATOR_VERSION = "synthfaces-1"  # bump whenever the pixels or labels for a seed change
 ATTRIBUTES = [
@@ -408,3 +409,12 @@ def load_synthfaces(
                  images_per_identity=images_per_identity, size=list(size), seed=seed)  # fmt: skip
     ds = cached_dataset(parts, build, cache_dir) if use_cache else build()
     return ds if len(ds) == n_images else ds.subset(np.arange(n_images))
+
+
+@register_source("synthfaces", needs_root=False)
+def _from_request(req: SourceRequest) -> FaceDataset:
+    d = req.data
+    return load_synthfaces(
+        n_images=d.synth_images, images_per_identity=d.synth_images_per_identity,
+        size=req.preprocess.size, seed=d.synth_seed, cache_dir=req.decode["cache_dir"],
+        use_cache=req.decode["use_cache"])

@@ -232,9 +232,13 @@ def test_the_information_cap_survives_export(tmp_path):
     z = enc.run(None, {"image": x})[0]
     np.testing.assert_allclose(np.sqrt((z ** 2).mean((1, 2, 3))), 1.0, atol=1e-4)
     device = DeviceObfuscator(out)
-    noisy, clean = device.features(x), device.features(x, noise=False)
+    clean = device.features(x, noise=False)
     np.testing.assert_allclose(clean, z, atol=1e-6)
-    assert (noisy - clean).std() == pytest.approx(cfg.privacy.feature_noise, rel=0.1)
+    # the device's noise comes from the OS, unseeded: with 25,600 draws a 10% miss of the
+    # stated std is over 20 standard errors away (5 images were too few: a flaky test)
+    many = np.random.default_rng(1).random((400, 3, 32, 32), dtype=np.float32)
+    drawn = device.features(many) - device.features(many, noise=False)
+    assert drawn.std() == pytest.approx(cfg.privacy.feature_noise, rel=0.1)
 
 
 def _digests(folder):

@@ -14,6 +14,7 @@ from pathlib import Path
 from .config import NO_PRIVACY_OVERRIDES, inert_keys, load_config, preset_names
 from .deploy.cli_commands import USER_ERRORS, register
 from .deploy.wire import DTYPES as WIRE_DTYPES
+from .errors import missing_extra
 
 
 def default_run_dir(cfg) -> Path:
@@ -188,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if (fix := missing_extra(exc)) is None:
+            raise
+        print(f"error: {fix}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted: run the same command again to resume from the last checkpoint",

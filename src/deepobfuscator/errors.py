@@ -11,3 +11,21 @@ class UserError(ValueError):
 
 class RunError(UserError):
     """A run folder that is missing, unfinished or inconsistent."""
+
+
+# which extra installs each optional top-level module (pyproject.toml); the base install
+# is the torch-free client
+EXTRA_OF = {**dict.fromkeys(("torch", "safetensors", "tqdm", "torchmetrics", "matplotlib",
+                             "onnx", "onnxscript"), "train"),
+            **dict.fromkeys(("fastapi", "uvicorn", "starlette", "pydantic"), "serve"),
+            **dict.fromkeys(("dlib", "face_recognition_models"), "recognition")}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The one-line fix for a module an extra would have installed, or None."""
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF.get(top)
+    if extra is None:
+        return None
+    return (f"this command needs {top}, which the base install (the device client) leaves "
+            f"out: pip install 'deepobfuscator[{extra}]' (or [all])")

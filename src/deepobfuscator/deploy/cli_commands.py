@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, missing_extra
 from .wire import DTYPES
 
 
@@ -156,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if (fix := missing_extra(exc)) is None:
+            raise
+        print(f"error: {fix}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

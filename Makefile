@@ -4,11 +4,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo test test-slow lint bench clean web
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[train,serve,dev]"
+	$(BIN)/python -m deepobfuscator.deploy.web_assets --optional  # the page's onnxruntime-web (npm)
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -27,6 +28,9 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+web: $(STAMP)
+	$(BIN)/python -m deepobfuscator.deploy.web_assets
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py

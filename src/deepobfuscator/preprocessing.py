@@ -85,7 +85,12 @@ def to_uint8(img: Image.Image, size: tuple[int, int] | list[int], crop: str,
     if box is not None and box != (0, 0, *img.size):
         img = img.crop(box)
     target_h, target_w = (int(v) for v in size)
-    if img.size != (target_w, target_h):
+    # one axis at a time, width first, each pass rounded to uint8: a two-axis resize lets
+    # Pillow choose the order of its passes (it changed between versions, moving pixels by
+    # a level), so this fixes it, and the browser's JavaScript does the same
+    if img.width != target_w:
+        img = img.resize((target_w, img.height), RESAMPLE[resample])
+    if img.height != target_h:
         img = img.resize((target_w, target_h), RESAMPLE[resample])
     return np.asarray(img, dtype=np.uint8)
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from .base import FaceDataset
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: resizes one axis at a time, width first (preprocessing.to_uint8)
 
 
 def default_cache_dir() -> Path:

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import __version__
 from ..io import atomic_write, atomic_write_json
+from ..models.budget import phone_budget
 from . import wire
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, ExportError, load_export, sha256_file
 
@@ -160,6 +161,8 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
         "task": {"name": cfg.data.task, "output": f"P({cfg.data.task} = 1), sigmoid of the "
                  "classifier's logit", "threshold": 0.5},
         "models": models_entry,
+        # compute on each side and the upload per image: what the page shows a user
+        "budget": phone_budget(cfg).to_dict(),
         "mobile": mobile_note,
         "parity": parity,
     }

@@ -18,7 +18,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -151,9 +151,35 @@ def create_app(export_dir: str | Path, token: str | None = None,
         return ClassifyResponse(task=bundle.task, threshold=bundle.threshold, predictions=[
             Prediction(probability=float(p), label=int(p >= bundle.threshold)) for p in probs])
 
+    @app.get("/v1/obfuscator.onnx", dependencies=[Depends(authorize)],
+             response_class=FileResponse)
+    async def obfuscator_model() -> FileResponse:
+        """The device's model, for the page to run in the browser (it ships in every app
+        anyway; behind the token like the rest of the API)."""
+        return FileResponse(bundle.model_path("obfuscator"),
+                            media_type="application/octet-stream")
+
+    _mount_page(app)
     app.state.bundle = bundle
     app.state.auth = token is not None
     return app
+
+
+def _mount_page(app: FastAPI) -> None:
+    """The page at / and its assets at /static: the browser runs the obfuscator itself
+    (onnxruntime-web from deploy/web/vendor, fetched at set-up) and sends only features."""
+    from fastapi.staticfiles import StaticFiles
+
+    from .web_assets import WEB, installed
+
+    index = (WEB / "index.html").read_text()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(index)
+
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
+    app.state.page_assets = installed()
 
 
 def _load_classifier(bundle, threads: int):
@@ -281,5 +307,9 @@ def serve(export_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
         print(f"warning: serving on {host} without a token; set --token or ${TOKEN_ENV}",
               file=sys.stderr)
     print(f"serving {app.state.bundle.task} from {export_dir} on http://{host}:{port} "
-          f"(docs: /docs, auth: {'bearer token' if app.state.auth else 'none'})")
+          f"(the page: /, API docs: /docs, auth: {'bearer token' if app.state.auth else 'none'})")
+    if not app.state.page_assets:
+        print("note: the page's onnxruntime-web is not installed, so / cannot run the "
+              "obfuscator: `python -m deepobfuscator.deploy.web_assets` (needs npm) fetches it",
+              file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

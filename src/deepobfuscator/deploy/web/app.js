@@ -1,0 +1,159 @@
+// The page: runs the exported obfuscator in this browser (onnxruntime-web, WebAssembly),
+// sends only the wire-format features to /v1/classify, and shows what left the device.
+import { addNoise, encode, preprocess, toInput } from "./obfuscator.js";
+
+const $ = (id) => document.getElementById(id);
+const state = { manifest: null, session: null, ort: null };
+
+function token() {
+  return $("token").value.trim();
+}
+
+function authHeaders() {
+  const t = token();
+  return t ? { Authorization: `Bearer ${t}` } : {};
+}
+
+async function getJSON(url) {
+  const r = await fetch(url, { headers: authHeaders() });
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(`${url}: ${r.status} ${body.error ?? ""} ${body.detail ?? ""}`);
+  return body;
+}
+
+function show(id, text) {
+  $(id).textContent = text;
+}
+
+function fmtBytes(n) {
+  return n >= 1024 ? `${(n / 1024).toFixed(1)} KB (${n.toLocaleString("en")} B)` : `${n} B`;
+}
+
+async function loadModel() {
+  if (state.session) return;
+  show("status", "loading the obfuscator...");
+  state.manifest = await getJSON("/v1/manifest");
+  let ort;
+  try {
+    ort = await import("./vendor/ort.wasm.bundle.min.mjs");
+  } catch (e) {
+    throw new Error("onnxruntime-web is not installed beside the server: run `make web` " +
+      "(or `python -m deepobfuscator.deploy.web_assets`) and restart `deepobfuscator serve`");
+  }
+  ort.env.wasm.wasmPaths = new URL("./vendor/", import.meta.url).href;
+  ort.env.wasm.numThreads = 1; // threads need cross-origin isolation; one is enough here
+  const r = await fetch("/v1/obfuscator.onnx", { headers: authHeaders() });
+  if (!r.ok) throw new Error(`/v1/obfuscator.onnx: ${r.status}`);
+  state.session = await ort.InferenceSession.create(new Uint8Array(await r.arrayBuffer()),
+    { executionProviders: ["wasm"] });
+  state.ort = ort;
+  const m = state.manifest, b = m.budget;
+  show("model", `task ${m.task.name}; input ${m.input.size.join(" x ")} px, crop ` +
+    `${m.input.crop}; features ${m.features.shape.join(" x ")} sent as ${m.wire.dtype}` +
+    (m.features.noise_std ? ` with noise of std ${m.features.noise_std}` : ""));
+  if (b) {
+    show("split", `phone ${(b.phone_macs / 1e6).toFixed(1)} M MACs (this browser), cloud ` +
+      `${(b.cloud_macs / 1e6).toFixed(1)} M MACs: the phone runs ` +
+      `${(100 * b.phone_share).toFixed(0)}% of the model (VGG blocks 1-${b.split_block}` +
+      `${b.bottleneck ? ` + a ${b.bottleneck}-channel bottleneck` : ""})`);
+  }
+}
+
+// decode exactly as stored: no colour conversion, no alpha premultiplication
+async function pixels(blob) {
+  const bmp = await createImageBitmap(blob, { colorSpaceConversion: "none",
+    premultiplyAlpha: "none" });
+  const canvas = new OffscreenCanvas(bmp.width, bmp.height);
+  const ctx = canvas.getContext("2d", { colorSpace: "srgb" });
+  ctx.drawImage(bmp, 0, 0);
+  return { rgba: ctx.getImageData(0, 0, bmp.width, bmp.height).data, width: bmp.width,
+           height: bmp.height };
+}
+
+async function gzip(bytes) {
+  if (typeof CompressionStream === "undefined") return null;
+  const stream = new Blob([bytes]).stream().pipeThrough(new CompressionStream("gzip"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+// The whole device side for one photo; returns what the page shows (and the tests read)
+export async function run(blob, options = {}) {
+  await loadModel();
+  const m = state.manifest;
+  const t0 = performance.now();
+  const { rgba, width, height } = await pixels(blob);
+  const [h, w] = m.input.size;
+  const rgb = preprocess(rgba, width, height, m.input);
+  const x = toInput(rgb, h, w);
+  const t1 = performance.now();
+  const out = await state.session.run({
+    [state.session.inputNames[0]]: new state.ort.Tensor("float32", x, [1, 3, h, w]) });
+  let z = out[state.session.outputNames[0]].data;
+  const t2 = performance.now();
+  if (options.noise !== false) {
+    z = addNoise(z, m.features.noise_std, (a) => crypto.getRandomValues(a));
+  }
+  const wire = encode(z, [1, ...m.features.shape], m.wire.dtype,
+    m.wire.quantization === "per-channel affine");
+  const packed = await gzip(wire);
+  const body = packed && packed.length < wire.length ? packed : wire;
+  const headers = { "Content-Type": "application/octet-stream", ...authHeaders() };
+  if (body !== wire) headers["Content-Encoding"] = "gzip";
+  const r = await fetch("/v1/classify", { method: "POST", headers, body });
+  const answer = await r.json();
+  if (!r.ok) throw new Error(`/v1/classify: ${r.status} ${answer.error}: ${answer.detail}`);
+  const p = answer.predictions[0];
+  return { task: answer.task, probability: p.probability, label: p.label,
+           photoBytes: blob.size, width, height, wireBytes: wire.length, sentBytes: body.length,
+           preprocessMs: t1 - t0, obfuscatorMs: t2 - t1, features: Array.from(z),
+           wire: Array.from(wire) };
+}
+
+async function handle(blob, name) {
+  try {
+    show("status", `running the obfuscator on ${name} in this browser...`);
+    const res = await run(blob);
+    $("photo").src = URL.createObjectURL(blob);
+    show("answer", `${res.task}: ${res.label ? "yes" : "no"} (probability ` +
+      `${res.probability.toFixed(3)})`);
+    show("bytes", `sent ${fmtBytes(res.sentBytes)} of features; the photo is ` +
+      `${fmtBytes(res.photoBytes)} (${res.width} x ${res.height}) and never left this device`);
+    show("time", `on this device: preprocessing ${res.preprocessMs.toFixed(1)} ms, ` +
+      `obfuscator ${res.obfuscatorMs.toFixed(1)} ms`);
+    show("status", "done");
+    document.body.dataset.state = "done";
+  } catch (e) {
+    show("status", `error: ${e.message}`);
+    document.body.dataset.state = "error";
+  }
+}
+
+function init() {
+  const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
+  $("token").value = fromHash ?? sessionStorage.getItem("deepobfuscator-token") ?? "";
+  $("token").addEventListener("change", () => {
+    sessionStorage.setItem("deepobfuscator-token", token());
+    state.session = null;
+  });
+  $("file").addEventListener("change", (e) => {
+    const f = e.target.files[0];
+    if (f) handle(f, f.name);
+  });
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    const f = e.dataTransfer.files[0];
+    if (f) handle(f, f.name);
+  });
+  // for scripted use (the browser test): run on a data: URL, same path as a dropped file
+  window.deepobfuscator = {
+    run: async (dataUrl) => run(await (await fetch(dataUrl)).blob()),
+    show: async (dataUrl) => handle(await (await fetch(dataUrl)).blob(), "the photo"),
+  };
+  document.body.dataset.state = "ready";
+}
+
+init();

@@ -1,0 +1,147 @@
+"""The page served at /: in headless Chromium it runs the exported obfuscator itself
+(onnxruntime-web), sends only wire-format features, and gets the Python client's answer."""
+
+import base64
+import gzip
+import io
+
+import numpy as np
+import pytest
+from browser import Chromium, find_chromium
+from deploy_helpers import TOKEN, LiveServer
+from PIL import Image
+
+from deepobfuscator.deploy import wire
+from deepobfuscator.deploy.web_assets import installed
+
+CHROMIUM = find_chromium()
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get "
+                       "install chromium; .ci/run installs it)"),
+    pytest.mark.skipif(not installed(), reason="onnxruntime-web is not installed: "
+                       "python -m deepobfuscator.deploy.web_assets (make setup runs it)"),
+]
+
+
+class Recorder:
+    """ASGI middleware that keeps every request's method, path and body: what the server
+    was sent, to show the photo never was."""
+
+    def __init__(self, app) -> None:
+        self.app, self.requests = app, []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        chunks = []
+
+        async def recording_receive():
+            msg = await receive()
+            if msg["type"] == "http.request":
+                chunks.append(msg.get("body", b""))
+            return msg
+
+        await self.app(scope, recording_receive, send)
+        self.requests.append((scope["method"], scope["path"], b"".join(chunks)))
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    """A rendered face, not square (the crop matters), as a PNG file and a data: URL."""
+    from deepobfuscator.data.synthfaces import generate_synthfaces
+
+    img = Image.fromarray(generate_synthfaces(1, 1, (90, 90), seed=5).images[0])
+    img = img.resize((72, 90))
+    path = tmp_path_factory.mktemp("photo") / "face.png"
+    img.save(path)
+    url = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    return path, url
+
+
+@pytest.fixture(scope="module")
+def page(tiny_export):
+    from deepobfuscator.deploy.server import create_app
+
+    recorder = Recorder(create_app(tiny_export, token=TOKEN))
+    with LiveServer(recorder) as server, Chromium(CHROMIUM) as browser:
+        browser.open(f"{server.url}/#token={TOKEN}")
+        browser.wait_for("document.body.dataset.state === 'ready'")
+        yield server, browser, recorder
+
+
+def test_the_page_answers_as_the_python_client_does(page, photo, tiny_export):
+    from deepobfuscator.deploy.client import DeviceObfuscator, classify_images
+    from deepobfuscator.deploy.preprocess_np import load_batch
+
+    server, browser, _ = page
+    path, url = photo
+    res = browser.evaluate(f"window.deepobfuscator.run('{url}')")
+    py = classify_images(server.url, tiny_export, [str(path)], token=TOKEN)[0]
+    assert res["task"] == py["task"] and res["label"] == py["label"]
+    assert res["probability"] == pytest.approx(py["probability"], abs=2e-3)
+    # the same features as onnxruntime in Python on the same photo, and the exact wire
+    # bytes the Python encoder makes of them
+    device = DeviceObfuscator(tiny_export)
+    z = device.features(load_batch([path], device.bundle.preprocessing), noise=False)
+    js_z = np.asarray(res["features"], np.float32).reshape(z.shape)
+    np.testing.assert_allclose(js_z, z, rtol=1e-4, atol=1e-4)
+    assert bytes(res["wire"]) == wire.encode(js_z, device.bundle.wire_dtype,
+                                             device.bundle.wire_per_channel)
+    assert res["wireBytes"] == device.bundle.manifest["wire"]["bytes_per_image"]
+    assert res["photoBytes"] == path.stat().st_size
+
+
+def test_the_server_only_ever_receives_wire_format_features(page, photo):
+    _, browser, recorder = page
+    path, url = photo
+    recorder.requests.clear()
+    browser.evaluate(f"window.deepobfuscator.show('{url}')")
+    browser.wait_for("document.body.dataset.state === 'done'")
+    png = path.read_bytes()
+    posts = [(p, b) for m, p, b in recorder.requests if m == "POST"]
+    assert [p for p, _ in posts] == ["/v1/classify"]
+    for method, _, body in recorder.requests:
+        assert png[:64] not in body and png[-64:] not in body
+        if method == "GET":
+            assert body == b""
+    body = posts[0][1]
+    raw = gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
+    assert wire.read_header(raw).shape[0] == 1  # one image's features, nothing else
+    answer = browser.evaluate("document.getElementById('answer').textContent")
+    assert "probability" in answer
+    assert "never left this device" in browser.evaluate(
+        "document.getElementById('bytes').textContent")
+
+
+def test_a_wrong_token_is_shown_not_swallowed(tiny_export):
+    from deepobfuscator.deploy.server import create_app
+
+    with LiveServer(create_app(tiny_export, token=TOKEN)) as server, \
+            Chromium(CHROMIUM) as browser:
+        browser.open(f"{server.url}/#token=wrong")
+        browser.wait_for("document.body.dataset.state === 'ready'")
+        img = Image.new("RGB", (40, 40), (120, 90, 60))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        browser.evaluate(f"window.deepobfuscator.show('{url}')")
+        browser.wait_for("document.body.dataset.state === 'error'")
+        status = browser.evaluate("document.getElementById('status').textContent")
+        assert "401" in status and "unauthorized" in status, status
+
+
+def test_serve_without_the_page_assets_still_serves_the_api(tiny_export, monkeypatch):
+    import httpx
+
+    from deepobfuscator.deploy import web_assets
+    from deepobfuscator.deploy.server import create_app
+
+    monkeypatch.setattr(web_assets, "installed", lambda vendor=None: False)
+    app = create_app(tiny_export, token=TOKEN)
+    assert app.state.page_assets is False  # serve prints how to fetch them
+    body = wire.encode(np.zeros((1, *app.state.bundle.feature_shape), np.float32))
+    with LiveServer(app) as server:
+        assert "static/app.js" in httpx.get(f"{server.url}/").text
+        r = httpx.post(f"{server.url}/v1/classify", content=body,
+                       headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 1

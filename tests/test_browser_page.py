@@ -145,3 +145,70 @@ def test_serve_without_the_page_assets_still_serves_the_api(tiny_export, monkeyp
         r = httpx.post(f"{server.url}/v1/classify", content=body,
                        headers={"Authorization": f"Bearer {TOKEN}"})
         assert r.status_code == 200 and len(r.json()["predictions"]) == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_audit(tiny_run, tmp_path_factory):
+    """An audit of the tiny export's run beside a no-privacy baseline: its inverse networks
+    are the attacker view's."""
+    from deploy_helpers import DEPLOY_TINY
+
+    from deepobfuscator.audit import AuditSettings, audit
+    from deepobfuscator.config import NO_PRIVACY_OVERRIDES, load_config
+    from deepobfuscator.training import train
+
+    tmp = tmp_path_factory.mktemp("attacker-view")
+    base = train(load_config("cpu", [*DEPLOY_TINY, *NO_PRIVACY_OVERRIDES]), tmp / "baseline",
+                 progress=False)
+    return audit(tiny_run, base, tmp / "audit",
+                 AuditSettings(max_epochs=2, whitebox_images=2, whitebox_steps=2,
+                               progress=False, recogniser="off", wire="int8", threads=1))
+
+
+def test_the_attacker_view_rebuilds_from_exactly_the_bytes_sent(tiny_export, tiny_audit,
+                                                                photo):
+    from deepobfuscator.deploy.server import create_app
+
+    path, url = photo
+    app = create_app(tiny_export, token=TOKEN, attacker_view=tiny_audit)
+    recorder = Recorder(app)
+    with LiveServer(recorder) as server, Chromium(CHROMIUM) as browser:
+        browser.open(f"{server.url}/#token={TOKEN}")
+        browser.wait_for("document.body.dataset.state === 'ready'")
+        res = browser.evaluate(f"window.deepobfuscator.run('{url}')")
+        views = res["views"]
+        got = browser.evaluate(
+            f"fetch('{views['fromSent']}').then(r => r.arrayBuffer())"
+            ".then(b => Array.from(new Uint8Array(b)))")
+    sent = [b for m, p, b in recorder.requests if p == "/v1/classify"][0]
+    z = wire.decode(gzip.decompress(sent) if sent[:2] == b"\x1f\x8b" else sent)
+    assert bytes(got) == app.state.view.reconstruct_png("obfuscated", z)
+    img = Image.open(io.BytesIO(bytes(got)))
+    assert img.size == (32, 32)  # the run's image size: a face-sized reconstruction
+    posts = {p: b for m, p, b in recorder.requests if m == "POST"}
+    assert set(posts) == {"/v1/classify", "/v1/attacker-view/obfuscated",
+                          "/v1/attacker-view/baseline"}
+    png = path.read_bytes()
+    for body in posts.values():  # wire bodies only, never the photo
+        raw = gzip.decompress(body) if body[:2] == b"\x1f\x8b" else body
+        assert raw[:4] == b"DOBF" and png[:64] not in body
+    # the baseline's features, encoded as its own export would send them
+    assert views["baselineBytes"] == app.state.view.baseline_manifest["wire"]["bytes_per_image"]
+
+
+def test_an_attacker_view_of_another_run_is_refused(tiny_export, tiny_audit, tmp_path):
+    import json as _json
+    import shutil
+
+    from deepobfuscator.deploy.manifest import ExportError
+    from deepobfuscator.deploy.server import create_app
+
+    other = tmp_path / "export"  # an export of another run: another config fingerprint
+    shutil.copytree(tiny_export, other)
+    m = _json.loads((other / "manifest.json").read_text())
+    m["run"]["config_fingerprint"] = "0" * 16
+    (other / "manifest.json").write_text(_json.dumps(m))
+    with pytest.raises(ExportError, match="not the run this export was made from"):
+        create_app(other, token=TOKEN, attacker_view=tiny_audit)
+    with pytest.raises(ExportError, match="no audit.json"):
+        create_app(tiny_export, token=TOKEN, attacker_view=tmp_path)

@@ -61,7 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     serve(Path(args.export), host=args.host, port=args.port, token=args.token,
           max_body_bytes=args.max_body_bytes, threads=args.threads, log_level=args.log_level,
-          manifest_sha256=args.manifest_sha256)
+          manifest_sha256=args.manifest_sha256, attacker_view=args.attacker_view)
     return 0
 
 
@@ -123,6 +123,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--manifest-sha256", default=None, metavar="HEX",
                    help="refuse to start unless manifest.json has this SHA-256 (printed by "
                    "`export`): the model hashes catch corruption, this pin catches a swap")
+    s.add_argument("--attacker-view", default=None, metavar="AUDIT_DIR",
+                   help="also show, on the page, what the audit's inverse networks rebuild "
+                   "from the bytes a device sent and from the no-privacy baseline's features "
+                   "(needs the [train] extra; off by default)")
     s.set_defaults(func=cmd_serve)
 
     c = subparsers.add_parser("classify", help="classify images through a running server")

@@ -18,7 +18,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -69,12 +69,15 @@ _BODY_DOC = {"requestBody": {"required": True, "description": "a feature batch i
 
 def create_app(export_dir: str | Path, token: str | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH,
-               threads: int = 0, manifest_sha256: str | None = None) -> FastAPI:
+               threads: int = 0, manifest_sha256: str | None = None,
+               attacker_view: str | Path | None = None) -> FastAPI:
     """The service for one export folder. token=None reads $DEEPOBFUSCATOR_TOKEN (unset: no auth).
 
     Raises ExportError (before anything listens) if the folder is incomplete or altered, its
     manifest is malformed or is not the pinned one (manifest_sha256), or the classifier does
     not load or does not answer features of the manifest's shape.
+    attacker_view: an audit folder of this export's run: also serve what its inverse networks
+    rebuild from a wire body (deploy/attacker_view.py; off by default).
     """
     bundle = load_export(export_dir)
     if manifest_sha256 is not None:
@@ -159,7 +162,42 @@ def create_app(export_dir: str | Path, token: str | None = None,
         return FileResponse(bundle.model_path("obfuscator"),
                             media_type="application/octet-stream")
 
+    view = None
+    if attacker_view is not None:
+        from .attacker_view import AttackerView
+
+        view = AttackerView(attacker_view, bundle)
+
+    @app.get("/v1/attacker-view", dependencies=[Depends(authorize)])
+    async def attacker_view_info() -> dict:
+        if view is None:
+            raise ApiError(404, "not_enabled", "the attacker view is off: start the server "
+                           "with --attacker-view AUDIT_DIR to show it")
+        return {"enabled": True, "baseline": {k: view.baseline_manifest[k]
+                                              for k in ("features", "wire", "budget")}}
+
+    @app.get("/v1/attacker-view/baseline.onnx", dependencies=[Depends(authorize)])
+    async def attacker_view_baseline() -> Response:
+        if view is None:
+            raise ApiError(404, "not_enabled", "the attacker view is off")
+        return Response(view.baseline_model, media_type="application/octet-stream")
+
+    @app.post("/v1/attacker-view/{run}", dependencies=[Depends(authorize)],
+              response_class=Response)
+    async def attacker_view_image(run: str, request: Request) -> Response:
+        if view is None:
+            raise ApiError(404, "not_enabled", "the attacker view is off")
+        if run not in ("obfuscated", "baseline"):
+            raise ApiError(404, "unknown_run", "use /v1/attacker-view/obfuscated or /baseline")
+        body = await _read_limited(request, max_body_bytes)
+        gz = request.headers.get("content-encoding", "").strip().lower() in ("gzip", "x-gzip")
+        z = await run_in_threadpool(_features, body, gz, view.feature_shape(run),
+                                    max_body_bytes, 1)
+        png = await run_in_threadpool(view.reconstruct_png, run, z)
+        return Response(png, media_type="image/png")
+
     _mount_page(app)
+    app.state.view = view
     app.state.bundle = bundle
     app.state.auth = token is not None
     return app
@@ -297,12 +335,13 @@ def gunzip_limited(data: bytes, limit: int, size_from_header=None) -> bytes:
 def serve(export_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
           token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
           threads: int = 0, log_level: str = "info",
-          manifest_sha256: str | None = None) -> None:
+          manifest_sha256: str | None = None,
+          attacker_view: str | Path | None = None) -> None:
     """Run the service on uvicorn until interrupted."""
     import uvicorn
 
     app = create_app(export_dir, token, max_body_bytes, threads=threads,
-                     manifest_sha256=manifest_sha256)
+                     manifest_sha256=manifest_sha256, attacker_view=attacker_view)
     if not app.state.auth and host not in LOOPBACK:
         print(f"warning: serving on {host} without a token; set --token or ${TOKEN_ENV}",
               file=sys.stderr)

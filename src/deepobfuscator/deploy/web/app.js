@@ -3,7 +3,7 @@
 import { addNoise, encode, preprocess, toInput } from "./obfuscator.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { manifest: null, session: null, ort: null };
+const state = { manifest: null, session: null, ort: null, view: null, baseline: null };
 
 function token() {
   return $("token").value.trim();
@@ -47,6 +47,14 @@ async function loadModel() {
   state.session = await ort.InferenceSession.create(new Uint8Array(await r.arrayBuffer()),
     { executionProviders: ["wasm"] });
   state.ort = ort;
+  state.view = null;
+  const v = await fetch("/v1/attacker-view", { headers: authHeaders() });
+  if (v.ok) { // the server shows what its attacker rebuilds (serve --attacker-view)
+    state.view = await v.json();
+    const bm = await fetch("/v1/attacker-view/baseline.onnx", { headers: authHeaders() });
+    state.baseline = await ort.InferenceSession.create(new Uint8Array(await bm.arrayBuffer()),
+      { executionProviders: ["wasm"] });
+  }
   const m = state.manifest, b = m.budget;
   show("model", `task ${m.task.name}; input ${m.input.size.join(" x ")} px, crop ` +
     `${m.input.crop}; features ${m.features.shape.join(" x ")} sent as ${m.wire.dtype}` +
@@ -103,10 +111,44 @@ export async function run(blob, options = {}) {
   const answer = await r.json();
   if (!r.ok) throw new Error(`/v1/classify: ${r.status} ${answer.error}: ${answer.detail}`);
   const p = answer.predictions[0];
-  return { task: answer.task, probability: p.probability, label: p.label,
+  const views = state.view ? await attackerViews(wire, x, h, w) : null;
+  return { task: answer.task, probability: p.probability, label: p.label, views,
+           modelInput: Array.from(rgb), inputSize: [h, w],
            photoBytes: blob.size, width, height, wireBytes: wire.length, sentBytes: body.length,
            preprocessMs: t1 - t0, obfuscatorMs: t2 - t1, features: Array.from(z),
            wire: Array.from(wire) };
+}
+
+async function postImage(url, body) {
+  const r = await fetch(url, { method: "POST", body, headers: {
+    "Content-Type": "application/octet-stream", ...authHeaders() } });
+  if (!r.ok) throw new Error(`${url}: ${r.status}`);
+  return URL.createObjectURL(await r.blob());
+}
+
+// What the server's attacker rebuilds: from exactly the bytes just sent, and from the
+// no-privacy baseline's features of the same photo (its obfuscator run here, on request)
+async function attackerViews(wire, x, h, w) {
+  const fromSent = await postImage("/v1/attacker-view/obfuscated", wire);
+  const out = await state.baseline.run({
+    [state.baseline.inputNames[0]]: new state.ort.Tensor("float32", x, [1, 3, h, w]) });
+  const bw = state.view.baseline.wire;
+  const zb = out[state.baseline.outputNames[0]].data;
+  const baseWire = encode(zb, [1, ...state.view.baseline.features.shape], bw.dtype,
+    bw.quantization === "per-channel affine");
+  const fromBaseline = await postImage("/v1/attacker-view/baseline", baseWire);
+  return { fromSent, fromBaseline, baselineBytes: baseWire.length };
+}
+
+function showModelInput(rgb, h, w) {
+  const canvas = $("seen");
+  canvas.width = w;
+  canvas.height = h;
+  const img = new ImageData(w, h);
+  for (let i = 0; i < h * w; i++) {
+    img.data.set([rgb[i * 3], rgb[i * 3 + 1], rgb[i * 3 + 2], 255], i * 4);
+  }
+  canvas.getContext("2d").putImageData(img, 0, 0);
 }
 
 async function handle(blob, name) {
@@ -120,6 +162,13 @@ async function handle(blob, name) {
       `${fmtBytes(res.photoBytes)} (${res.width} x ${res.height}) and never left this device`);
     show("time", `on this device: preprocessing ${res.preprocessMs.toFixed(1)} ms, ` +
       `obfuscator ${res.obfuscatorMs.toFixed(1)} ms`);
+    if (res.views) {
+      showModelInput(res.modelInput, ...res.inputSize);
+      $("from-sent").src = res.views.fromSent;
+      $("from-baseline").src = res.views.fromBaseline;
+      show("baseline-bytes", `${fmtBytes(res.views.baselineBytes)} without the defence`);
+      $("attacker").hidden = false;
+    }
     show("status", "done");
     document.body.dataset.state = "done";
   } catch (e) {

@@ -297,3 +297,20 @@ def test_reid_chance_counts_only_the_people_the_gallery_can_hold():
     emb = torch.randn(len(ids), 4)
     assert chance["identities"] == 2
     assert chance["top1"] == reid_scores(emb[g], ids[g], emb[p], ids[p])[0]["chance_top1"]
+
+
+def test_the_demo_ends_with_an_export_its_printed_serve_command_serves(demo_out, capsys):
+    """`make demo` then the `deepobfuscator serve ...` line it prints: the export and the
+    audit it names start a server with the page and the attacker view."""
+    import httpx
+    from deploy_helpers import LiveServer
+
+    from deepobfuscator.deploy.server import create_app
+
+    export = demo_out.parent / "export"
+    assert (export / "manifest.json").is_file()
+    app = create_app(export, attacker_view=demo_out)
+    with LiveServer(app) as server:
+        assert "static/app.js" in httpx.get(f"{server.url}/").text
+        info = httpx.get(f"{server.url}/v1/attacker-view").json()
+        assert info["enabled"] and info["baseline"]["features"]["shape"]

@@ -55,8 +55,16 @@ def run_demo(out: Path, quick: bool = False, progress: bool = True, threads: int
                                  threads=threads, recogniser="off")
     print("== auditing with fresh attackers")
     result = audit(runs["obfuscated"], runs["baseline"], out / "audit", settings)
+    # the phone's half, ready to serve: the page runs it in a browser
+    from .deploy.export import export_run
+
+    export = export_run(runs["obfuscated"], out / "export", parity_images=8, mobile=False,
+                        force=True)
     print()
     print(summary_table(result))
     print(f"\ndemo finished in {time.time() - t0:.0f} s")
     print(f"report: {result / 'report.html'} (and report.md)")
+    print(f"try it in a browser: deepobfuscator serve {export} --attacker-view {result}\n"
+          "  then open http://127.0.0.1:8000/ and drop a face photo (the page runs the "
+          "obfuscator; only its features leave the browser)")
     return result

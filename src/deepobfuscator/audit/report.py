@@ -243,14 +243,14 @@ def _html(md: str, out: Path) -> str:
             if set("".join(cells)) <= set("-"):
                 continue
             if not in_table:
-                body.append("<table>")
+                body.append("<div class='scroll'><table>")
                 in_table = True
                 body.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cells) + "</tr>")
             else:
                 body.append("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in cells) + "</tr>")
             continue
         if in_table:
-            body.append("</table>")
+            body.append("</table></div>")
             in_table = False
         if line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
@@ -263,11 +263,16 @@ def _html(md: str, out: Path) -> str:
             body.append(f"<li>{html.escape(line[2:])}</li>")
         elif line:
             body.append(f"<p>{html.escape(line)}</p>")
-    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+    if in_table:
+        body.append("</table></div>")
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;padding:0 1em;"
+             "color:#222}.scroll{overflow-x:auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px}"
+             "@media(max-width:600px){body{margin:1em auto;font-size:14px}td,th{padding:3px 5px}}"
              ".good{color:#060}.bad{color:#a00}img{max-width:100%}pre{background:#f6f6f6;"
              "padding:8px;font-size:11px;overflow:auto}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Privacy audit</title>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' "
+            f"content='width=device-width, initial-scale=1'><title>Privacy audit</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
 
 

@@ -36,6 +36,9 @@ def demo_configs(quick: bool = False, threads: int = 0) -> dict[str, Config]:
 
 def run_demo(out: Path, quick: bool = False, progress: bool = True, threads: int = 0) -> Path:
     """Train both runs into out/, audit them into out/audit; returns the audit folder."""
+    from .threads import resolve_threads
+
+    resolve_threads(threads)  # a bad count fails here, before any folder is made
     out = Path(out)
     t0 = time.time()
     runs = {}

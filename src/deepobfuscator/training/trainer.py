@@ -101,7 +101,13 @@ def _train(cfg: Config, out_dir: Path, progress: bool, restart: bool, d: Dist) -
     if progress and cfg.threads == 0:
         print(f"threads: {threads} (auto: free cores now; set threads=N to fix it)")
     device = d.device(resolve_device(cfg.device))
-    roles = d.main_first(lambda: make_splits(cfg))  # rank 0 fills the data cache first
+    try:
+        roles = d.main_first(lambda: make_splits(cfg))  # rank 0 fills the data cache first
+    except Exception:
+        # bad data settings: leave no empty run folder behind (only an empty one goes)
+        if d.is_main and paths.root.is_dir() and not any(paths.root.iterdir()):
+            paths.root.rmdir()
+        raise
 
     def write_run_files() -> None:
         if paths.splits.is_dir():

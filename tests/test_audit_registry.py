@@ -125,3 +125,25 @@ def test_a_new_attack_is_one_class_and_a_registry_entry(tmp_path, tiny_config, m
     assert "mean_feature:Male" in res.values()
     report = (out / "report.md").read_text()
     assert "Male: mean-feature threshold, balanced accuracy" in report
+
+
+def test_every_audit_setting_is_a_flag_with_the_dataclass_default():
+    """One definition of the audit's settings: the command line is built from it."""
+    from dataclasses import fields
+    from typing import get_args
+
+    from deepobfuscator.audit.settings import Wire, from_flags
+    from deepobfuscator.cli import build_parser
+    from deepobfuscator.deploy.wire import DTYPES
+
+    assert set(get_args(Wire)) == set(DTYPES)
+    args = build_parser().parse_args(["audit", "RUN", "--patience", "7", "--grid-images", "3",
+                                      "--precision", "fp32", "--max-attack-seconds", "2.5"])
+    s = from_flags(args)
+    assert (s.patience, s.grid_images, s.precision, s.max_attack_seconds) == (7, 3, "fp32", 2.5)
+    defaults = from_flags(build_parser().parse_args(["audit", "RUN"]))
+    for f in fields(AuditSettings):
+        if f.name != "progress":
+            assert getattr(defaults, f.name) == f.default, f.name
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["audit", "RUN", "--wire", "int4"])

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from .config import NO_PRIVACY_OVERRIDES, inert_keys, load_config, preset_names
 from .deploy.cli_commands import USER_ERRORS, register
-from .deploy.wire import DTYPES as WIRE_DTYPES
 from .errors import missing_extra
 
 
@@ -57,15 +56,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def audit_settings(args: argparse.Namespace):
-    from .audit import AuditSettings
+    from .audit.settings import from_flags
 
-    return AuditSettings(seed=args.seed, device=args.device, threads=args.threads,
-                         data_config=getattr(args, "data", None) or "",
-                         recogniser=args.recogniser,
-                         max_epochs=args.max_epochs,
-                         whitebox_images=args.whitebox_images,
-                         whitebox_steps=args.whitebox_steps, wire=args.wire,
-                         progress=not args.quiet)
+    return from_flags(args)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -130,22 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_config)
 
     def audit_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--seed", type=int, default=0, help="attackers' seed")
-        sp.add_argument("--device", default="auto", help="attackers' device")
-        sp.add_argument("--recogniser", choices=["auto", "off"], default="auto",
-                        help="auto: also attack with dlib's face recogniser when the "
-                        "[recognition] extra is installed (slow: ~0.1 s per image)")
-        sp.add_argument("--threads", type=int, default=0,
-                        help="CPU threads (default 0: the cores other processes leave free; "
-                        "docs/configuration.md)")
-        sp.add_argument("--max-epochs", type=int, default=30,
-                        help="cap on each attacker's epochs")
-        sp.add_argument("--whitebox-images", type=int, default=32)
-        sp.add_argument("--whitebox-steps", type=int, default=300)
-        sp.add_argument("--wire", default="float32", choices=sorted(WIRE_DTYPES),
-                        help="audit the features after a round trip through this upload "
-                             "format (int8 is what `deepobfuscator serve` receives by default)")
-        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        from .audit.settings import add_audit_flags
+
+        add_audit_flags(sp)  # every AuditSettings field, its default and help
 
     a = sub.add_parser("audit", help="fresh attackers against a trained run (and a baseline)")
     a.add_argument("run", help="run folder from `deepobfuscator train`")

@@ -1,6 +1,23 @@
-"""The privacy audit: fresh attackers, baselines and chance, and a report to read."""
+"""The privacy audit: fresh attackers, baselines and chance, and a report to read.
 
-from .runner import AuditSettings, audit, load_audit
-from .summary import summary_table
+`AuditSettings` is torch-free (the command line builds its flags from it); the rest loads
+the attackers, so it is imported when first used.
+"""
+
+from typing import Any
+
+from .settings import AuditSettings
 
 __all__ = ["AuditSettings", "audit", "load_audit", "summary_table"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("audit", "load_audit"):
+        from . import runner
+
+        return getattr(runner, name)
+    if name == "summary_table":
+        from .summary import summary_table
+
+        return summary_table
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

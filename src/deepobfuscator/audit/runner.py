@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..attacks.base import FeatureSet, FitSettings
+from ..attacks.base import FeatureSet
 from ..attacks.reid import IdentityEmbedder
 from ..config import Config
 from ..data.splits import check_splits_match, make_splits
@@ -33,41 +33,12 @@ from .attacks import AttackContext, run_attacks
 from .attacks._weights import save_weights
 from .features import check_wire, extract, through_wire, wire_change
 from .image_metrics import image_scores, msssim_settings_for, summarize
+from .settings import AuditSettings
 
 # On the no-privacy baseline, attackers at least this strong are "shown strong";
 # weaker ones trigger a warning, since their figures on the defence prove little.
 STRONG_INVERSION_MSSSIM = 0.8
 STRONG_PROBE_BAL_ACC = 0.9
-
-
-@dataclass
-class AuditSettings:
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    threads: int = 0  # CPU threads; 0 = the cores other processes leave free (threads.py)
-    max_epochs: int = 30
-    patience: int = 4
-    max_attack_seconds: float = 0.0  # per attacker; 0 = until early stopping
-    whitebox_images: int = 32
-    whitebox_steps: int = 300
-    grid_images: int = 8
-    # what the attackers and the cloud receive: the features after a round trip through
-    # the upload format ("int8" is the deployment default; "float32" is lossless)
-    wire: str = "float32"
-    # a config file whose data section supplies the attacker and test roles (cross-dataset
-    # audit: a run trained on one dataset attacked on faces it never saw); "" = the run's
-    data_config: str = ""
-    # an independent face recogniser beside the trained identity embedder: "auto" uses
-    # dlib's ResNet when the optional extra is installed (pip install
-    # 'deepobfuscator[recognition]'; ~60-130 ms per image on a CPU core), "off" never
-    recogniser: str = "auto"
-    progress: bool = True
-
-    def fit_settings(self, device: torch.device, precision: str, lr: float = 1e-3) -> FitSettings:
-        return FitSettings(max_epochs=self.max_epochs, patience=self.patience, lr=lr,
-                           seed=self.seed, device=str(device), precision=precision,
-                           max_seconds=self.max_attack_seconds, progress=self.progress)
 
 
 def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None = None,

@@ -24,7 +24,7 @@ from ..figures import FigureSpec
 if TYPE_CHECKING:
     from ...config import Config
     from ...models import Models
-    from ..runner import AuditSettings
+    from ..settings import AuditSettings
 
 
 @dataclass

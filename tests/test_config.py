@@ -91,3 +91,10 @@ def test_overriding_one_key_of_a_section_keeps_its_other_defaults():
     assert cfg.train.task.lr == cpu.train.task.lr and cfg.train.task.batch_size == 16
     paper = load_config("paper", ["train.adversarial.epochs=2"])
     assert (paper.train.adversarial.lr, paper.train.adversarial.batch_size) == (1e-4, 32)
+
+
+def test_the_dataclass_defaults_are_the_default_preset():
+    """One source of defaults: Config() in code is what --config cpu resolves to."""
+    from deepobfuscator.config import Config, load_config
+
+    assert Config().to_dict() == load_config("cpu").to_dict()

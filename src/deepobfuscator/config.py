@@ -116,7 +116,7 @@ class DataConfig:
 class ModelConfig:
     width: float = 0.25  # channel multiplier on VGG16-BN widths (1.0 = the paper)
     split_block: int = 2  # obfuscator = VGG blocks [0, split_block)
-    bottleneck: int = 0  # >0: 1x1 conv at the split to this many channels (smaller uploads)
+    bottleneck: int = 1  # >0: 1x1 conv at the split to this many channels (smaller uploads)
     fc_hidden: int = 256  # classifier/adversary hidden width (paper: 4096)
     dropout: float = 0.5
     decoder_width: float = 1.0  # reconstructor channel multiplier relative to the encoder
@@ -156,7 +156,7 @@ class PrivacyConfig:
     # reproduction); robust: strong, current, bounded adversaries (docs/robust.md); none: the task
     # stage only (privacy then comes from the split and bottleneck alone, or from nothing:
     # the no-privacy baseline, `train --baseline`)
-    method: PrivacyMethod = "deepobfuscator"
+    method: PrivacyMethod = "robust"
     attribute_loss: AttributeLoss = "neg_ce"  # neg_ce: the paper's
     rotation: list[str] = field(
         default_factory=lambda: list(ROTATION_STEPS)
@@ -170,12 +170,12 @@ class PrivacyConfig:
     # so the obfuscator cannot overfit one attacker
     adversary_refresh: int = 0
     # defences to compare against, usable with either method (with `none`: stage 1 only)
-    feature_noise: float = 0.0  # Shredder-like: Gaussian noise of this std on the uploads
+    feature_noise: float = 2.0  # Shredder-like: Gaussian noise of this std on the uploads
     dcor_weight: float = 0.0  # NoPeek: + weight * distance correlation(image, features)
     # information cap: every upload is scaled to unit root-mean-square per image on the phone
     # (in the exported graph), so feature_noise is relative to the signal and cannot be scaled
     # away; with noise s the upload carries at most D/2 * log2(1 + 1/s^2) bits (D numbers)
-    normalize_features: bool = False
+    normalize_features: bool = True
     robust: RobustConfig = field(default_factory=RobustConfig)
 
 
@@ -184,7 +184,7 @@ class TrainConfig:
     task: StageConfig = field(default_factory=lambda: StageConfig(epochs=4, lr=1e-3))
     reconstructor: StageConfig = field(default_factory=lambda: StageConfig(epochs=2, lr=1e-3))
     adversaries: StageConfig = field(default_factory=lambda: StageConfig(epochs=2, lr=1e-3))
-    adversarial: StageConfig = field(default_factory=lambda: StageConfig(epochs=4, lr=1e-3))
+    adversarial: StageConfig = field(default_factory=lambda: StageConfig(epochs=2, lr=1e-3))
     checkpoint_every_s: float = 120.0  # also checkpoint mid-epoch this often
     eval_max_images: int = 1000  # validation images scored per epoch (0 = all)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .audit import AuditSettings, audit, summary_table
 from .config import NO_PRIVACY_OVERRIDES, Config, load_config
+from .log import log
 from .training import train
 from .training.reuse import start_from_baseline
 
@@ -43,9 +44,10 @@ def run_demo(out: Path, quick: bool = False, progress: bool = True, threads: int
     t0 = time.time()
     runs = {}
     for name, cfg in demo_configs(quick, threads).items():
-        print(f"== training {name} on synthfaces ({out / name})")
+        log.info(f"== training {name} on synthfaces ({out / name})")
         if "baseline" in runs and start_from_baseline(cfg, out / name, runs["baseline"]):
-            print("   stage 1 (task) is the baseline's, bit for bit: starting from its checkpoint")
+            log.info("   stage 1 (task) is the baseline's, bit for bit: starting from its "
+                     "checkpoint")
         runs[name] = train(cfg, out / name, progress=progress)
     # attackers capped at DEMO_ATTACK_EPOCHS keep the demo under 6 minutes on 2 cores; on
     # the baseline they still pass the audit's strength checks (`deepobfuscator audit`
@@ -56,18 +58,18 @@ def run_demo(out: Path, quick: bool = False, progress: bool = True, threads: int
         settings = AuditSettings(max_epochs=2, whitebox_images=4, whitebox_steps=10,
                                  grid_images=4, wire="int8", progress=progress,
                                  threads=threads, recogniser="off")
-    print("== auditing with fresh attackers")
+    log.info("== auditing with fresh attackers")
     result = audit(runs["obfuscated"], runs["baseline"], out / "audit", settings)
     # the phone's half, ready to serve: the page runs it in a browser
     from .deploy.export import export_run
 
     export = export_run(runs["obfuscated"], out / "export", parity_images=8, mobile=False,
                         force=True)
-    print()
-    print(summary_table(result))
-    print(f"\ndemo finished in {time.time() - t0:.0f} s")
-    print(f"report: {result / 'report.html'} (and report.md)")
-    print(f"try it in a browser: deepobfuscator serve {export} --attacker-view {result}\n"
+    log.info("")
+    log.info(summary_table(result))
+    log.info(f"\ndemo finished in {time.time() - t0:.0f} s")
+    log.info(f"report: {result / 'report.html'} (and report.md)")
+    log.info(f"try it in a browser: deepobfuscator serve {export} --attacker-view {result}\n"
           "  then open http://127.0.0.1:8000/ and drop a face photo (the page runs the "
           "obfuscator; only its features leave the browser)")
     return result

@@ -37,6 +37,7 @@ from .config import (
     load_config,
 )
 from .io import atomic_write, atomic_write_json, atomic_write_text
+from .log import log
 from .models.budget import phone_budget
 from .runs import RunError, read_info, read_run_config
 from .training import train
@@ -147,10 +148,10 @@ def sweep(config: str | Path = "cpu", grid: dict[str, list[str]] | list[str] = (
     configs = {p.name: load_config(config, [*overrides, *p.overrides]) for p in points}
     out = Path(out) if out else default_sweep_dir(base, grid)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"sweep folder: {out} ({len(points)} points)")
+    log.info(f"sweep folder: {out} ({len(points)} points)")
 
     if baseline_run is None:
-        print(f"== no-privacy baseline: {out / 'baseline'}")
+        log.info(f"== no-privacy baseline: {out / 'baseline'}")
         baseline_run = train(load_config(config, [*overrides, *NO_PRIVACY_OVERRIDES]),
                              out / "baseline", progress=progress)
     elif read_info(baseline_run).get("status") != "complete":
@@ -162,17 +163,17 @@ def sweep(config: str | Path = "cpu", grid: dict[str, list[str]] | list[str] = (
     for i, p in enumerate(points, 1):
         folder = out / "points" / p.name
         if _audited(folder / "audit", configs[p.name]):
-            print(f"== [{i}/{len(points)}] {p.name}: done, skipped")
+            log.info(f"== [{i}/{len(points)}] {p.name}: done, skipped")
         else:
-            print(f"== [{i}/{len(points)}] {p.name}: training")
+            log.info(f"== [{i}/{len(points)}] {p.name}: training")
             if start_from_baseline(configs[p.name], folder / "run", baseline_run):
-                print("   stage 1 (task) is the baseline's, bit for bit: starting from it")
+                log.info("   stage 1 (task) is the baseline's, bit for bit: starting from it")
             run = train(configs[p.name], folder / "run", progress=progress)
-            print(f"== [{i}/{len(points)}] {p.name}: auditing")
+            log.info(f"== [{i}/{len(points)}] {p.name}: auditing")
             audit(run, baseline_run, folder / "audit", settings)
         done.append(p)
     write_frontier(out, done, baseline_run, grid)
-    print(f"frontier: {out / 'frontier.png'} (and frontier.md, frontier.json)")
+    log.info(f"frontier: {out / 'frontier.png'} (and frontier.md, frontier.json)")
     return out
 
 

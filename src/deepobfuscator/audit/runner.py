@@ -23,6 +23,7 @@ from ..config import Config
 from ..data.splits import check_splits_match, make_splits
 from ..errors import UserError
 from ..io import atomic_write, atomic_write_json
+from ..log import log
 from ..models import Models, feature_shape
 from ..models.budget import phone_budget
 from ..precision import resolve_precision
@@ -82,7 +83,7 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
         results["reid_embedder"] = embedder[1]
     grid = {}
     for name, (run_cfg, models) in loaded.items():
-        print(f"== auditing {name}: {runs[name]}")
+        log.info(f"== auditing {name}: {runs[name]}")
         job = AuditJob(name, run_cfg, models, roles, attrs, s, device, precision)
         emb = embedder[0] if embedder else None
         if name == "baseline":
@@ -109,7 +110,7 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
     results["feature_shape"] = list(feature_shape(cfg))
     results["seconds"] = round(time.time() - t0, 1)
     for w in results["warnings"]:
-        print(f"warning: {w}")
+        log.warning(w)
     atomic_write_json(out / "audit.json", results)
     atomic_write(out / "scores.npz", lambda p: _savez(p, arrays))
     from .report import write_report
@@ -253,7 +254,7 @@ def _audit_baseline_cached(base_dir: Path, cfg: Config, job: AuditJob, out: Path
     cache = RunPaths(base_dir).root / "audit_cache" / key
     done = cache / "result.json"
     if done.is_file():
-        print(f"   reusing this baseline's audit from {cache} (same data, attributes, settings)")
+        log.info(f"   reusing this baseline's audit from {cache} (same data, attributes, settings)")
         with np.load(cache / "arrays.npz") as z:
             arr = {k: z[k] for k in z.files}
         with np.load(cache / "grid.npz") as z:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..log import log
 from . import wire
 from .manifest import load_export
 from .preprocess_np import to_input, to_uint8
@@ -69,7 +70,7 @@ def bench(export_dir: str | Path, threads: Sequence[int] = (1, 2), runs: int = 1
     res["payload_bytes"] = payload_sizes(_session(paths["fp32"][0], 1).run(None, {"image": x})[0],
                                          photo, pre)
     if verbose:
-        print(format_report(res))
+        log.info(format_report(res))
     return res
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import sys
 import zlib
 from pathlib import Path
 from typing import Annotated
@@ -26,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import UserError
+from ..log import log
 from ..threads import resolve_threads
 from . import wire
 from .manifest import MANIFEST, ExportError, load_export, sha256_file
@@ -343,12 +343,12 @@ def serve(export_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
     app = create_app(export_dir, token, max_body_bytes, threads=threads,
                      manifest_sha256=manifest_sha256, attacker_view=attacker_view)
     if not app.state.auth and host not in LOOPBACK:
-        print(f"warning: serving on {host} without a token; set --token or ${TOKEN_ENV}",
-              file=sys.stderr)
-    print(f"serving {app.state.bundle.task} from {export_dir} on http://{host}:{port} "
-          f"(the page: /, API docs: /docs, auth: {'bearer token' if app.state.auth else 'none'})")
+        log.warning(f"serving on {host} without a token; set --token or ${TOKEN_ENV}")
+    log.info(f"serving {app.state.bundle.task} from {export_dir} on http://{host}:{port} "
+             f"(the page: /, API docs: /docs, auth: "
+             f"{'bearer token' if app.state.auth else 'none'})")
     if not app.state.page_assets:
-        print("note: the page's onnxruntime-web is not installed, so / cannot run the "
-              "obfuscator: `python -m deepobfuscator.deploy.web_assets` (needs npm) fetches it",
-              file=sys.stderr)
+        log.warning("the page's onnxruntime-web is not installed, so / cannot run the "
+                    "obfuscator: `python -m deepobfuscator.deploy.web_assets` (needs npm) "
+                    "fetches it")
     uvicorn.run(app, host=host, port=port, log_level=log_level)

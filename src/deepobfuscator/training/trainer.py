@@ -28,6 +28,7 @@ from ..config import Config, config_from_dict, save_config, trains_attackers
 from ..data.base import FaceDataset
 from ..data.splits import check_splits_match, make_splits, split_summary, write_splits
 from ..io import atomic_write_json, atomic_write_text
+from ..log import log
 from ..models import build_models, feature_shape, init_adversaries_from_classifier
 from ..models.budget import phone_budget
 from ..precision import autocast, memory_format, resolve_precision
@@ -95,11 +96,11 @@ def _train(cfg: Config, out_dir: Path, progress: bool, restart: bool, d: Dist) -
     d.barrier()
     if paths.info.is_file() and _read_json(paths.info).get("status") == "complete":
         if progress:
-            print(f"{paths.root}: training already complete")
+            log.info(f"{paths.root}: training already complete")
         return paths.root
     threads = use_threads(cfg.threads)  # 0: the cores nobody else is busy on (threads.py)
     if progress and cfg.threads == 0:
-        print(f"threads: {threads} (auto: free cores now; set threads=N to fix it)")
+        log.info(f"threads: {threads} (auto: free cores now; set threads=N to fix it)")
     device = d.device(resolve_device(cfg.device))
     try:
         roles = d.main_first(lambda: make_splits(cfg))  # rank 0 fills the data cache first
@@ -127,7 +128,7 @@ def _prepare_folder(cfg: Config, paths: RunPaths, restart: bool) -> None:
     if restart:
         kept = paths.clear_for_restart()
         if kept:
-            print(f"--restart: deleted the previous run's training files in {paths.root}; "
+            log.info(f"--restart: deleted the previous run's training files in {paths.root}; "
                   f"kept what train did not write: {', '.join(kept)}")
     paths.root.mkdir(parents=True, exist_ok=True)
     if paths.config.is_file():
@@ -219,7 +220,7 @@ class _Loop:
             elif self.d.is_main:
                 set_rng_state(ckpt["rng"])
             if self.progress:
-                print(f"resuming {self.paths.root} at stage {stages_for(cfg)[pos['stage']]}, "
+                log.info(f"resuming {self.paths.root} at stage {stages_for(cfg)[pos['stage']]}, "
                       f"epoch {pos['epoch']}, batch {pos['batch']}")
         stages = stages_for(cfg)
         for s_idx in range(pos["stage"], len(stages)):

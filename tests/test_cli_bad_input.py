@@ -40,3 +40,32 @@ def test_every_command_has_a_bad_input_case():
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert set(sub.choices) == {argv[0] for argv, _ in CASES}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["classify", "face.png", "--server", "http://127.0.0.1:9", "--model", "{export}",
+      "--batch-size", "0"], "batch size 0"),
+    (["bench", "{export}", "--runs", "0"], "time at least 1 run"),
+    (["serve", "{export}", "--max-body-bytes", "-1"], "max_body_bytes=-1"),
+    (["export", "{run}", "--out", "x", "--parity-images", "0"], "parity_images=0"),
+], ids=["classify batch 0", "bench runs 0", "serve body -1", "export parity 0"])
+def test_bad_numbers_are_one_line_too(argv, message, tiny_run, tiny_export, tmp_path,
+                                      monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.format(export=tiny_export, run=tiny_run) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "x").exists()  # no half-written export
+
+
+def test_a_folder_it_may_not_write_is_one_line(tmp_path, monkeypatch, capsys):
+    """Root may write anywhere, so the refusal is simulated where train would meet it."""
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "ro" / "run"))
+
+    monkeypatch.setattr("deepobfuscator.training.train", refuse)
+    assert main(["train", "--out", str(tmp_path / "ro" / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: permission denied: {tmp_path / 'ro' / 'run'}; choose a folder you "
+                   "can write to (or fix its permissions)"]

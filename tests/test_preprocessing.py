@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deepobfuscator import preprocessing
 from deepobfuscator.config import ConfigError, load_config
 from deepobfuscator.data.base import DataError, Preprocess
 from deepobfuscator.deploy.preprocess_np import ImageError, check_settings
@@ -116,3 +117,21 @@ def test_the_client_refuses_a_bomb_in_one_line(bomb, tmp_path):
     junk.write_bytes(b"not an image at all")
     with pytest.raises(ImageError, match="corrupt or unreadable image"):
         load_batch([junk], Preprocess(size=(16, 16)).to_dict())
+
+
+def test_16_bit_greyscale_keeps_its_gradient_instead_of_saturating(tmp_path):
+    """A 16-bit PNG ramp: Pillow's convert("RGB") made 99.6% of it 255; the high byte of
+    each value is kept (as Pillow does for 16-bit colour), in training and on the device."""
+    from deepobfuscator.deploy.preprocess_np import load_batch
+
+    ramp = np.linspace(0, 65535, 256).astype(np.uint16)[None].repeat(4, 0)  # 4 x 256
+    path = tmp_path / "ramp16.png"
+    Image.fromarray(ramp).save(path)
+    with Image.open(path) as img:
+        assert img.mode.startswith("I;16")
+        out = preprocessing.to_uint8(img, (4, 256), "none")
+    np.testing.assert_array_equal(out[0, :, 0], (ramp[0] >> 8).astype(np.uint8))
+    assert (out == 255).mean() < 0.01
+    x = load_batch([path], {"size": [4, 256], "crop": "none", "resample": "bilinear",
+                            "value_range": [0.0, 1.0], "channel_order": "RGB"})
+    np.testing.assert_allclose(x[0, 0, 0] * 255, ramp[0] >> 8, atol=1e-3)

@@ -77,10 +77,26 @@ def crop_box(width: int, height: int, crop: str) -> tuple[int, int, int, int] | 
     return left, top, left + side, top + side
 
 
+def eight_bit(img: Image.Image) -> Image.Image:
+    """16-bit greyscale (and 32-bit integer) images as 8-bit: Pillow's convert("RGB") clips
+    every value above 255, so a 16-bit gradient came out 99.6% white. Keep the high byte,
+    as Pillow itself does for 16-bit colour PNGs; a 32-bit image whose values fit in 8 bits
+    is taken as is."""
+    if img.mode.startswith("I;16"):
+        a = np.asarray(img).astype(np.uint32) >> 8
+    elif img.mode == "I":
+        a = np.asarray(img).astype(np.int64)
+        if a.max(initial=0) > 255:
+            a = a >> 8
+    else:
+        return img
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L")
+
+
 def to_uint8(img: Image.Image, size: tuple[int, int] | list[int], crop: str,
              resample: str = "bilinear") -> np.ndarray:
     """PIL image -> uint8 (H, W, 3): RGB, crop, resize to size = (height, width)."""
-    img = img.convert("RGB")
+    img = eight_bit(img).convert("RGB")
     box = crop_box(*img.size, crop)
     if box is not None and box != (0, 0, *img.size):
         img = img.crop(box)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..log import log
 from . import wire
-from .manifest import load_export
+from .manifest import ExportError, load_export
 from .preprocess_np import to_input, to_uint8
 
 ORIGINAL_SIZE = (218, 178)  # CelebA's aligned crops (h, w): the stand-in "original photo"
@@ -30,6 +30,9 @@ ORIGINAL_SIZE = (218, 178)  # CelebA's aligned crops (h, w): the stand-in "origi
 def bench(export_dir: str | Path, threads: Sequence[int] = (1, 2), runs: int = 100,
           warmup: int = 10, image: str | Path | None = None, verbose: bool = True) -> dict:
     """Measure an export folder; prints a table (verbose) and returns the figures."""
+    if runs < 1 or warmup < 0 or not threads or min(threads) < 1:
+        raise ExportError(f"bench: runs={runs}, warmup={warmup}, threads={list(threads)}: "
+                          "time at least 1 run, with thread counts of at least 1")
     bundle = load_export(export_dir)
     pre = bundle.preprocessing
     photo, photo_source = _sample_photo(image)

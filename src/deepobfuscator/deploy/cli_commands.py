@@ -161,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except PermissionError as exc:  # a read-only output folder, an unreadable input
+        print(f"error: permission denied: {exc.filename or exc}; choose a folder you can "
+              "write to (or fix its permissions)", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as exc:
         if (fix := missing_extra(exc)) is None:
             raise

@@ -112,6 +112,8 @@ def classify_images(server_url: str, export_dir: str | Path,
     """Classify image files through the cloud service; one dict per image, in order:
     {"image", "task", "probability", "label"}. Only obfuscated features leave this machine,
     in the manifest's wire dtype, gzip-compressed where that helps (compress=False: never)."""
+    if batch_size < 1:
+        raise ClientError(f"batch size {batch_size}: send at least 1 image per request")
     import httpx
 
     device = DeviceObfuscator(export_dir, threads=threads)

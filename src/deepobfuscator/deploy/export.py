@@ -49,6 +49,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, wire_dtype: str = "int8
     """
     if wire_dtype not in wire.DTYPES:
         raise ExportError(f"unknown wire dtype {wire_dtype!r}: use one of {sorted(wire.DTYPES)}")
+    if parity_images < 1:
+        raise ExportError(f"parity_images={parity_images}: the export is checked against "
+                          "PyTorch on at least 1 image (default 32)")
     out = Path(out_dir)
     _check_target(out, force)
     from ..runs import load_run

@@ -79,6 +79,9 @@ def create_app(export_dir: str | Path, token: str | None = None,
     attacker_view: an audit folder of this export's run: also serve what its inverse networks
     rebuild from a wire body (deploy/attacker_view.py; off by default).
     """
+    if max_body_bytes < wire.HEADER_BYTES or max_batch < 1:
+        raise UserError(f"max_body_bytes={max_body_bytes}, max_batch={max_batch}: a request "
+                        f"must be allowed at least {wire.HEADER_BYTES} bytes and 1 image")
     bundle = load_export(export_dir)
     if manifest_sha256 is not None:
         got = sha256_file(bundle.root / MANIFEST)

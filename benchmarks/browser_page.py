@@ -59,12 +59,18 @@ def main() -> None:
             browser.evaluate(f"window.deepobfuscator.show('{url}')")
             browser.wait_for("document.body.dataset.state === 'done'")
             time.sleep(0.5)
-            for name, width, height, mobile in (("desktop", 1000, 900, False),
-                                                ("phone", 390, 1100, True)):
-                browser.resize(width, height, mobile)
-                time.sleep(0.3)
-                browser.screenshot(out / f"page-{name}.png")
-                print(f"screenshot: {out / f'page-{name}.png'}")
+            pages = [("page", None)]
+            if args.audit:  # the audit's report as people read it, at the same two widths
+                pages.append(("report", (Path(args.audit) / "report.html").resolve().as_uri()))
+            for kind, address in pages:
+                if address:
+                    browser.open(address)
+                for name, width, height, mobile in (("desktop", 1000, 900, False),
+                                                    ("phone", 390, 1100, True)):
+                    browser.resize(width, height, mobile)
+                    time.sleep(0.3)
+                    browser.screenshot(out / f"{kind}-{name}.png")
+                    print(f"screenshot: {out / f'{kind}-{name}.png'}")
     x = load_batch([photo], app.state.bundle.preprocessing)
     sess = _session(app.state.bundle.model_path("obfuscator"), 1)
     py = []

@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 from .config import NO_PRIVACY_OVERRIDES, inert_keys, load_config, preset_names
-from .deploy.cli_commands import USER_ERRORS, register
-from .errors import missing_extra
+from .deploy.cli_commands import register, run_command
 
 
 def default_run_dir(cfg) -> Path:
@@ -165,25 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except PermissionError as exc:  # a read-only output folder, an unreadable input
-        print(f"error: permission denied: {exc.filename or exc}; choose a folder you can "
-              "write to (or fix its permissions)", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as exc:
-        if (fix := missing_extra(exc)) is None:
-            raise
-        print(f"error: {fix}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: run the same command again to resume from the last checkpoint",
-              file=sys.stderr)
-        return 130
-
+    return run_command(args, "\ninterrupted: run the same command again to resume from the "
+                       "last checkpoint")
 
 if __name__ == "__main__":
     sys.exit(main())

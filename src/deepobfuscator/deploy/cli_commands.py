@@ -156,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deepobfuscator.deploy.cli_commands")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
+    return run_command(args)
+
+
+def run_command(args: argparse.Namespace, interrupted: str = "") -> int:
+    """Run a parsed command; every error a user can fix is one line on stderr, exit 2
+    (shared by both command lines)."""
     try:
         return args.func(args)
     except USER_ERRORS as exc:
@@ -171,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {fix}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if interrupted:
+            print(interrupted, file=sys.stderr)
         return 130
-
 
 if __name__ == "__main__":
     sys.exit(main())

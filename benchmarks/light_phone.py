@@ -7,7 +7,8 @@
 
 Every arm is the same architecture (VGG16-BN blocks 1..split on the phone, a 1-channel
 1x1 bottleneck) on the same data; each is trained with training seed s and audited by
-fresh attackers with attacker seed s, through the int8 upload, beside the no-privacy
+fresh attackers with attacker seed s (and s+1000, s+2000, ... with --attack-seeds),
+through the int8 upload, beside the no-privacy
 baseline (`train --baseline`, trained once). Arms:
 
   none         task stage only (4 epochs)
@@ -70,6 +71,9 @@ def main() -> None:
     ap.add_argument("--adversarial-epochs", type=int, default=4,
                     help="epochs of every arm's second stage (the step-matched budget); a "
                     "smaller dataset needs more for the same number of encoder steps")
+    ap.add_argument("--attack-seeds", type=int, default=1,
+                    help="fresh attackers per trained run: attacker seeds s, s+1000, ... for "
+                    "training seed s (audit-RUN, audit-RUN-a1, ...)")
     ap.add_argument("--max-epochs", type=int, default=30)
     ap.add_argument("--whitebox-images", type=int, default=8)
     ap.add_argument("--whitebox-steps", type=int, default=100)
@@ -104,7 +108,7 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
               f"train.adversarial.epochs={args.adversarial_epochs}"]
     for seed in args.seeds:
         # the seed draws the defender's splits, so each seed has its own no-privacy baseline
-        base_dir = out / ("baseline" if seed == 0 else f"baseline-s{seed}")
+        base_dir = baseline_folder(out, seed)
         train(load_config(args.data_config, [*common, f"seed={seed}", *NO_PRIVACY_OVERRIDES]),
               base_dir, progress=False)
         def folder(arm: str, seed: int = seed) -> Path:
@@ -126,16 +130,17 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
                 start_from_baseline(cfg, run, src_dir)
             print(f"== train {run}", flush=True)
             train(cfg, run, progress=False)
-            audit_dir = out / f"audit-{run.name}"
-            if args.no_audit or (audit_dir / "audit.json").is_file():
-                continue
-            print(f"== audit {run}", flush=True)
-            audit(run, base_dir, audit_dir,
-                  AuditSettings(seed=seed, max_epochs=args.max_epochs,
-                                whitebox_images=args.whitebox_images,
-                                whitebox_steps=args.whitebox_steps, wire="int8",
-                                threads=args.threads, recogniser=args.recogniser,
-                                progress=False))
+            for k in range(args.attack_seeds):
+                audit_dir = out / audit_name(run.name, k)
+                if args.no_audit or (audit_dir / "audit.json").is_file():
+                    continue
+                print(f"== audit {run} (attacker seed {attack_seed(seed, k)})", flush=True)
+                audit(run, base_dir, audit_dir,
+                      AuditSettings(seed=attack_seed(seed, k), max_epochs=args.max_epochs,
+                                    whitebox_images=args.whitebox_images,
+                                    whitebox_steps=args.whitebox_steps, wire="int8",
+                                    threads=args.threads, recogniser=args.recogniser,
+                                    progress=False))
 
 
 def figures(a: dict) -> dict:
@@ -169,65 +174,109 @@ def task_oracle(run: Path) -> dict[str, float]:
     return {k: float(np.round(v, 4)) for k, v in out.items()}
 
 
+def audit_name(run: str, attack_seed_index: int) -> str:
+    """audit-RUN for the first attacker seed (the training seed), audit-RUN-aK after."""
+    return f"audit-{run}" + (f"-a{attack_seed_index}" if attack_seed_index else "")
+
+
+def attack_seed(train_seed: int, index: int) -> int:
+    return train_seed + 1000 * index
+
+
+def parse_audit_name(name: str) -> tuple[str, str, int]:
+    """audit-ARM-sS[-aK] -> (arm, S, K)."""
+    body = name[len("audit-"):]
+    k = 0
+    head, sep, tail = body.rpartition("-a")
+    if sep and tail.isdigit() and "-s" in head:
+        body, k = head, int(tail)
+    arm, _, seed = body.rpartition("-s")
+    return arm, seed, k
+
+
+def baseline_folder(out: Path, seed: int) -> Path:
+    return out / ("baseline" if seed == 0 else f"baseline-s{seed}")
+
+
+def cell(vals: list[float]) -> str:
+    if not vals:
+        return ""
+    m = sum(vals) / len(vals)
+    return f"{m:.3f} [{min(vals):.3f}-{max(vals):.3f}]" if len(vals) > 1 else f"{m:.3f}"
+
+
 def write_summary(out: Path) -> None:
-    rows = {}
+    """summary.json (every audit's figures by arm, training seed and attacker seed),
+    summary.md (mean [min-max] over every audit of an arm) and frontier.png."""
+    from deepobfuscator.audit.result import AuditResult
+
+    rows: dict[str, dict[str, dict]] = {}  # arm -> "S" or "S/aK" -> figures
+    attrs: list[str] = []
     for p in sorted(out.glob("audit-*/audit.json")):
-        name = p.parent.name[len("audit-"):]
-        arm, _, seed = name.rpartition("-s")
-        f = figures(json.loads(p.read_text()))
+        arm, seed, k = parse_audit_name(p.parent.name)
+        doc = json.loads(p.read_text())
+        attrs = attrs or AuditResult(doc).private
+        f = figures(doc)
         if "control" in arm:  # no attackers of its own (audits before that was known list them)
-            f["obfuscated"] = {k: v for k, v in f["obfuscated"].items()
-                               if not k.startswith("own")}
-        rows.setdefault(arm, {})[seed] = f
-    floors = {}
-    if (out / "none-s0" / "run.json").is_file():
-        floors = task_oracle(out / "none-s0")
+            f["obfuscated"] = {k_: v for k_, v in f["obfuscated"].items()
+                               if not k_.startswith("own")}
+        rows.setdefault(arm, {})[seed + (f"/a{k}" if k else "")] = f
+    # the task oracle of each training seed's test split (LFW cuts the test split by seed)
+    seeds = sorted({int(key.split("/")[0]) for r in rows.values() for key in r})
+    per_seed = [task_oracle(baseline_folder(out, s)) for s in seeds
+                if (baseline_folder(out, s) / "run.json").is_file()]
+    floors = {a: round(sum(o[a] for o in per_seed) / len(per_seed), 4)
+              for a in (per_seed[0] if per_seed else {})}
     (out / "summary.json").write_text(json.dumps({"arms": rows, "task_oracle": floors},
                                                  indent=1))
-    attrs = list(floors) or ["Male", "Young"]
+    attrs = attrs or list(floors)
     keys = ["utility_accuracy", "inversion_msssim", *[f"attribute:{a}" for a in attrs],
-            "reid_top1", *[f"own:{a}" for a in attrs], "own_msssim"]
-    lines = ["| arm | seeds | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
+            "reid_top1", "verification_auc", *[f"own:{a}" for a in attrs], "own_msssim"]
+    lines = ["| arm | seeds (training/attacker) | " + " | ".join(keys) + " |",
+             "|" + "---|" * (len(keys) + 2)]
     for arm in [*ARMS, *sorted(set(rows) - set(ARMS)), "baseline"]:
-        per = rows.get(arm) if arm != "baseline" else {
-            s: {"obfuscated": f["baseline"]} for r in rows.values() for s, f in r.items()
-            if "baseline" in f}
+        if arm == "baseline":  # one baseline audit per training seed (they are cached)
+            per = {key.split("/")[0]: {"obfuscated": f["baseline"]}
+                   for r in rows.values() for key, f in r.items() if "baseline" in f}
+        else:
+            per = rows.get(arm, {})
         if not per:
             continue
-        cells = []
-        for k in keys:
-            vals = [f["obfuscated"][k] for f in per.values() if k in f["obfuscated"]]
-            if not vals:
-                cells.append("")
-                continue
-            m = sum(vals) / len(vals)
-            cells.append(f"{m:.3f} [{min(vals):.3f}-{max(vals):.3f}]" if len(vals) > 1
-                         else f"{m:.3f}")
-        lines.append(f"| {arm} | {','.join(sorted(per))} | " + " | ".join(cells) + " |")
+        cells = [cell([f["obfuscated"][k] for f in per.values() if k in f["obfuscated"]])
+                 for k in keys]
+        lines.append(f"| {arm} | {', '.join(sorted(per))} | " + " | ".join(cells) + " |")
     chance = next((f["chance"] for r in rows.values() for f in r.values()), {})
-    lines.append(f"| floor | | | {chance.get('inversion_msssim', float('nan')):.3f} (mean face) | "
-                 + " | ".join(f"{floors.get(a, float('nan')):.3f} (task oracle)" for a in attrs)
-                 + f" | {chance.get('reid_top1') or float('nan'):.3f} (chance) |"
-                 + " |" * (len(attrs) + 1))
+
+    def floor(v: float | None, what: str) -> str:
+        return f"{v:.3f} ({what})" if v is not None else ""
+
+    lines.append("| floor | | | " + " | ".join(
+        [floor(chance.get("inversion_msssim"), "mean face"),
+         *[floor(floors.get(a), "task oracle") for a in attrs],
+         floor(chance.get("reid_top1"), "chance"), floor(chance.get("verification_auc"),
+                                                         "chance"),
+         *[""] * (len(attrs) + 1)]) + " |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     first = next((p for p in sorted(out.glob("*-s0/run.json"))), None)
-    title = ""
+    title, task = "", "task"
     if first is not None:
         from deepobfuscator.runs import read_run_config
 
         info = json.loads(first.read_text())
         b = info.get("budget", {})
-        title = (f"{read_run_config(first.parent).data.source}: split after VGG block "
+        cfg = read_run_config(first.parent)
+        task = cfg.data.task
+        title = (f"{cfg.data.source}: split after VGG block "
                  f"{b.get('split_block')} ({' x '.join(map(str, info['feature_shape']))} "
                  f"upload, {b.get('upload_bytes')} B int8, phone {b.get('phone_share', 0):.0%} "
                  "of the MACs) unless the arm says otherwise; lower is more private; "
                  "dashed: floor")
-    plot(rows, floors, chance, out / "frontier.png", attrs, title)
+    plot(rows, floors, chance, out / "frontier.png", attrs, title, task)
 
 
 def plot(rows: dict, floors: dict, chance: dict, path: Path, attrs: list[str],
-         title: str) -> None:
+         title: str, task: str) -> None:
     """Each privacy figure against task accuracy: one marker per arm at its seed mean, bars
     over the seed range, the baseline, and each figure's floor as a dashed line."""
     import matplotlib
@@ -243,8 +292,9 @@ def plot(rows: dict, floors: dict, chance: dict, path: Path, attrs: list[str],
     marks = dict(zip([*ARMS, "baseline"], "osDv^<P*X", strict=False))
     for ax, (key, label, floor) in zip(axes, panels, strict=True):
         series = {arm: [f["obfuscated"] for f in per.values()] for arm, per in rows.items()}
-        series["baseline"] = [f["baseline"] for per in rows.values() for f in per.values()
-                              if "baseline" in f][:1]
+        # one baseline point per training and attacker seed (each arm's audits repeat it)
+        series["baseline"] = list({key: f["baseline"] for per in rows.values()
+                                   for key, f in per.items() if "baseline" in f}.values())
         for arm, fs in series.items():
             xs = [f["utility_accuracy"] for f in fs if key in f]
             ys = [f[key] for f in fs if key in f]
@@ -257,7 +307,7 @@ def plot(rows: dict, floors: dict, chance: dict, path: Path, attrs: list[str],
         if floor is not None:
             ax.axhline(floor, ls="--", c="grey", lw=1)
         ax.set_title(label, fontsize=10)
-        ax.set_xlabel("task accuracy (Smiling)")
+        ax.set_xlabel(f"task accuracy ({task})")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
     fig.suptitle(title, fontsize=10)

@@ -35,7 +35,7 @@ class Reidentification(AuditAttack):
                    "lower", ("reid", "top5")),
         FigureSpec("verification_auc", "Face verification AUC (photo vs reconstruction)",
                    "verification AUC", ("reid", "verification", "reconstruction", "auc"),
-                   "lower", 0.5),
+                   "lower", 0.5, headline=True),
         FigureSpec("dlib_reid_top1",
                    "Re-identification top-1 (dlib recogniser, from reconstructions)",
                    "re-identification top-1 (dlib)",

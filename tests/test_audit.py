@@ -96,10 +96,10 @@ def test_unfinished_run_says_how_to_resume(tmp_path, tiny_config, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("deepobfuscator.training.trainer.rotation_step", boom)
+    monkeypatch.setattr("deepobfuscator.training.steps.rotation_step", boom)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_config(), tmp_path / "run", progress=False)
-    monkeypatch.setattr("deepobfuscator.training.trainer.rotation_step", steps.rotation_step)
+    monkeypatch.setattr("deepobfuscator.training.steps.rotation_step", steps.rotation_step)
     with pytest.raises(RunError, match="training has not finished.*resume"):
         audit(tmp_path / "run", settings=FAST)
 

@@ -7,9 +7,9 @@ from deepobfuscator.config import ConfigError, load_config, preset_names
 def test_presets_exist_and_resolve():
     assert {"cpu", "on-device", "paper"} <= set(preset_names())
     cpu = load_config("cpu")
-    assert cpu.data.image_size == [64, 64] and cpu.data.source == "synthfaces"
+    assert cpu.data.image_size == (64, 64) and cpu.data.source == "synthfaces"
     paper = load_config("paper")
-    assert paper.data.image_size == [218, 178] and paper.model.width == 1.0
+    assert paper.data.image_size == (218, 178) and paper.model.width == 1.0
     assert paper.model.fc_hidden == 4096 and paper.train.adversarial.batch_size == 32
 
 

@@ -379,7 +379,7 @@ def test_every_registered_source_says_what_it_is_missing(name, tmp_path):
 
     kind = source_kinds()[name]
     if not kind.needs_root:
-        ds = load_source(DataConfig(source=name, synth_images=40, image_size=[32, 32]))
+        ds = load_source(DataConfig(source=name, synth_images=40, image_size=(32, 32)))
         assert len(ds) == 40 and ds.images.shape[1:3] == (32, 32)
         return
     with pytest.raises(DataError, match="needs a folder: set data.root"):

@@ -55,30 +55,6 @@ def test_baseline_trains_only_the_task_stage(tmp_path, tiny_config):
     load_run(run)  # complete and loadable
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny_config, monkeypatch):
-    cfg = tiny_config("train.checkpoint_every_s=0")
-    whole = _weights(train(cfg, tmp_path / "whole", progress=False))
-
-    calls = {"n": 0}
-    real = steps.rotation_step
-
-    def dies_midway(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 7:  # in the middle of the first adversarial epoch
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr("deepobfuscator.training.trainer.rotation_step", dies_midway)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "killed", progress=False)
-    assert not RunPaths(tmp_path / "killed").info.exists()
-    monkeypatch.setattr("deepobfuscator.training.trainer.rotation_step", real)
-    resumed = _weights(train(cfg, tmp_path / "killed", progress=False))
-    for net in whole:
-        for key in whole[net]:
-            assert torch.equal(whole[net][key], resumed[net][key]), f"{net}.{key} differs"
-
-
 def test_rerunning_a_different_config_in_the_same_folder_is_refused(tmp_path, tiny_config):
     train(tiny_config(), tmp_path / "run", progress=False)
     with pytest.raises(RunError, match="different config.*seed"):

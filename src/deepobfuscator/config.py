@@ -30,33 +30,21 @@ NO_PRIVACY_OVERRIDES = ("privacy.method=none", "model.split_block=2", "model.bot
                         "privacy.normalize_features=false")
 
 
-# Settings read only by the paper's adversarial stages (privacy.method=deepobfuscator).
-PAPER_ONLY = ("privacy.attribute_loss", "privacy.rotation", "privacy.lambda",
-              "privacy.lambda_decay_after", "privacy.reconstruction_weight",
-              "privacy.attribute_weight", "privacy.noise_seed", "privacy.adversary_refresh",
-              "train.reconstructor", "model.decoder_width", "model.adversary_from_classifier")
-# ... and by the robust method's; with privacy.method=none neither set does anything.
-ROBUST_ONLY = ("privacy.robust",)
-ADVERSARIAL_ONLY = (*PAPER_ONLY, *ROBUST_ONLY, "train.adversaries", "train.adversarial")
-
-
 def inert_keys(cfg: Config, keys: list[str]) -> list[str]:
     """The keys among `keys` (overrides or grid keys) that `cfg`'s privacy method never
-    reads: the adversarial settings with none, the paper's with robust, robust's with the
-    paper's method."""
-    unread = {"none": ADVERSARIAL_ONLY, "robust": PAPER_ONLY,
-              "deepobfuscator": ROBUST_ONLY}[cfg.privacy.method]
+    reads: those another method declares as its own (methods/: `reads`)."""
+    from .methods import unread_keys
+
+    unread = unread_keys(cfg)
     return [k for k in keys if k.split("=", 1)[0].startswith(unread)]
 
 
 def trains_attackers(cfg: Config) -> bool:
     """Whether a config's privacy method trains attackers of its own: not with none, nor in
     the robust method's step-matched control (no attacker steps, no privacy terms)."""
-    if cfg.privacy.method == "none":
-        return False
-    r = cfg.privacy.robust
-    return cfg.privacy.method != "robust" or (
-        r.adversary_steps > 0 or r.attribute_weight > 0 or r.reconstruction_weight > 0)
+    from .methods import method_for
+
+    return method_for(cfg).trains_attackers(cfg)
 
 
 class ConfigError(UserError):
@@ -67,7 +55,7 @@ class ConfigError(UserError):
 # outside its Literal is refused when the config is built, naming the valid ones)
 SourceName = Literal["synthfaces", "celeba", "lfw", "folder"]  # = data.factory's registry
 OnBadImage = Literal["error", "skip"]
-PrivacyMethod = Literal["deepobfuscator", "robust", "none"]
+PrivacyMethod = Literal["deepobfuscator", "robust", "none"]  # = methods' registry
 Precision = Literal["auto", "bf16", "fp32"]
 AttributeLoss = Literal["neg_ce", "entropy"]
 RobustAttributeLoss = Literal["entropy", "capped_ce"]
@@ -93,7 +81,7 @@ class DataConfig:
     identity_column: str = ""
     task: str = "Smiling"
     private: list[str] = field(default_factory=lambda: ["Male"])
-    image_size: list[int] = field(default_factory=lambda: [64, 64])  # height, width
+    image_size: tuple[int, int] = (64, 64)  # height, width ([h, w] in YAML)
     crop: str = "square"  # square | none | center:F | center:Npx (preprocessing.py)
     on_bad_image: OnBadImage = "error"
     cache: bool = True
@@ -217,6 +205,8 @@ def _rename_out(d: Any) -> Any:
     if isinstance(d, dict):
         inv = {v: k for k, v in _RENAMES.items()}
         return {inv.get(k, k): _rename_out(v) for k, v in d.items()}
+    if isinstance(d, tuple):  # YAML and JSON write lists
+        return [_rename_out(v) for v in d]
     return d
 
 
@@ -331,6 +321,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list):
             value = [value]
         return [_coerce(args[0], v, where) for v in value]
+    if origin is tuple:  # fixed length, e.g. image_size: [height, width]
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -386,7 +380,7 @@ def validate(cfg: Config) -> None:
         if step not in ROTATION_STEPS:
             raise ConfigError(
                 f"privacy.rotation step {step!r} unknown; valid: {list(ROTATION_STEPS)}")
-    if len(cfg.data.image_size) != 2 or min(cfg.data.image_size) < 16:
+    if len(cfg.data.image_size) != 2 or min(cfg.data.image_size) < 16:  # code-made configs
         raise ConfigError(
             f"data.image_size must be [height, width] >= 16, got {cfg.data.image_size}")
     # 5 keeps every conv block on the device: the cloud runs only the MLP head

@@ -131,7 +131,7 @@ def _with_audit_data(cfg: Config, path: str) -> Config:
     from ..config import load_config
 
     audit_cfg = load_config(path, [f"seed={cfg.seed}"])
-    data = replace(audit_cfg.data, image_size=list(cfg.data.image_size), crop=cfg.data.crop)
+    data = replace(audit_cfg.data, image_size=tuple(cfg.data.image_size), crop=cfg.data.crop)
     return replace(cfg, data=data)
 
 

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from ..config import Config
 from ..errors import UserError
+from ..methods import method_for
 from .vgg import MLPHead, block_widths, pooled_size, vgg_block
 
 
@@ -178,7 +179,7 @@ def build_models(cfg: Config) -> Models:
     # so every method leaves the same RNG state behind: runs that differ only in their
     # attackers train stage 1 identically (training/reuse.py).
     with torch.random.fork_rng(devices=[]):
-        if cfg.privacy.method == "robust":
+        if method_for(cfg).attackers == "robust":
             # the audit's own attacker architectures, standardising their input
             from .attackers import robust_attackers
 

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from ..config import Config
+from ..methods import method_for
 from ..runs import RunPaths, read_run_config
 from .checkpoint import load_checkpoint
 
@@ -67,5 +68,5 @@ def start_from_baseline(cfg: Config, out_dir: Path, baseline_dir: Path) -> bool:
 
 
 def _same_attackers(a: Config, b: Config) -> bool:
-    """The robust method trains other attacker networks than the paper's (and none's)."""
-    return (a.privacy.method == "robust") == (b.privacy.method == "robust")
+    """Whether two configs' methods build the same attacker networks (methods/)."""
+    return method_for(a).attackers == method_for(b).attackers

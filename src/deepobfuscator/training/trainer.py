@@ -1,11 +1,9 @@
-"""The four-stage DeepObfuscator training, resumable from any checkpoint.
+"""Training, resumable from any checkpoint: the stages of the config's privacy method.
 
-Stages: (1) task: E and C learn the task; (2) reconstructor: R inverts frozen E;
-(3) adversaries: one P per private attribute on frozen E; (4) adversarial: the
-rotation of obfuscator, adversary and classifier steps with the lambda schedule.
-`privacy.method: none` runs stage 1 only: the no-privacy baseline, same code.
-`privacy.method: robust` runs task, adversaries (the attackers pre-trained) and the robust
-game (training/robust.py); its step-matched control runs task and the continuation only.
+Every method (methods/: none, the paper's `deepobfuscator`, `robust`) trains some of the
+stages (1) task: E and C learn the task; (2) reconstructor; (3) adversaries; (4)
+adversarial; the method gives each stage's optimizers and step, and this loop does the
+rest for all of them: batch order, checkpoints, evaluation, data-parallel sync.
 
 Resuming: batch order is a pure function of (seed, stage, epoch), and the
 checkpoint holds weights, optimizer and RNG states and the position, so a run
@@ -24,12 +22,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import Config, config_from_dict, save_config, trains_attackers
+from ..config import Config, config_from_dict, save_config
 from ..data.base import FaceDataset
 from ..data.splits import check_splits_match, make_splits, split_summary, write_splits
 from ..io import atomic_write_json, atomic_write_text
 from ..log import log
-from ..models import build_models, feature_shape, init_adversaries_from_classifier
+from ..methods import Stage, method_for
+from ..models import build_models, feature_shape
 from ..models.budget import phone_budget
 from ..precision import autocast, memory_format, resolve_precision
 from ..privacy import fixed_noise_image, settings_for_size
@@ -38,31 +37,13 @@ from ..threads import use_threads
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, versions
 from .distributed import Dist, GradSync, shard, state_checksum
 from .evaluate import evaluate
-from .robust import attacker_step, refresh_member, robust_optimizers, robust_step
-from .steps import (
-    Batch,
-    StepContext,
-    adversaries_step,
-    lambda_at,
-    make_optimizers,
-    maybe_refresh_attackers,
-    reconstructor_step,
-    rotation_step,
-    task_step,
-)
+from .steps import Batch, StepContext
 
-STAGES = ("task", "reconstructor", "adversaries", "adversarial")
+STAGES: tuple[Stage, ...] = ("task", "reconstructor", "adversaries", "adversarial")
 
 
-def stages_for(cfg: Config) -> tuple[str, ...]:
-    if cfg.privacy.method == "none":
-        return ("task",)
-    if cfg.privacy.method == "robust":
-        # attackers pre-trained on the task-trained E, then the game; the step-matched
-        # control (no attackers) continues the task alone for the same encoder steps
-        return ("task", "adversaries", "adversarial") if trains_attackers(cfg) else \
-            ("task", "adversarial")
-    return STAGES
+def stages_for(cfg: Config) -> tuple[Stage, ...]:
+    return method_for(cfg).stages(cfg)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -176,12 +157,13 @@ class _Loop:
         self.cfg, self.paths, self.roles, self.device, self.progress = (
             cfg, paths, roles, device, progress)
         self.d = d or Dist()
+        self.method = method_for(cfg)
         torch.manual_seed(cfg.seed)
         self.precision = resolve_precision(cfg.precision, device)
         self.layout = memory_format(cfg.channels_last)
         self.models = build_models(cfg).to(device)
         for module in self.models.named().values():
-            module.to(memory_format=self.layout)
+            module.to(memory_format=self.layout)  # type: ignore[call-overload]  # torch stubs
         self.sync = GradSync(self.d, self.models.named().values()) if self.d.enabled else None
         if self.d.rank > 0:  # own dropout masks and feature noise on each rank
             torch.manual_seed(int(np.random.SeedSequence([cfg.seed, self.d.rank])
@@ -228,15 +210,14 @@ class _Loop:
             scfg = getattr(cfg.train, {"task": "task", "reconstructor": "reconstructor",
                                        "adversaries": "adversaries",
                                        "adversarial": "adversarial"}[stage])
-            optimizers = self._optimizers(stage, scfg.lr)
+            optimizers = self.method.optimizers(self.models, stage, scfg.lr, cfg)
             if opt_state:  # {} at a stage boundary: the next stage starts fresh optimizers
                 for name, opt in optimizers.items():
                     opt.load_state_dict(opt_state[name])
                 opt_state = None
-            elif (stage == "adversaries" and cfg.model.adversary_from_classifier
-                  and cfg.privacy.method == "deepobfuscator"):
-                init_adversaries_from_classifier(self.models)
-            self._broadcast_models()  # every rank starts each stage from rank 0's weights
+            else:
+                self.method.begin_stage(cfg, self.models, stage)
+            self.broadcast_models()  # every rank starts each stage from rank 0's weights
             ctx = StepContext(cfg, self.models, optimizers, self.msssim, self.noise,
                               amp=lambda: autocast(self.precision, self.device),
                               sync_grads=self.sync)
@@ -245,8 +226,9 @@ class _Loop:
                 first_batch = pos["batch"] if (s_idx, epoch) == (pos["stage"], pos["epoch"]) else 0
                 if first_batch == 0:
                     running = {}
-                    if stage == "adversarial" and self._refresh(ctx, s_idx, epoch, scfg):
-                        self._broadcast_models()  # fresh attackers drawn on rank 0
+                    if stage == "adversarial" and self.method.refresh(self, ctx, s_idx,
+                                                                      epoch, scfg):
+                        self.broadcast_models()  # fresh attackers drawn on rank 0
                 t0 = time.time()
                 self._epoch(ctx, s_idx, stage, epoch, scfg, first_batch, running)
                 self.timings[stage] = self.timings.get(stage, 0.0) + time.time() - t0
@@ -259,26 +241,7 @@ class _Loop:
         self._finish()
         return self.paths.root
 
-    def _optimizers(self, stage: str, lr: float) -> dict[str, torch.optim.Optimizer]:
-        if self.cfg.privacy.method == "robust" and stage != "task":
-            return robust_optimizers(self.models, stage, lr, self.cfg.privacy.robust.adversary_lr)
-        return make_optimizers(self.models, stage, lr)
-
-    def _refresh(self, ctx: StepContext, s_idx: int, epoch: int, scfg) -> bool:
-        """Adversary refresh at the start of an adversarial epoch; True when attackers
-        changed (under torchrun every rank then takes rank 0's)."""
-        if self.cfg.privacy.method != "robust":
-            return maybe_refresh_attackers(ctx, epoch, scfg.lr)
-        if not trains_attackers(self.cfg) or refresh_member(ctx, self.models, epoch) is None:
-            return False
-        # the new member trains before the encoder sees it, on its own batch order
-        self._broadcast_models()
-        order, per, n_batches = self._order(scfg, s_idx, epoch, 2)
-        for j in range(self.cfg.privacy.robust.refresh_steps):
-            attacker_step(ctx, self._batch(order, per, j % n_batches))
-        return True
-
-    def _order(self, scfg, s_idx: int, epoch: int, stream: int = 0):
+    def order(self, scfg, s_idx: int, epoch: int, stream: int = 0):
         """(batch order, this rank's images per batch, batches per epoch): a pure function
         of (seed, stage, epoch, stream); stream 0 is the stage's own batches."""
         n, world = len(self.images), self.d.world
@@ -287,17 +250,16 @@ class _Loop:
         per = min(scfg.batch_size, n) // world  # this rank's slice of each global batch
         return order, per, n // (max(per, 1) * world)
 
-    def _batch(self, order: np.ndarray, per: int, b: int) -> Batch:
+    def batch(self, order: np.ndarray, per: int, b: int) -> Batch:
         world = self.d.world
         idx = torch.from_numpy(shard(order, per * world, world, self.d.rank, b)).to(self.device)
         x = self.images[idx].permute(0, 3, 1, 2).float().div_(255.0)
         return Batch(x.contiguous(memory_format=self.layout), self.task[idx], self.private[idx])
 
-    def _record(self, stage: str, epoch: int, running: dict[str, float]) -> None:
+    def _record(self, stage: Stage, epoch: int, running: dict[str, float]) -> None:
         cfg = self.cfg
         record = {"stage": stage, "epoch": epoch, **_means(running)}
-        if stage == "adversarial" and cfg.privacy.method == "deepobfuscator":
-            record["lambda"] = lambda_at(cfg, epoch)
+        record.update(self.method.record(cfg, stage, epoch))
         record.update(evaluate(
             self.models, self.roles["defender_val"], cfg.data.task, cfg.data.private,
             stage, self.msssim, self.device, max_images=cfg.train.eval_max_images,
@@ -306,43 +268,25 @@ class _Loop:
         if self.progress:
             tqdm.write(_format_record(record))
 
-    def _broadcast_models(self) -> None:
+    def broadcast_models(self) -> None:
         for module in self.models.named().values():
             self.d.broadcast_module(module)
 
-    def _epoch(self, ctx: StepContext, s_idx: int, stage: str, epoch: int, scfg,
+    def _epoch(self, ctx: StepContext, s_idx: int, stage: Stage, epoch: int, scfg,
                first_batch: int, running: dict[str, float]) -> None:
         cfg, world = self.cfg, self.d.world
-        order, per, n_batches = self._order(scfg, s_idx, epoch)
+        order, per, n_batches = self.order(scfg, s_idx, epoch)
         if per < 2:
             raise RunError(f"train.{stage}.batch_size={scfg.batch_size} over {world} processes "
                            f"leaves {per} image(s) per process; BatchNorm needs at least 2")
         # full batches only: BatchNorm needs > 1 sample
-        lam = lambda_at(cfg, epoch) if stage == "adversarial" else 0.0
-        robust = cfg.privacy.method == "robust"
-        n_adv = cfg.privacy.robust.adversary_steps if robust else 0
-        fresh_order = self._order(scfg, s_idx, epoch, 1)[0] if n_adv else None
+        step = self.method.epoch_steps(self, ctx, stage, s_idx, epoch, scfg)
         last_save = time.time()
         bar = tqdm(range(first_batch, n_batches), total=n_batches, initial=first_batch,
                    desc=f"{stage} {epoch + 1}/{scfg.epochs}", unit="batch", leave=False,
                    disable=not self.progress, mininterval=1.0)
         for b in bar:
-            batch = self._batch(order, per, b)
-            if stage == "task":
-                losses = task_step(ctx, batch)
-            elif robust and stage == "adversaries":
-                losses = attacker_step(ctx, batch)
-            elif robust:  # k attacker updates, each on its own fresh batch, then E and C
-                fresh = [self._batch(fresh_order, per, (b * n_adv + j) % n_batches)
-                         for j in range(n_adv)]
-                losses = robust_step(ctx, batch, fresh, self.mean_face)
-            elif stage == "reconstructor":
-                losses = reconstructor_step(ctx, batch)
-            elif stage == "adversaries":
-                losses = adversaries_step(ctx, batch)
-            else:
-                rot = cfg.privacy.rotation
-                losses = rotation_step(ctx, batch, rot[b % len(rot)], lam)
+            losses = step(b, self.batch(order, per, b))
             for k, v in losses.items():
                 running[f"sum:{k}"] = running.get(f"sum:{k}", 0.0) + v
                 running[f"n:{k}"] = running.get(f"n:{k}", 0) + 1
@@ -383,7 +327,7 @@ class _Loop:
 
         from ..io import atomic_write
 
-        dist_info = {"world_size": self.d.world}
+        dist_info: dict[str, object] = {"world_size": self.d.world}
         if self.d.enabled:
             sums = self.d.gather_objects(state_checksum(self.models.named()))
             if len(set(sums)) != 1:
@@ -395,8 +339,10 @@ class _Loop:
             return
         for name, module in self.models.named().items():
             state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-            atomic_write(self.paths.weight_file(name),
-                         lambda tmp, s=state: save_file(s, str(tmp)))
+            def write(tmp: Path, s: dict = state) -> None:
+                save_file(s, str(tmp))
+
+            atomic_write(self.paths.weight_file(name), write)
         atomic_write_text(self.paths.metrics, "".join(_json_line(r) for r in self.history))
         atomic_write_json(self.paths.info, {
             "status": "complete",

@@ -1,0 +1,158 @@
+"""The privacy-method registry (methods/): every registered method, driven by the registry,
+trains the stages it declares, moves the networks it says it trains, reads the keys it
+declares and resumes to the same weights; a new method is one class and a registry entry."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal, get_args
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from deepobfuscator import methods as methods_mod
+from deepobfuscator.config import inert_keys, trains_attackers
+from deepobfuscator.methods import PrivacyMethod, method_for, method_kinds
+from deepobfuscator.models import build_models
+from deepobfuscator.runs import RunPaths
+from deepobfuscator.training import train
+
+NETS = ("encoder", "classifier", "adversaries", "reconstructor")
+# the extra settings each built-in method is exercised with (small attackers, a refresh)
+SETTINGS = {
+    "none": [],
+    "deepobfuscator": ["privacy.adversary_refresh=1"],
+    "robust": ["privacy.robust.ensemble=2", "privacy.robust.refresh_steps=3",
+               "privacy.robust.decoder_width=8", "model.bottleneck=2"],
+}
+
+
+def _config(tiny_config, name: str, *more: str):
+    return tiny_config(f"privacy.method={name}", *SETTINGS.get(name, []), *more)
+
+
+def _weights(run) -> dict[str, dict[str, torch.Tensor]]:
+    paths = RunPaths(run)
+    return {n: load_file(str(paths.weight_file(n))) for n in NETS}
+
+
+def _initial(cfg) -> dict[str, dict[str, torch.Tensor]]:
+    torch.manual_seed(cfg.seed)  # as the trainer builds them
+    models = build_models(cfg)
+    return {n: {k: v.detach().clone() for k, v in getattr(models, n).state_dict().items()}
+            for n in NETS}
+
+
+def _moved(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return any(not torch.equal(a[k], b[k]) for k in a if a[k].is_floating_point())
+
+
+def test_the_config_choices_are_the_registry():
+    from deepobfuscator.config import PrivacyMethod as Choices
+
+    assert list(method_kinds()) == list(get_args(Choices))
+
+
+@pytest.mark.parametrize("name", list(method_kinds()))
+def test_every_method_trains_the_stages_and_networks_it_declares(tmp_path, tiny_config, name):
+    cfg = _config(tiny_config, name)
+    method = method_for(cfg)
+    run = train(cfg, tmp_path / name, progress=False)
+    info = json.loads(RunPaths(run).info.read_text())
+    assert tuple(info["stages"]) == method.stages(cfg)
+    stages = [json.loads(x)["stage"] for x in RunPaths(run).metrics.read_text().splitlines()]
+    assert list(dict.fromkeys(stages)) == list(method.stages(cfg))
+    start, end = _initial(cfg), _weights(run)
+    assert _moved(start["encoder"], end["encoder"]) and _moved(start["classifier"],
+                                                                end["classifier"])
+    # attackers move exactly when the method trains attackers of its own
+    assert _moved(start["adversaries"], end["adversaries"]) == method.trains_attackers(cfg)
+    assert trains_attackers(cfg) == method.trains_attackers(cfg)
+
+
+@pytest.mark.parametrize("name", list(method_kinds()))
+def test_a_methods_own_keys_are_inert_only_for_the_methods_that_do_not_read_them(tiny_config,
+                                                                                 name):
+    kinds = method_kinds()
+    own = [f"{key}.x=1" for key in kinds[name].reads]
+    assert inert_keys(_config(tiny_config, name), own) == []
+    for other, method in kinds.items():
+        foreign = [k for k in own if k.split(".x=")[0] not in method.reads]
+        assert inert_keys(_config(tiny_config, other), foreign) == foreign, other
+
+
+@pytest.mark.parametrize("name", list(method_kinds()))
+def test_every_method_resumes_to_the_same_weights(tmp_path, tiny_config, monkeypatch, name):
+    """Killed in the middle of its last epoch (after any refresh), resumed from the
+    checkpoint, a run ends with the weights of one never interrupted."""
+    cfg = _config(tiny_config, name, "train.checkpoint_every_s=0")
+    method = method_for(cfg)
+    real = type(method).epoch_steps
+    calls: list[tuple[str, int]] = []
+    die_at = {"n": -1}
+
+    def counting(self, loop, ctx, stage, s_idx, epoch, scfg):
+        step = real(self, loop, ctx, stage, s_idx, epoch, scfg)
+
+        def wrapped(b, batch):
+            if len(calls) == die_at["n"]:
+                raise KeyboardInterrupt
+            calls.append((stage, epoch))
+            return step(b, batch)
+
+        return wrapped
+
+    monkeypatch.setattr(type(method), "epoch_steps", counting)
+    whole = _weights(train(cfg, tmp_path / "whole", progress=False))
+    last = [i for i, c in enumerate(calls) if c == calls[-1]]
+    assert len(last) >= 2, "the last epoch needs two batches to be cut in the middle"
+    die_at["n"], calls[:] = last[len(last) // 2], []
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", progress=False)
+    assert not RunPaths(tmp_path / "killed").info.exists()
+    die_at["n"] = -1
+    resumed = _weights(train(cfg, tmp_path / "killed", progress=False))
+    for net in whole:
+        for key in whole[net]:
+            assert torch.equal(whole[net][key], resumed[net][key]), f"{net}.{key} differs"
+
+
+class ClassifierTune(PrivacyMethod):
+    """The docs' example (docs/robust.md): after the task, the cloud classifier alone
+    trains on, the phone's encoder frozen."""
+
+    name = "classifier-tune"
+    summary = "the task, then the classifier alone on the frozen encoder"
+    reads = ("train.adversarial",)
+
+    def stages(self, cfg):
+        return ("task", "adversarial")
+
+    def optimizers(self, models, stage, lr, cfg):
+        if stage == "task":
+            return super().optimizers(models, stage, lr, cfg)
+        return {"classifier": torch.optim.Adam(models.classifier.parameters(), lr=lr)}
+
+    def epoch_steps(self, loop, ctx, stage, s_idx, epoch, scfg):
+        from deepobfuscator.training.steps import classifier_step
+
+        if stage == "adversarial":
+            return lambda b, batch: classifier_step(ctx, batch)
+        return super().epoch_steps(loop, ctx, stage, s_idx, epoch, scfg)
+
+
+def test_a_new_method_is_one_class_and_a_registry_entry(tmp_path, tiny_config, monkeypatch):
+    import deepobfuscator.config as config_mod
+
+    monkeypatch.setitem(methods_mod.METHODS, ClassifierTune.name, ClassifierTune())
+    monkeypatch.setattr(config_mod, "PrivacyMethod",
+                        Literal[(*get_args(config_mod.PrivacyMethod), ClassifierTune.name)])
+    cfg = tiny_config("privacy.method=classifier-tune")
+    assert not trains_attackers(cfg) and inert_keys(cfg, ["privacy.robust.ensemble=3"])
+    tuned = train(cfg, tmp_path / "tuned", progress=False)
+    task_only = train(tiny_config("privacy.method=none"), tmp_path / "none", progress=False)
+    assert json.loads(RunPaths(tuned).info.read_text())["stages"] == ["task", "adversarial"]
+    a, b = _weights(tuned), _weights(task_only)
+    # the same task stage, then only the classifier moved
+    assert not _moved(a["encoder"], b["encoder"]) and _moved(a["classifier"], b["classifier"])

@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from deepobfuscator.audit import AuditSettings, audit
-from deepobfuscator.audit.attacks import ATTACKS, AttackContext, AuditAttack, run_attacks
-from deepobfuscator.audit.figures import FigureSpec, figure_by_key, figures_for
+from deepobfuscator.audit.attacks import (
+    ATTACKS,
+    AttackContext,
+    AuditAttack,
+    figure_by_key,
+    figures_for,
+    run_attacks,
+)
+from deepobfuscator.audit.figures import FigureSpec
 from deepobfuscator.audit.result import AuditResult
 from deepobfuscator.audit.runner import AuditJob, _train_embedder, attack_context
 from deepobfuscator.data.splits import make_splits

@@ -5,6 +5,7 @@ extra they need."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def base_venv(tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("base-venv")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    # a plain (not editable) install of this checkout, as a user's `pip install` would do
+    # a plain (not editable) install of this checkout, as a user's `pip install` would do,
+    # from a copy without build/: setuptools adds to a build/lib left by an earlier build
+    # and never removes from it, so a module moved since would come back from there
+    src = tmp_path_factory.mktemp("base-src")
+    for name in ("pyproject.toml", "README.md", "src"):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
+        copy(ROOT / name, src / name, **({"ignore": shutil.ignore_patterns(
+            "__pycache__", "*.egg-info")} if copy is shutil.copytree else {}))
     proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
-                           "-c", str(ROOT / "constraints.txt"), str(ROOT)],
+                           "-c", str(ROOT / "constraints.txt"), str(src)],
                           capture_output=True, text=True, timeout=900)
     if proc.returncode != 0 and "No matching distribution" in proc.stderr + proc.stdout:
         pytest.skip(f"the package registry is not reachable: {proc.stderr[-300:]}")

@@ -66,7 +66,7 @@ def test_the_no_privacy_reference_drops_the_defence_and_keeps_the_rest(capsys):
 
 
 def test_adversarial_settings_are_named_inert_only_without_the_adversarial_stages():
-    from deepobfuscator.config import inert_keys
+    from deepobfuscator.methods import inert_keys
 
     keys = ["privacy.lambda=3", "train.adversarial.epochs=2", "model.bottleneck=2",
             "privacy.feature_noise=0.1"]

@@ -1,4 +1,4 @@
-"""The privacy-method registry (methods/): every registered method, driven by the registry,
+"""The privacy-method registry (methods.py): every registered method, driven by the registry,
 trains the stages it declares, moves the networks it says it trains, reads the keys it
 declares and resumes to the same weights; a new method is one class and a registry entry."""
 
@@ -12,11 +12,18 @@ import torch
 from safetensors.torch import load_file
 
 from deepobfuscator import methods as methods_mod
-from deepobfuscator.config import inert_keys, trains_attackers
-from deepobfuscator.methods import PrivacyMethod, method_for, method_kinds
+from deepobfuscator.methods import (
+    PrivacyMethod,
+    inert_keys,
+    method_for,
+    method_kinds,
+    trains_attackers,
+)
 from deepobfuscator.models import build_models
 from deepobfuscator.runs import RunPaths
 from deepobfuscator.training import train
+from deepobfuscator.training import trainer as trainer_mod
+from deepobfuscator.training.steps import classifier_step
 
 NETS = ("encoder", "classifier", "adversaries", "reconstructor")
 # the extra settings each built-in method is exercised with (small attackers, a refresh)
@@ -87,13 +94,12 @@ def test_every_method_resumes_to_the_same_weights(tmp_path, tiny_config, monkeyp
     """Killed in the middle of its last epoch (after any refresh), resumed from the
     checkpoint, a run ends with the weights of one never interrupted."""
     cfg = _config(tiny_config, name, "train.checkpoint_every_s=0")
-    method = method_for(cfg)
-    real = type(method).epoch_steps
+    real = trainer_mod._Loop.epoch_steps
     calls: list[tuple[str, int]] = []
     die_at = {"n": -1}
 
-    def counting(self, loop, ctx, stage, s_idx, epoch, scfg):
-        step = real(self, loop, ctx, stage, s_idx, epoch, scfg)
+    def counting(self, ctx, stage, s_idx, epoch, scfg):
+        step = real(self, ctx, stage, s_idx, epoch, scfg)
 
         def wrapped(b, batch):
             if len(calls) == die_at["n"]:
@@ -103,7 +109,7 @@ def test_every_method_resumes_to_the_same_weights(tmp_path, tiny_config, monkeyp
 
         return wrapped
 
-    monkeypatch.setattr(type(method), "epoch_steps", counting)
+    monkeypatch.setattr(trainer_mod._Loop, "epoch_steps", counting)
     whole = _weights(train(cfg, tmp_path / "whole", progress=False))
     last = [i for i, c in enumerate(calls) if c == calls[-1]]
     assert len(last) >= 2, "the last epoch needs two batches to be cut in the middle"
@@ -119,8 +125,8 @@ def test_every_method_resumes_to_the_same_weights(tmp_path, tiny_config, monkeyp
 
 
 class ClassifierTune(PrivacyMethod):
-    """The docs' example (docs/robust.md): after the task, the cloud classifier alone
-    trains on, the phone's encoder frozen."""
+    """The docs' example (docs/robust.md): after the task stage (every method's, run by the
+    trainer), the cloud classifier alone trains on, the phone's encoder frozen."""
 
     name = "classifier-tune"
     summary = "the task, then the classifier alone on the frozen encoder"
@@ -130,16 +136,10 @@ class ClassifierTune(PrivacyMethod):
         return ("task", "adversarial")
 
     def optimizers(self, models, stage, lr, cfg):
-        if stage == "task":
-            return super().optimizers(models, stage, lr, cfg)
         return {"classifier": torch.optim.Adam(models.classifier.parameters(), lr=lr)}
 
     def epoch_steps(self, loop, ctx, stage, s_idx, epoch, scfg):
-        from deepobfuscator.training.steps import classifier_step
-
-        if stage == "adversarial":
-            return lambda b, batch: classifier_step(ctx, batch)
-        return super().epoch_steps(loop, ctx, stage, s_idx, epoch, scfg)
+        return lambda b, batch: classifier_step(ctx, batch)
 
 
 def test_a_new_method_is_one_class_and_a_registry_entry(tmp_path, tiny_config, monkeypatch):

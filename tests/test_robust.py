@@ -264,7 +264,7 @@ def test_audit_reads_the_ensemble_as_the_training_adversary(tmp_path, tiny_confi
 def test_only_methods_with_attackers_are_compared_with_their_own(tiny_config):
     """The audit compares a run's own adversaries with the fresh attackers only when the run
     trained some: not the step-matched control, whose attackers never learnt."""
-    from deepobfuscator.config import trains_attackers
+    from deepobfuscator.methods import trains_attackers
 
     control = ["privacy.robust.adversary_steps=0", "privacy.robust.attribute_weight=0",
                "privacy.robust.reconstruction_weight=0"]

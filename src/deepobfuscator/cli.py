@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import NO_PRIVACY_OVERRIDES, inert_keys, load_config, preset_names
+from .config import NO_PRIVACY_OVERRIDES, load_config, preset_names
 from .deploy.cli_commands import register, run_command
 
 
@@ -27,6 +27,7 @@ def resolve_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .methods import inert_keys
     from .training import train
 
     cfg = resolve_config(args)

@@ -30,23 +30,6 @@ NO_PRIVACY_OVERRIDES = ("privacy.method=none", "model.split_block=2", "model.bot
                         "privacy.normalize_features=false")
 
 
-def inert_keys(cfg: Config, keys: list[str]) -> list[str]:
-    """The keys among `keys` (overrides or grid keys) that `cfg`'s privacy method never
-    reads: those another method declares as its own (methods/: `reads`)."""
-    from .methods import unread_keys
-
-    unread = unread_keys(cfg)
-    return [k for k in keys if k.split("=", 1)[0].startswith(unread)]
-
-
-def trains_attackers(cfg: Config) -> bool:
-    """Whether a config's privacy method trains attackers of its own: not with none, nor in
-    the robust method's step-matched control (no attacker steps, no privacy terms)."""
-    from .methods import method_for
-
-    return method_for(cfg).trains_attackers(cfg)
-
-
 class ConfigError(UserError):
     """A bad configuration value or key; the message says what is valid."""
 

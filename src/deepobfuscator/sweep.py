@@ -26,18 +26,18 @@ from typing import Any
 import yaml
 
 from .audit import AuditSettings, audit
-from .audit.figures import figure_by_key
+from .audit.attacks import figure_by_key
 from .audit.result import AuditResult
 from .config import (
     NO_PRIVACY_OVERRIDES,
     Config,
     ConfigError,
     config_from_dict,
-    inert_keys,
     load_config,
 )
 from .io import atomic_write, atomic_write_json, atomic_write_text
 from .log import log
+from .methods import inert_keys
 from .models.budget import phone_budget
 from .runs import RunError, read_info, read_run_config
 from .training import train

@@ -1,10 +1,12 @@
-"""The single table of audit figures: what each one is, where it lives, which way is better.
+"""What an audit figure is: where it lives, which way is better, its chance level.
 
-Every audit attack (audit/attacks/) declares the figures it reports as `FigureSpec`s.
-The verdict table, the terminal summary, the sweep's frontier and the experiment tables
-all read figures through this table (and `AuditResult`), so a new figure is one spec in
-its attack's file. A spec may stand for one figure per attribute (`per="private"`: the
-placeholders `{attr}` and `{task}` in its strings are filled for each).
+Every audit attack (audit/attacks/) declares the figures it reports as `FigureSpec`s; the
+attacks' registry makes them the single table of figures (`figures_for`, `figure_by_key`
+in audit/attacks/). The verdict table, the terminal summary, the sweep's frontier and the
+experiment tables all read figures through that table (and `AuditResult`), so a new
+figure is one spec in its attack's file. A spec may stand for one figure per attribute
+(`per="private"`: the placeholders `{attr}` and `{task}` in its strings are filled for
+each).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class FigureSpec:
     def expand(self, task: str, private: list[str]) -> list[Figure]:
         """The concrete figures of this spec for an audit's task and private attributes."""
         attrs = {"one": [""], "task": [task], "private": list(private)}[self.per]
-        return [Figure(**{**self.__dict__, **_filled(self, a, task)}) for a in attrs]
+        return [Figure(**{**self.__dict__, **filled(self, a, task)}) for a in attrs]
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Figure(FigureSpec):
         return "n/a" if v is None or not math.isfinite(v) else self.fmt.format(v)
 
 
-def _filled(spec: FigureSpec, attr: str, task: str) -> dict:
+def filled(spec: FigureSpec, attr: str, task: str) -> dict:
     def f(s: str) -> str:
         return s.replace("{attr}", attr).replace("{task}", task)
 
@@ -75,33 +77,3 @@ def _get(d: dict, path: tuple[str, ...]) -> float | None:
             return None
         d = d[p]
     return None if d is None else float(d)  # type: ignore[arg-type]
-
-
-def figure_specs() -> list[FigureSpec]:
-    """Every registered attack's figures, in the registry's order."""
-    from .attacks import ATTACKS
-
-    return [spec for attack in ATTACKS.values() for spec in attack.figures]
-
-
-def figures_for(task: str, private: list[str], section: Section | None = None,
-                headline: bool | None = None) -> list[Figure]:
-    """The concrete figures of an audit: privacy ones first, then utility, then training."""
-    order = {"privacy": 0, "utility": 1, "training": 2}
-    out = [fig for spec in figure_specs() for fig in spec.expand(task, private)
-           if (section is None or spec.section == section)
-           and (headline is None or spec.headline == headline)]
-    return sorted(out, key=lambda fig: order[fig.section])  # stable: registry order within
-
-
-def figure_by_key(key: str, task: str = "the task") -> Figure:
-    """A concrete figure from its key ("reid_top1", "attribute:Male"), for labels."""
-    for spec in figure_specs():
-        if spec.per in ("one", "task") and spec.key == key:
-            return Figure(**{**spec.__dict__, **_filled(spec, task, task)})
-        head, _, tail = spec.key.partition("{attr}")
-        if spec.per == "private" and key.startswith(head) and key.endswith(tail) and \
-                len(key) > len(head) + len(tail):
-            attr = key[len(head): len(key) - len(tail)]
-            return Figure(**{**spec.__dict__, **_filled(spec, attr, task)})
-    raise KeyError(f"no audit figure has the key {key!r}")

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..runs import RunError
-from .figures import Figure, Section, figures_for
+from .attacks import figures_for
+from .figures import Figure, Section
 
 RUNS = ("baseline", "obfuscated")
 

@@ -68,5 +68,5 @@ def start_from_baseline(cfg: Config, out_dir: Path, baseline_dir: Path) -> bool:
 
 
 def _same_attackers(a: Config, b: Config) -> bool:
-    """Whether two configs' methods build the same attacker networks (methods/)."""
+    """Whether two configs' methods build the same attacker networks (methods.py)."""
     return method_for(a).attackers == method_for(b).attackers

@@ -25,10 +25,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from ..config import Config
+from ..methods import PrivacyMethod, Stage, StepFn, register_method
 from ..models import Models
 from ..models.attackers import reinit_member
 from ..privacy import entropy_privacy, ms_ssim
@@ -171,3 +174,55 @@ def robust_optimizers(models: Models, stage: str, lr: float, adversary_lr: float
         return {"attackers": attackers}
     ec = torch.optim.Adam([*models.encoder.parameters(), *models.classifier.parameters()], lr=lr)
     return {"encoder_classifier": ec, "attackers": attackers}
+
+
+@register_method
+class RobustGame(PrivacyMethod):
+    """After the task stage: adversaries (the attackers pre-trained on the task-trained E),
+    then the game (k attacker steps on fresh batches, then one step of E and C together).
+    Its step-matched control (no attacker steps, no privacy terms) trains the task and the
+    continuation only."""
+
+    name = "robust"
+    summary = ("strong, current attackers (k steps, ensemble, refresh), bounded objectives, "
+               "C trained with E")
+    reads = ("privacy.robust", "train.adversaries", "train.adversarial")
+    attackers = "robust"
+
+    def trains_attackers(self, cfg: Config) -> bool:
+        r = cfg.privacy.robust
+        return r.adversary_steps > 0 or r.attribute_weight > 0 or r.reconstruction_weight > 0
+
+    def stages(self, cfg: Config) -> tuple[Stage, ...]:
+        return ("task", "adversaries", "adversarial") if self.trains_attackers(cfg) else \
+            ("task", "adversarial")
+
+    def optimizers(self, models: Models, stage: Stage, lr: float, cfg: Config) -> dict:
+        return robust_optimizers(models, stage, lr, cfg.privacy.robust.adversary_lr)
+
+    def refresh(self, loop: Any, ctx: StepContext, s_idx: int, epoch: int, scfg: Any) -> bool:
+        if not self.trains_attackers(ctx.cfg) or refresh_member(ctx, ctx.models, epoch) is None:
+            return False
+        # the new member trains before the encoder sees it, on its own batch order
+        loop.broadcast_models()
+        order, per, n_batches = loop.order(scfg, s_idx, epoch, 2)
+        for j in range(ctx.cfg.privacy.robust.refresh_steps):
+            attacker_step(ctx, loop.batch(order, per, j % n_batches))
+        return True
+
+    def epoch_steps(self, loop: Any, ctx: StepContext, stage: Stage, s_idx: int, epoch: int,
+                    scfg: Any) -> StepFn:
+        # the step functions are looked up in this module per step, so a test can wrap one
+        if stage == "adversaries":
+            return lambda b, batch: attacker_step(ctx, batch)
+        if stage != "adversarial":
+            return super().epoch_steps(loop, ctx, stage, s_idx, epoch, scfg)
+        k = ctx.cfg.privacy.robust.adversary_steps
+        fresh_order, per, n_batches = loop.order(scfg, s_idx, epoch, 1)
+
+        def step(b: int, batch: Batch) -> dict[str, float]:
+            # k attacker updates, each on its own fresh batch, then E and C
+            fresh = [loop.batch(fresh_order, per, (b * k + j) % n_batches) for j in range(k)]
+            return robust_step(ctx, batch, fresh, loop.mean_face)
+
+        return step

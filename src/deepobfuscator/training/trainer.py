@@ -1,9 +1,10 @@
 """Training, resumable from any checkpoint: the stages of the config's privacy method.
 
-Every method (methods/: none, the paper's `deepobfuscator`, `robust`) trains some of the
-stages (1) task: E and C learn the task; (2) reconstructor; (3) adversaries; (4)
-adversarial; the method gives each stage's optimizers and step, and this loop does the
-rest for all of them: batch order, checkpoints, evaluation, data-parallel sync.
+Every run trains (1) task: E and C learn the task, the same for every method; then what
+its privacy method (methods.py: none, the paper's `deepobfuscator`, `robust`) declares of
+(2) reconstructor, (3) adversaries, (4) adversarial, with the method's optimizers and
+steps. This loop does the rest for all of them: batch order, checkpoints, evaluation,
+data-parallel sync.
 
 Resuming: batch order is a pure function of (seed, stage, epoch), and the
 checkpoint holds weights, optimizer and RNG states and the position, so a run
@@ -22,12 +23,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import Config, config_from_dict, save_config
+from ..config import Config, StageConfig, config_from_dict, save_config
 from ..data.base import FaceDataset
 from ..data.splits import check_splits_match, make_splits, split_summary, write_splits
 from ..io import atomic_write_json, atomic_write_text
 from ..log import log
-from ..methods import Stage, method_for
+from ..methods import Stage, StepFn, method_for
 from ..models import build_models, feature_shape
 from ..models.budget import phone_budget
 from ..precision import autocast, memory_format, resolve_precision
@@ -37,7 +38,7 @@ from ..threads import use_threads
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, versions
 from .distributed import Dist, GradSync, shard, state_checksum
 from .evaluate import evaluate
-from .steps import Batch, StepContext
+from .steps import Batch, StepContext, make_optimizers, task_step
 
 STAGES: tuple[Stage, ...] = ("task", "reconstructor", "adversaries", "adversarial")
 
@@ -210,7 +211,8 @@ class _Loop:
             scfg = getattr(cfg.train, {"task": "task", "reconstructor": "reconstructor",
                                        "adversaries": "adversaries",
                                        "adversarial": "adversarial"}[stage])
-            optimizers = self.method.optimizers(self.models, stage, scfg.lr, cfg)
+            optimizers = (make_optimizers(self.models, stage, scfg.lr) if stage == "task"
+                          else self.method.optimizers(self.models, stage, scfg.lr, cfg))
             if opt_state:  # {} at a stage boundary: the next stage starts fresh optimizers
                 for name, opt in optimizers.items():
                     opt.load_state_dict(opt_state[name])
@@ -280,7 +282,7 @@ class _Loop:
             raise RunError(f"train.{stage}.batch_size={scfg.batch_size} over {world} processes "
                            f"leaves {per} image(s) per process; BatchNorm needs at least 2")
         # full batches only: BatchNorm needs > 1 sample
-        step = self.method.epoch_steps(self, ctx, stage, s_idx, epoch, scfg)
+        step = self.epoch_steps(ctx, stage, s_idx, epoch, scfg)
         last_save = time.time()
         bar = tqdm(range(first_batch, n_batches), total=n_batches, initial=first_batch,
                    desc=f"{stage} {epoch + 1}/{scfg.epochs}", unit="batch", leave=False,
@@ -302,6 +304,13 @@ class _Loop:
                 self._checkpoint({"stage": s_idx, "epoch": epoch, "batch": b + 1},
                                  running, ctx.optimizers)
                 last_save = time.time()
+
+    def epoch_steps(self, ctx: StepContext, stage: Stage, s_idx: int, epoch: int,
+                    scfg: StageConfig) -> StepFn:
+        """The step function of one epoch: the task stage is the same for every method."""
+        if stage == "task":
+            return lambda b, batch: task_step(ctx, batch)
+        return self.method.epoch_steps(self, ctx, stage, s_idx, epoch, scfg)
 
     def _checkpoint(self, position: dict, running: dict, optimizers: dict) -> None:
         """Collective under torchrun (every rank's RNG state is saved); rank 0 writes."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ...attacks.base import FeatureSet, FitSettings
-from ..figures import FigureSpec
+from ..figures import Figure, FigureSpec, Section, filled
 
 if TYPE_CHECKING:
     from ...config import Config
@@ -86,6 +86,36 @@ def run_attacks(ctx: AttackContext) -> dict:
                                "attack produced: register it after the one that does")
         result.update(attack.run(ctx))
     return result
+
+
+# -- the table of figures: every registered attack's, in the registry's order ---------
+
+def figure_specs() -> list[FigureSpec]:
+    """Every registered attack's figures, in the registry's order."""
+    return [spec for attack in ATTACKS.values() for spec in attack.figures]
+
+
+def figures_for(task: str, private: list[str], section: Section | None = None,
+                headline: bool | None = None) -> list[Figure]:
+    """The concrete figures of an audit: privacy ones first, then utility, then training."""
+    order = {"privacy": 0, "utility": 1, "training": 2}
+    out = [fig for spec in figure_specs() for fig in spec.expand(task, private)
+           if (section is None or spec.section == section)
+           and (headline is None or spec.headline == headline)]
+    return sorted(out, key=lambda fig: order[fig.section])  # stable: registry order within
+
+
+def figure_by_key(key: str, task: str = "the task") -> Figure:
+    """A concrete figure from its key ("reid_top1", "attribute:Male"), for labels."""
+    for spec in figure_specs():
+        if spec.per in ("one", "task") and spec.key == key:
+            return Figure(**{**spec.__dict__, **filled(spec, task, task)})
+        head, _, tail = spec.key.partition("{attr}")
+        if spec.per == "private" and key.startswith(head) and key.endswith(tail) and \
+                len(key) > len(head) + len(tail):
+            attr = key[len(head): len(key) - len(tail)]
+            return Figure(**{**spec.__dict__, **filled(spec, attr, task)})
+    raise KeyError(f"no audit figure has the key {key!r}")
 
 
 # the registry, in the order the audit runs them (and the verdict lists their figures)

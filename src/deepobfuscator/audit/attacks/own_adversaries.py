@@ -3,7 +3,7 @@ only these, while fresh attackers succeed, has overfit its own adversary."""
 
 from __future__ import annotations
 
-from ...config import trains_attackers
+from ...methods import trains_attackers
 from ...metrics import balanced_accuracy, roc_auc
 from ..features import training_adversary_scores, training_reconstructions
 from ..figures import FigureSpec

@@ -208,11 +208,8 @@ class _Loop:
         stages = stages_for(cfg)
         for s_idx in range(pos["stage"], len(stages)):
             stage = stages[s_idx]
-            scfg = getattr(cfg.train, {"task": "task", "reconstructor": "reconstructor",
-                                       "adversaries": "adversaries",
-                                       "adversarial": "adversarial"}[stage])
-            optimizers = (make_optimizers(self.models, stage, scfg.lr) if stage == "task"
-                          else self.method.optimizers(self.models, stage, scfg.lr, cfg))
+            scfg: StageConfig = getattr(cfg.train, stage)  # train.<stage>
+            optimizers = self.stage_optimizers(stage, scfg.lr)
             if opt_state:  # {} at a stage boundary: the next stage starts fresh optimizers
                 for name, opt in optimizers.items():
                     opt.load_state_dict(opt_state[name])
@@ -304,6 +301,12 @@ class _Loop:
                 self._checkpoint({"stage": s_idx, "epoch": epoch, "batch": b + 1},
                                  running, ctx.optimizers)
                 last_save = time.time()
+
+    def stage_optimizers(self, stage: Stage, lr: float) -> dict[str, torch.optim.Optimizer]:
+        """Fresh optimizers of a stage: the task stage is the same for every method."""
+        if stage == "task":
+            return make_optimizers(self.models, stage, lr)
+        return self.method.optimizers(self.models, stage, lr, self.cfg)
 
     def epoch_steps(self, ctx: StepContext, stage: Stage, s_idx: int, epoch: int,
                     scfg: StageConfig) -> StepFn:

@@ -1,6 +1,6 @@
 """The light-phone experiment: learned obfuscation at the paper's split, fresh attackers.
 
-    python benchmarks/light_phone.py --out runs/light-phone [--split 2] [--seeds 0 1 2]
+    python benchmarks/light_phone.py --out runs/light-phone [--split 2] [--pool 1] [--seeds 0 1 2]
         [--arms none control paper robust cap cap-control robust-cap] [--noise 2.0]
         [--max-epochs 30] [--whitebox-images 8 --whitebox-steps 100] [--threads 1]
         [--data-config configs/celeba-shared.yaml] [--summary-only]
@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/light-phone")
     ap.add_argument("--data-config", default="configs/celeba-shared.yaml")
     ap.add_argument("--split", type=int, default=2)
+    ap.add_argument("--pool", type=int, default=1,
+                    help="model.upload_pool of every arm but the baseline (use its own --out)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     ap.add_argument("--noise", type=float, default=2.0, help="feature noise of the cap arms")
@@ -103,6 +105,7 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
     # everything an arm does not set is pinned here, so the arms do not move when the cpu
     # preset's defaults do (the preset now caps the upload and trains 2 adversarial epochs)
     common = [f"model.split_block={args.split}", "model.bottleneck=1",
+              f"model.upload_pool={args.pool}",
               f"threads={args.threads}", "privacy.normalize_features=false",
               "privacy.feature_noise=0",
               f"train.adversarial.epochs={args.adversarial_epochs}"]

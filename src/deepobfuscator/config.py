@@ -26,6 +26,7 @@ ROTATION_STEPS = ("noise", "reconstruction", "attribute", "adversaries", "classi
 # map. A defended run's own split point and bottleneck are part of its defence, so the
 # reference drops them; data, width and training settings stay the defended run's.
 NO_PRIVACY_OVERRIDES = ("privacy.method=none", "model.split_block=2", "model.bottleneck=0",
+                        "model.upload_pool=1",
                         "privacy.feature_noise=0", "privacy.dcor_weight=0",
                         "privacy.normalize_features=false")
 
@@ -88,6 +89,9 @@ class ModelConfig:
     width: float = 0.25  # channel multiplier on VGG16-BN widths (1.0 = the paper)
     split_block: int = 2  # obfuscator = VGG blocks [0, split_block)
     bottleneck: int = 1  # >0: 1x1 conv at the split to this many channels (smaller uploads)
+    # >1: the phone average-pools the upload by this factor (2: a quarter of the numbers);
+    # the cloud scales the map back up before its first block, so its compute is unchanged
+    upload_pool: int = 1
     fc_hidden: int = 256  # classifier/adversary hidden width (paper: 4096)
     dropout: float = 0.5
     decoder_width: float = 1.0  # reconstructor channel multiplier relative to the encoder
@@ -177,7 +181,16 @@ class Config:
         return _rename_out(dataclasses.asdict(self))
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        d = self.to_dict()
+        # keys added after runs existed leave out their default, so a run trained before a
+        # key existed keeps its fingerprint (resume, export and cache checks still match)
+        for section, key, default in _LATE_KEYS:
+            if d[section].get(key) == default:
+                del d[section][key]
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_LATE_KEYS = (("model", "upload_pool", 1),)
 
 
 # YAML uses `lambda`; Python cannot.
@@ -370,6 +383,12 @@ def validate(cfg: Config) -> None:
     if not 1 <= cfg.model.split_block <= 5:
         raise ConfigError(f"model.split_block must be 1..5 (blocks kept on the device), "
                           f"got {cfg.model.split_block}")
+    pool = cfg.model.upload_pool
+    h, w = (n >> cfg.model.split_block for n in cfg.data.image_size)
+    if pool < 1 or h % pool or w % pool:
+        raise ConfigError(f"model.upload_pool={pool} must be >= 1 and divide the split's "
+                          f"feature map ({h} x {w} at split_block={cfg.model.split_block}); "
+                          "try 1 or 2")
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width must be positive, got {cfg.model.width}")
     p = cfg.privacy

@@ -23,7 +23,7 @@ class Obfuscator(nn.Module):
     """
 
     def __init__(self, widths: list[list[int]], split_block: int, bottleneck: int = 0,
-                 noise_std: float = 0.0, normalize: bool = False) -> None:
+                 noise_std: float = 0.0, normalize: bool = False, upload_pool: int = 1) -> None:
         super().__init__()
         # Shredder-like defence: Gaussian noise on every upload, in training and in use (the
         # attacker sees noisy features). Export leaves it out of the ONNX graph (parity needs
@@ -42,11 +42,14 @@ class Obfuscator(nn.Module):
                           *tail)
             if bottleneck > 0 else nn.Identity()
         )
+        # fewer numbers on the wire for 4 adds each; before the cap, so the cap's noise is
+        # drawn on what is uploaded
+        self.pool = nn.AvgPool2d(upload_pool) if upload_pool > 1 else nn.Identity()
         self.out_channels = bottleneck if bottleneck > 0 else c_in
         self.normalize = bool(normalize)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.bottleneck(self.blocks(x))
+        z = self.pool(self.bottleneck(self.blocks(x)))
         if self.normalize:
             z = unit_rms(z)
         if self.noise_std > 0:
@@ -78,8 +81,13 @@ class Classifier(nn.Module):
     """C (and each attribute adversary P): VGG blocks [split, 5) then the MLP head."""
 
     def __init__(self, widths: list[list[int]], split_block: int, in_channels: int,
-                 image_size: tuple[int, int], fc_hidden: int, dropout: float) -> None:
+                 image_size: tuple[int, int], fc_hidden: int, dropout: float,
+                 upload_pool: int = 1) -> None:
         super().__init__()
+        # a pooled upload is scaled back to the split's size: the cloud's blocks and head
+        # stay those of the unpooled model
+        self.expand = (nn.Upsample(size=pooled_size(image_size, split_block), mode="nearest")
+                       if upload_pool > 1 else nn.Identity())
         blocks, c_in = [], in_channels
         for ws in widths[split_block:]:
             blocks.append(vgg_block(c_in, ws))
@@ -92,7 +100,7 @@ class Classifier(nn.Module):
         self.head = MLPHead(c_in * h * w, fc_hidden, dropout)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(z))
+        return self.head(self.blocks(self.expand(z)))
 
 
 class Reconstructor(nn.Module):
@@ -144,7 +152,7 @@ def feature_shape(cfg: Config) -> tuple[int, int, int]:
     widths = block_widths(cfg.model.width)
     c = cfg.model.bottleneck or widths[cfg.model.split_block - 1][-1]
     h, w = pooled_size(tuple(cfg.data.image_size), cfg.model.split_block)
-    return c, h, w
+    return c, h // cfg.model.upload_pool, w // cfg.model.upload_pool
 
 
 def init_weights(module: nn.Module) -> None:
@@ -169,9 +177,10 @@ def build_models(cfg: Config) -> Models:
     widths = block_widths(m.width)
     size = tuple(cfg.data.image_size)
     encoder = Obfuscator(widths, m.split_block, m.bottleneck, cfg.privacy.feature_noise,
-                         cfg.privacy.normalize_features)
+                         cfg.privacy.normalize_features, m.upload_pool)
     c_feat = encoder.out_channels
-    classifier = Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout)
+    classifier = Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout,
+                            m.upload_pool)
     names = cfg.data.private
     for net in (encoder, classifier):
         init_weights(net)
@@ -186,7 +195,8 @@ def build_models(cfg: Config) -> Models:
             adversaries, reconstructor = robust_attackers(cfg, feature_shape(cfg), names)
         else:
             adversaries = nn.ModuleDict({
-                n: Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout)
+                n: Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout,
+                              m.upload_pool)
                 for n in names})
             reconstructor = Reconstructor(widths, m.split_block, c_feat, size, m.decoder_width)
             for net in (adversaries, reconstructor):

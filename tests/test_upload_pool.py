@@ -1,0 +1,127 @@
+"""model.upload_pool: the phone averages the upload down, the cloud scales it back up."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch.nn import functional as F
+
+from deepobfuscator.config import ConfigError, load_config
+from deepobfuscator.models import build_models, feature_shape
+from deepobfuscator.models.budget import phone_budget
+from deepobfuscator.models.split import unit_rms
+
+PLAIN = ["privacy.normalize_features=false", "privacy.feature_noise=0"]
+
+
+def test_pooling_by_two_uploads_a_quarter_of_the_numbers_for_the_same_compute():
+    plain = load_config("cpu")
+    pooled = load_config("cpu", ["model.upload_pool=2"])
+    c, h, w = feature_shape(plain)
+    assert feature_shape(pooled) == (c, h // 2, w // 2)
+    a, b = phone_budget(plain), phone_budget(pooled)
+    assert b.upload_numbers * 4 == a.upload_numbers and b.upload_bytes < a.upload_bytes
+    assert (b.phone_macs, b.cloud_macs) == (a.phone_macs, a.cloud_macs)
+    assert b.info_cap_bits == pytest.approx(a.info_cap_bits / 4)  # the cap is per number
+
+
+@pytest.mark.parametrize("method", ["none", "deepobfuscator", "robust"])
+def test_every_network_takes_the_pooled_upload(method):
+    cfg = load_config("cpu", ["model.upload_pool=2", f"privacy.method={method}"])
+    torch.manual_seed(0)
+    m = build_models(cfg)
+    for net in m.named().values():
+        net.eval()
+    x = torch.rand(2, 3, *cfg.data.image_size)
+    with torch.no_grad():
+        z = m.encoder(x)
+        assert tuple(z.shape) == (2, *feature_shape(cfg))
+        assert m.classifier(z).shape == (2,)
+        for adv in m.adversaries.values():
+            assert adv(z).shape == (2,)
+        assert m.reconstructor(z).shape == x.shape
+
+
+def test_the_upload_is_the_average_of_the_unpooled_map_before_the_cap():
+    """Same weights (the pool has none): pooled features are 2x2 means of the unpooled
+    ones, and the cap's unit RMS is taken on what is uploaded."""
+    torch.manual_seed(0)
+    plain = build_models(load_config("cpu", PLAIN)).encoder.eval()
+    for overrides, finish in ((PLAIN, lambda z: z),
+                              (["privacy.normalize_features=true", "privacy.feature_noise=0"],
+                               unit_rms)):
+        pooled = build_models(load_config("cpu", [*overrides, "model.upload_pool=2"])).encoder
+        pooled.load_state_dict(plain.state_dict())  # identical keys
+        pooled.eval()
+        x = torch.rand(3, 3, 64, 64)
+        with torch.no_grad():
+            if overrides is PLAIN:
+                expected = F.avg_pool2d(plain(x), 2)
+            else:  # the linear bottleneck of the capped model, then pool, then unit RMS
+                capped = build_models(load_config("cpu", overrides)).encoder
+                capped.load_state_dict(plain.state_dict())
+                capped.eval()
+                expected = F.avg_pool2d(capped.bottleneck(capped.blocks(x)), 2)
+            torch.testing.assert_close(pooled(x), finish(expected))
+
+
+def test_the_cloud_sees_each_uploaded_number_over_its_2x2_cell():
+    cfg = load_config("cpu", ["model.upload_pool=2"])
+    cls = build_models(cfg).classifier
+    z = torch.arange(64.0).reshape(1, 1, 8, 8)
+    up = cls.expand(z)
+    assert up.shape == (1, 1, 16, 16)
+    torch.testing.assert_close(up[..., ::2, ::2], z)
+    torch.testing.assert_close(up[..., 1::2, 1::2], z)
+
+
+def test_the_fingerprint_of_an_unpooled_config_does_not_name_the_key():
+    """Runs trained before upload_pool existed keep their fingerprint (resume, export
+    manifests, audit caches), and pooling changes it."""
+    import hashlib
+
+    cfg = load_config("cpu")
+    d = cfg.to_dict()
+    assert d["model"]["upload_pool"] == 1  # written into config.yaml all the same
+    del d["model"]["upload_pool"]
+    old = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    assert cfg.fingerprint() == old
+    assert load_config("cpu", ["model.upload_pool=2"]).fingerprint() != old
+
+
+@pytest.mark.parametrize("pool", [0, 3, 32])
+def test_a_pool_that_does_not_divide_the_map_is_refused_with_the_fix(pool):
+    with pytest.raises(ConfigError, match=r"upload_pool=.*divide the split's feature map"):
+        load_config("cpu", [f"model.upload_pool={pool}"])
+
+
+def test_the_baseline_is_never_pooled():
+    from deepobfuscator.config import NO_PRIVACY_OVERRIDES
+
+    cfg = load_config("cpu", ["model.upload_pool=2", *NO_PRIVACY_OVERRIDES])
+    assert cfg.model.upload_pool == 1
+
+
+def test_a_pooled_run_exports_with_parity(tiny_config, tmp_path):
+    """The pool is inside obfuscator.onnx and the upsampling inside classifier.onnx: the
+    export's parity check passes and the manifest's feature shape is the pooled one."""
+    from deepobfuscator.deploy.export import export_run
+    from deepobfuscator.runs import load_run
+    from deepobfuscator.training import train
+
+    cfg = tiny_config("model.upload_pool=2", "privacy.method=none", "model.bottleneck=2")
+    run = train(cfg, tmp_path / "run", progress=False)
+    out = export_run(run, tmp_path / "export", mobile=False)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["features"]["shape"] == [2, 4, 4]  # 32 px, split 2: 8 x 8, pooled by 2
+    _, models = load_run(run)
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        z = models.encoder(x)
+        p = torch.sigmoid(models.classifier(z))
+    z_o = ort.InferenceSession(str(out / "obfuscator.onnx")).run(None, {"image": x.numpy()})[0]
+    np.testing.assert_allclose(z_o, z.numpy(), atol=1e-5, rtol=0)
+    p_o = ort.InferenceSession(str(out / "classifier.onnx")).run(None, {"features": z.numpy()})
+    np.testing.assert_allclose(p_o[0], p.numpy(), atol=1e-6)

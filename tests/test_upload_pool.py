@@ -25,6 +25,18 @@ def test_pooling_by_two_uploads_a_quarter_of_the_numbers_for_the_same_compute():
     assert b.upload_numbers * 4 == a.upload_numbers and b.upload_bytes < a.upload_bytes
     assert (b.phone_macs, b.cloud_macs) == (a.phone_macs, a.cloud_macs)
     assert b.info_cap_bits == pytest.approx(a.info_cap_bits / 4)  # the cap is per number
+    assert (a.upload_pool, b.upload_pool) == (1, 2)
+
+
+def test_the_audit_report_names_the_pool_only_where_a_run_has_one():
+    from deepobfuscator.audit.report import budget_rows
+
+    def rows(*overrides):
+        b = phone_budget(load_config("cpu", list(overrides))).to_dict()
+        return {r["figure"]: r for r in budget_rows({"runs": {"obfuscated": {"budget": b}}})}
+
+    assert rows("model.upload_pool=2")["Upload average-pooled by"]["obfuscated"] == "2"
+    assert "Upload average-pooled by" not in rows()
 
 
 @pytest.mark.parametrize("method", ["none", "deepobfuscator", "robust"])

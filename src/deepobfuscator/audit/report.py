@@ -42,6 +42,8 @@ def budget_rows(results: dict) -> list[dict]:
              ("Upload, int8 wire", lambda b: f"{b['upload_bytes']} B"),
              ("Upload, numbers", lambda b: str(b["upload_numbers"])),
              ("Split after VGG block", lambda b: str(b["split_block"]))]
+    if any(b and b.get("upload_pool", 1) > 1 for b in budgets.values()):
+        specs.append(("Upload average-pooled by", lambda b: str(b.get("upload_pool", 1))))
     if any(b and b.get("info_cap_bits") is not None for b in budgets.values()):
         specs.append(("Information cap bound (bits)",
                       lambda b: "none" if b["info_cap_bits"] is None

@@ -25,6 +25,7 @@ class PhoneBudget:
     split_block: int
     bottleneck: int
     info_cap_bits: float | None  # capacity bound of the information cap (None: no cap)
+    upload_pool: int = 1  # the phone's average-pooling of the upload (model.upload_pool)
 
     @property
     def phone_share(self) -> float:
@@ -84,4 +85,5 @@ def phone_budget(cfg: Config) -> PhoneBudget:
     n = c * h * w
     cap = capacity_bits(n, cfg.privacy.feature_noise) if cfg.privacy.normalize_features else None
     return PhoneBudget(phone, cloud, n, encoded_size((1, c, h, w), "int8"),
-                       cfg.model.split_block, cfg.model.bottleneck, cap)
+                       cfg.model.split_block, cfg.model.bottleneck, cap,
+                       cfg.model.upload_pool)

@@ -206,6 +206,26 @@ def test_the_on_device_profile_exports_with_only_the_head_in_the_cloud(tmp_path)
     assert cls.run(None, {"features": z})[0].shape == (3,)
 
 
+def test_the_private_profile_trains_without_attackers_and_exports_its_tighter_cap(tmp_path):
+    """`--config private`: the default's phone with noise 4 and the step-matched task-only
+    continuation (no attacker stage); the exported manifest states noise 4."""
+    from deploy_helpers import DEPLOY_TINY
+
+    from deepobfuscator.config import load_config
+    from deepobfuscator.training import train
+
+    tiny = [o for o in DEPLOY_TINY if not o.startswith(("model.split_block", "model.bottleneck",
+                                                        "privacy."))]
+    cfg = load_config("private", tiny)
+    run = train(cfg, tmp_path / "run", progress=False)
+    stages = {json.loads(line)["stage"] for line in
+              (run / "metrics.jsonl").read_text().splitlines()}
+    assert stages == {"task", "adversarial"}  # no attacker pre-training: nothing to attack
+    out = export_run(run, tmp_path / "export", parity_images=8)  # parity-checked
+    f = json.loads((out / "manifest.json").read_text())["features"]
+    assert f["normalization"] == "unit_rms" and f["noise_std"] == 4.0
+
+
 def test_the_information_cap_survives_export(tmp_path):
     """The default keeps the paper's split and caps the upload: obfuscator.onnx itself scales
     every image's features to unit RMS (so no runtime can skip it), the manifest states the

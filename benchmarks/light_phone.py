@@ -2,6 +2,7 @@
 
     python benchmarks/light_phone.py --out runs/light-phone [--split 2] [--pool 1] [--seeds 0 1 2]
         [--arms none control paper robust cap cap-control robust-cap] [--noise 2.0]
+        [--arch model.bottleneck_context=true --tag -ctx]
         [--max-epochs 30] [--whitebox-images 8 --whitebox-steps 100] [--threads 1]
         [--data-config configs/celeba-shared.yaml] [--summary-only]
 
@@ -70,6 +71,9 @@ def main() -> None:
                     "another --noise)")
     ap.add_argument("--extra", nargs="*", default=[],
                     help="more key=value overrides for the arms that continue a stage 1")
+    ap.add_argument("--arch", nargs="*", default=[],
+                    help="model.* overrides of every arm and its stage 1, never the baseline "
+                    "(e.g. model.bottleneck_context=true; give the arms a --tag)")
     ap.add_argument("--adversarial-epochs", type=int, default=4,
                     help="epochs of every arm's second stage (the step-matched budget); a "
                     "smaller dataset needs more for the same number of encoder steps")
@@ -109,6 +113,9 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
               f"threads={args.threads}", "privacy.normalize_features=false",
               "privacy.feature_noise=0",
               f"train.adversarial.epochs={args.adversarial_epochs}"]
+    if any(not o.startswith("model.") for o in args.arch):
+        raise SystemExit(f"--arch takes model.* overrides only, got {args.arch}")
+    arch = list(args.arch)
     for seed in args.seeds:
         # the seed draws the defender's splits, so each seed has its own no-privacy baseline
         base_dir = baseline_folder(out, seed)
@@ -122,12 +129,12 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
             # --extra acts on the arms' own stages only: the baseline and the stage-1 runs
             # they share stay what they are
             own = args.extra if stage1_source(arm) else []
-            cfg = load_config(args.data_config, [*common, f"seed={seed}",
+            cfg = load_config(args.data_config, [*common, *arch, f"seed={seed}",
                                                  *arm_overrides(arm, args.noise), *own])
             src = stage1_source(arm)
             if src is not None:
                 src_dir = folder(src)
-                train(load_config(args.data_config, [*common, f"seed={seed}",
+                train(load_config(args.data_config, [*common, *arch, f"seed={seed}",
                                                      *arm_overrides(src, args.noise)]),
                       src_dir, progress=False)
                 start_from_baseline(cfg, run, src_dir)

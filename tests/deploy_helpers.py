@@ -49,3 +49,27 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(10)
         self.sock.close()
+
+
+def assert_onnx_matches_run(run, export_dir, image_size: int = 32) -> None:
+    """The exported obfuscator.onnx and classifier.onnx give the run's own torch features
+    and answers on random images (the cap's noise, if any, is the device's to add)."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from deepobfuscator.deploy.export import without_noise
+    from deepobfuscator.runs import load_run
+
+    _, models = load_run(run)
+    encoder, _ = without_noise(models.encoder.eval())
+    x = torch.rand(4, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        z = encoder(x)
+        p = torch.sigmoid(models.classifier.eval()(z))
+    z_o = ort.InferenceSession(str(export_dir / "obfuscator.onnx")).run(
+        None, {"image": x.numpy()})[0]
+    np.testing.assert_allclose(z_o, z.numpy(), atol=1e-5, rtol=0)
+    p_o = ort.InferenceSession(str(export_dir / "classifier.onnx")).run(
+        None, {"features": z.numpy()})
+    np.testing.assert_allclose(p_o[0], p.numpy(), atol=1e-6)

@@ -2,8 +2,6 @@
 
 import json
 
-import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from torch.nn import functional as F
@@ -90,14 +88,14 @@ def test_the_cloud_sees_each_uploaded_number_over_its_2x2_cell():
 
 
 def test_the_fingerprint_of_an_unpooled_config_does_not_name_the_key():
-    """Runs trained before upload_pool existed keep their fingerprint (resume, export
-    manifests, audit caches), and pooling changes it."""
+    """Runs trained before upload_pool (and bottleneck_context) existed keep their
+    fingerprint (resume, export manifests, audit caches), and pooling changes it."""
     import hashlib
 
     cfg = load_config("cpu")
     d = cfg.to_dict()
     assert d["model"]["upload_pool"] == 1  # written into config.yaml all the same
-    del d["model"]["upload_pool"]
+    del d["model"]["upload_pool"], d["model"]["bottleneck_context"]
     old = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
     assert cfg.fingerprint() == old
     assert load_config("cpu", ["model.upload_pool=2"]).fingerprint() != old
@@ -119,8 +117,9 @@ def test_the_baseline_is_never_pooled():
 def test_a_pooled_run_exports_with_parity(tiny_config, tmp_path):
     """The pool is inside obfuscator.onnx and the upsampling inside classifier.onnx: the
     export's parity check passes and the manifest's feature shape is the pooled one."""
+    from deploy_helpers import assert_onnx_matches_run
+
     from deepobfuscator.deploy.export import export_run
-    from deepobfuscator.runs import load_run
     from deepobfuscator.training import train
 
     cfg = tiny_config("model.upload_pool=2", "privacy.method=none", "model.bottleneck=2")
@@ -128,12 +127,4 @@ def test_a_pooled_run_exports_with_parity(tiny_config, tmp_path):
     out = export_run(run, tmp_path / "export", mobile=False)
     m = json.loads((out / "manifest.json").read_text())
     assert m["features"]["shape"] == [2, 4, 4]  # 32 px, split 2: 8 x 8, pooled by 2
-    _, models = load_run(run)
-    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        z = models.encoder(x)
-        p = torch.sigmoid(models.classifier(z))
-    z_o = ort.InferenceSession(str(out / "obfuscator.onnx")).run(None, {"image": x.numpy()})[0]
-    np.testing.assert_allclose(z_o, z.numpy(), atol=1e-5, rtol=0)
-    p_o = ort.InferenceSession(str(out / "classifier.onnx")).run(None, {"features": z.numpy()})
-    np.testing.assert_allclose(p_o[0], p.numpy(), atol=1e-6)
+    assert_onnx_matches_run(run, out)

@@ -26,7 +26,7 @@ ROTATION_STEPS = ("noise", "reconstruction", "attribute", "adversaries", "classi
 # map. A defended run's own split point and bottleneck are part of its defence, so the
 # reference drops them; data, width and training settings stay the defended run's.
 NO_PRIVACY_OVERRIDES = ("privacy.method=none", "model.split_block=2", "model.bottleneck=0",
-                        "model.upload_pool=1",
+                        "model.upload_pool=1", "model.bottleneck_context=false",
                         "privacy.feature_noise=0", "privacy.dcor_weight=0",
                         "privacy.normalize_features=false")
 
@@ -92,6 +92,9 @@ class ModelConfig:
     # >1: the phone average-pools the upload by this factor (2: a quarter of the numbers);
     # the cloud scales the map back up before its first block, so its compute is unchanged
     upload_pool: int = 1
+    # the bottleneck also adds a linear map of the split's spatial mean at every position:
+    # a whole-image signal repeated over the upload, averaged back out of the cap's noise
+    bottleneck_context: bool = False
     fc_hidden: int = 256  # classifier/adversary hidden width (paper: 4096)
     dropout: float = 0.5
     decoder_width: float = 1.0  # reconstructor channel multiplier relative to the encoder
@@ -190,7 +193,7 @@ class Config:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_LATE_KEYS = (("model", "upload_pool", 1),)
+_LATE_KEYS = (("model", "upload_pool", 1), ("model", "bottleneck_context", False))
 
 
 # YAML uses `lambda`; Python cannot.
@@ -389,6 +392,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.upload_pool={pool} must be >= 1 and divide the split's "
                           f"feature map ({h} x {w} at split_block={cfg.model.split_block}); "
                           "try 1 or 2")
+    if cfg.model.bottleneck_context and cfg.model.bottleneck <= 0:
+        raise ConfigError("model.bottleneck_context=true needs a bottleneck to add the context "
+                          "to; set model.bottleneck >= 1")
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width must be positive, got {cfg.model.width}")
     p = cfg.privacy

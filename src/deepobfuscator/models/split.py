@@ -19,11 +19,13 @@ class Obfuscator(nn.Module):
     """E: the device part. VGG blocks [0, split) and an optional 1x1 bottleneck.
 
     The bottleneck (conv 1x1 + BN + ReLU) shrinks the uploaded features: fewer
-    channels is fewer bytes on the wire and less room for private information.
+    channels is fewer bytes on the wire and less room for private information. With
+    `context`, a linear map of the block's spatial mean is added at every position.
     """
 
     def __init__(self, widths: list[list[int]], split_block: int, bottleneck: int = 0,
-                 noise_std: float = 0.0, normalize: bool = False, upload_pool: int = 1) -> None:
+                 noise_std: float = 0.0, normalize: bool = False, upload_pool: int = 1,
+                 context: bool = False) -> None:
         super().__init__()
         # Shredder-like defence: Gaussian noise on every upload, in training and in use (the
         # attacker sees noisy features). Export leaves it out of the ONNX graph (parity needs
@@ -42,6 +44,11 @@ class Obfuscator(nn.Module):
                           *tail)
             if bottleneck > 0 else nn.Identity()
         )
+        # A 1x1 bottleneck at the paper's split sees a patch, not the face: a whole-image
+        # answer (smiling) exists only near the mouth, where the cap's noise drowns it. The
+        # context term lets E repeat one global signal over every position, which the cloud
+        # can average back out of the noise (c_in x bottleneck MACs).
+        self.context = nn.Linear(c_in, bottleneck) if context and bottleneck > 0 else None
         # fewer numbers on the wire for 4 adds each; before the cap, so the cap's noise is
         # drawn on what is uploaded
         self.pool = nn.AvgPool2d(upload_pool) if upload_pool > 1 else nn.Identity()
@@ -49,7 +56,11 @@ class Obfuscator(nn.Module):
         self.normalize = bool(normalize)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.pool(self.bottleneck(self.blocks(x)))
+        h = self.blocks(x)
+        z = self.bottleneck(h)
+        if self.context is not None:
+            z = z + self.context(h.mean(dim=(2, 3)))[:, :, None, None]
+        z = self.pool(z)
         if self.normalize:
             z = unit_rms(z)
         if self.noise_std > 0:
@@ -177,7 +188,7 @@ def build_models(cfg: Config) -> Models:
     widths = block_widths(m.width)
     size = tuple(cfg.data.image_size)
     encoder = Obfuscator(widths, m.split_block, m.bottleneck, cfg.privacy.feature_noise,
-                         cfg.privacy.normalize_features, m.upload_pool)
+                         cfg.privacy.normalize_features, m.upload_pool, m.bottleneck_context)
     c_feat = encoder.out_channels
     classifier = Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout,
                             m.upload_pool)

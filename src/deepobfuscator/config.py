@@ -27,6 +27,7 @@ ROTATION_STEPS = ("noise", "reconstruction", "attribute", "adversaries", "classi
 # reference drops them; data, width and training settings stay the defended run's.
 NO_PRIVACY_OVERRIDES = ("privacy.method=none", "model.split_block=2", "model.bottleneck=0",
                         "model.upload_pool=1", "model.bottleneck_context=false",
+                        "model.position_gain=false",
                         "privacy.feature_noise=0", "privacy.dcor_weight=0",
                         "privacy.normalize_features=false")
 
@@ -95,6 +96,9 @@ class ModelConfig:
     # the bottleneck also adds a linear map of the split's spatial mean at every position:
     # a whole-image signal repeated over the upload, averaged back out of the cap's noise
     bottleneck_context: bool = False
+    # a learned gain on every uploaded number: with the cap, E places its fixed signal power
+    # where the task needs it (aligned faces: the mouth) and starves the rest
+    position_gain: bool = False
     fc_hidden: int = 256  # classifier/adversary hidden width (paper: 4096)
     dropout: float = 0.5
     decoder_width: float = 1.0  # reconstructor channel multiplier relative to the encoder
@@ -193,7 +197,8 @@ class Config:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_LATE_KEYS = (("model", "upload_pool", 1), ("model", "bottleneck_context", False))
+_LATE_KEYS = (("model", "upload_pool", 1), ("model", "bottleneck_context", False),
+              ("model", "position_gain", False))
 
 
 # YAML uses `lambda`; Python cannot.

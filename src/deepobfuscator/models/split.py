@@ -20,12 +20,14 @@ class Obfuscator(nn.Module):
 
     The bottleneck (conv 1x1 + BN + ReLU) shrinks the uploaded features: fewer
     channels is fewer bytes on the wire and less room for private information. With
-    `context`, a linear map of the block's spatial mean is added at every position.
+    `context`, a linear map of the block's spatial mean is added at every position; with
+    `gain_shape` (C, H, W), every uploaded number has a learned gain.
     """
 
     def __init__(self, widths: list[list[int]], split_block: int, bottleneck: int = 0,
                  noise_std: float = 0.0, normalize: bool = False, upload_pool: int = 1,
-                 context: bool = False) -> None:
+                 context: bool = False,
+                 gain_shape: tuple[int, int, int] | None = None) -> None:
         super().__init__()
         # Shredder-like defence: Gaussian noise on every upload, in training and in use (the
         # attacker sees noisy features). Export leaves it out of the ONNX graph (parity needs
@@ -52,6 +54,10 @@ class Obfuscator(nn.Module):
         # fewer numbers on the wire for 4 adds each; before the cap, so the cap's noise is
         # drawn on what is uploaded
         self.pool = nn.AvgPool2d(upload_pool) if upload_pool > 1 else nn.Identity()
+        # Faces are aligned, and the cap fixes the upload's total power: a gain per position
+        # lets E spend that power where the task is (the mouth) and starve the rest, raising
+        # the task's signal-to-noise ratio at the same bit budget. C*H*W weights, no MACs.
+        self.gain = nn.Parameter(torch.ones(1, *gain_shape)) if gain_shape else None
         self.out_channels = bottleneck if bottleneck > 0 else c_in
         self.normalize = bool(normalize)
 
@@ -61,6 +67,8 @@ class Obfuscator(nn.Module):
         if self.context is not None:
             z = z + self.context(h.mean(dim=(2, 3)))[:, :, None, None]
         z = self.pool(z)
+        if self.gain is not None:
+            z = z * self.gain
         if self.normalize:
             z = unit_rms(z)
         if self.noise_std > 0:
@@ -188,7 +196,8 @@ def build_models(cfg: Config) -> Models:
     widths = block_widths(m.width)
     size = tuple(cfg.data.image_size)
     encoder = Obfuscator(widths, m.split_block, m.bottleneck, cfg.privacy.feature_noise,
-                         cfg.privacy.normalize_features, m.upload_pool, m.bottleneck_context)
+                         cfg.privacy.normalize_features, m.upload_pool, m.bottleneck_context,
+                         feature_shape(cfg) if m.position_gain else None)
     c_feat = encoder.out_channels
     classifier = Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout,
                             m.upload_pool)

@@ -88,14 +88,15 @@ def test_the_cloud_sees_each_uploaded_number_over_its_2x2_cell():
 
 
 def test_the_fingerprint_of_an_unpooled_config_does_not_name_the_key():
-    """Runs trained before upload_pool (and bottleneck_context) existed keep their
+    """Runs trained before upload_pool (and the later model keys) existed keep their
     fingerprint (resume, export manifests, audit caches), and pooling changes it."""
     import hashlib
 
     cfg = load_config("cpu")
     d = cfg.to_dict()
     assert d["model"]["upload_pool"] == 1  # written into config.yaml all the same
-    del d["model"]["upload_pool"], d["model"]["bottleneck_context"]
+    for late in ("upload_pool", "bottleneck_context", "position_gain"):
+        del d["model"][late]
     old = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
     assert cfg.fingerprint() == old
     assert load_config("cpu", ["model.upload_pool=2"]).fingerprint() != old

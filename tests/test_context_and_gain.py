@@ -13,7 +13,7 @@ from deepobfuscator.models.budget import phone_budget
 from deepobfuscator.models.vgg import block_widths
 
 CONTEXT = "model.bottleneck_context=true"
-GAIN = "model.position_gain=true"
+GAIN = "model.position_gain=10"
 CAP = ["privacy.normalize_features=true", "privacy.feature_noise=0"]
 
 
@@ -69,7 +69,8 @@ def test_the_gain_starts_at_one_and_leaves_the_encoder_as_it_was():
     plain = build_models(load_config("cpu", CAP)).encoder.eval()
     gained = build_models(load_config("cpu", [*CAP, GAIN])).encoder.eval()
     assert gained.gain.shape == (1, *feature_shape(load_config("cpu")))
-    gained.load_state_dict({**plain.state_dict(), "gain": gained.gain.detach()})
+    gained.load_state_dict({**plain.state_dict(), "gain_delta": gained.gain_delta.detach()})
+    assert torch.all(gained.gain == 1)
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(gained(x), plain(x))
@@ -83,7 +84,7 @@ def test_under_the_cap_a_zero_gain_moves_that_power_to_the_other_positions():
     x = torch.rand(4, 3, 64, 64)
     with torch.no_grad():
         before = enc(x)
-        enc.gain[..., 8:, :] = 0  # the bottom half of the map
+        enc.gain_delta[..., 8:, :] = -1 / enc.gain_rate  # the bottom half of the map
         after = enc(x)
     assert torch.all(after[..., 8:, :] == 0)
     rms = after.pow(2).mean(dim=(1, 2, 3)).sqrt()
@@ -91,6 +92,23 @@ def test_under_the_cap_a_zero_gain_moves_that_power_to_the_other_positions():
     top = after[..., :8, :].pow(2).mean(dim=(1, 2, 3)).sqrt()
     assert torch.all(top > 1.3) and torch.all(top / before[..., :8, :].pow(2).mean(
         dim=(1, 2, 3)).sqrt() > 1.3)
+
+
+@pytest.mark.parametrize("rate", [1.0, 10.0])
+def test_the_gain_moves_at_its_rate_times_the_optimiser_step(rate):
+    """Adam's first step moves each weight by lr: the gain moves by rate x lr."""
+    torch.manual_seed(0)
+    enc = build_models(load_config("cpu", [*CAP, f"model.position_gain={rate}"])).encoder
+    opt = torch.optim.Adam(enc.parameters(), lr=1e-3)
+    enc(torch.rand(4, 3, 64, 64))[..., :4, :].sum().backward()
+    opt.step()
+    moved = (enc.gain - 1).abs()
+    torch.testing.assert_close(moved.max(), torch.tensor(rate * 1e-3), rtol=1e-3, atol=0)
+
+
+def test_a_negative_gain_rate_is_refused_with_the_fix():
+    with pytest.raises(ConfigError, match="position_gain=-1.0 must be >= 0"):
+        load_config("cpu", ["model.position_gain=-1"])
 
 
 def test_the_gain_costs_no_phone_compute_and_nothing_on_the_wire():

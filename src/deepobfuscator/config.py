@@ -27,7 +27,7 @@ ROTATION_STEPS = ("noise", "reconstruction", "attribute", "adversaries", "classi
 # reference drops them; data, width and training settings stay the defended run's.
 NO_PRIVACY_OVERRIDES = ("privacy.method=none", "model.split_block=2", "model.bottleneck=0",
                         "model.upload_pool=1", "model.bottleneck_context=false",
-                        "model.position_gain=false",
+                        "model.position_gain=0",
                         "privacy.feature_noise=0", "privacy.dcor_weight=0",
                         "privacy.normalize_features=false")
 
@@ -96,9 +96,10 @@ class ModelConfig:
     # the bottleneck also adds a linear map of the split's spatial mean at every position:
     # a whole-image signal repeated over the upload, averaged back out of the cap's noise
     bottleneck_context: bool = False
-    # a learned gain on every uploaded number: with the cap, E places its fixed signal power
-    # where the task needs it (aligned faces: the mouth) and starves the rest
-    position_gain: bool = False
+    # >0: a learned gain on every uploaded number, moving at this multiple of E's learning
+    # rate: with the cap, E places its fixed signal power where the task needs it (aligned
+    # faces: the mouth) and starves the rest. 0: none
+    position_gain: float = 0.0
     fc_hidden: int = 256  # classifier/adversary hidden width (paper: 4096)
     dropout: float = 0.5
     decoder_width: float = 1.0  # reconstructor channel multiplier relative to the encoder
@@ -198,7 +199,7 @@ class Config:
 
 
 _LATE_KEYS = (("model", "upload_pool", 1), ("model", "bottleneck_context", False),
-              ("model", "position_gain", False))
+              ("model", "position_gain", 0.0))
 
 
 # YAML uses `lambda`; Python cannot.
@@ -400,6 +401,9 @@ def validate(cfg: Config) -> None:
     if cfg.model.bottleneck_context and cfg.model.bottleneck <= 0:
         raise ConfigError("model.bottleneck_context=true needs a bottleneck to add the context "
                           "to; set model.bottleneck >= 1")
+    if cfg.model.position_gain < 0:
+        raise ConfigError(f"model.position_gain={cfg.model.position_gain} must be >= 0 (0: no "
+                          "gain; 1: the gain learns at E's rate, 10: ten times faster)")
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width must be positive, got {cfg.model.width}")
     p = cfg.privacy

@@ -27,7 +27,7 @@ class Obfuscator(nn.Module):
     def __init__(self, widths: list[list[int]], split_block: int, bottleneck: int = 0,
                  noise_std: float = 0.0, normalize: bool = False, upload_pool: int = 1,
                  context: bool = False,
-                 gain_shape: tuple[int, int, int] | None = None) -> None:
+                 gain_shape: tuple[int, int, int] | None = None, gain_rate: float = 1.0) -> None:
         super().__init__()
         # Shredder-like defence: Gaussian noise on every upload, in training and in use (the
         # attacker sees noisy features). Export leaves it out of the ONNX graph (parity needs
@@ -57,9 +57,20 @@ class Obfuscator(nn.Module):
         # Faces are aligned, and the cap fixes the upload's total power: a gain per position
         # lets E spend that power where the task is (the mouth) and starve the rest, raising
         # the task's signal-to-noise ratio at the same bit budget. C*H*W weights, no MACs.
-        self.gain = nn.Parameter(torch.ones(1, *gain_shape)) if gain_shape else None
+        # gain = 1 + rate * delta: rate r makes the optimiser move the gain r times as fast
+        # as E's other weights (Adam's steps are about lr in delta), so the allocation can
+        # sharpen within a few epochs
+        self.gain_delta = nn.Parameter(torch.zeros(1, *gain_shape)) if gain_shape else None
+        self.gain_rate = float(gain_rate)
         self.out_channels = bottleneck if bottleneck > 0 else c_in
         self.normalize = bool(normalize)
+
+    @property
+    def gain(self) -> torch.Tensor | None:
+        """The gain on each uploaded number (1, C, H, W), or None without one."""
+        if self.gain_delta is None:
+            return None
+        return 1 + self.gain_rate * self.gain_delta.detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.blocks(x)
@@ -67,8 +78,8 @@ class Obfuscator(nn.Module):
         if self.context is not None:
             z = z + self.context(h.mean(dim=(2, 3)))[:, :, None, None]
         z = self.pool(z)
-        if self.gain is not None:
-            z = z * self.gain
+        if self.gain_delta is not None:
+            z = z * (1 + self.gain_rate * self.gain_delta)
         if self.normalize:
             z = unit_rms(z)
         if self.noise_std > 0:
@@ -197,7 +208,7 @@ def build_models(cfg: Config) -> Models:
     size = tuple(cfg.data.image_size)
     encoder = Obfuscator(widths, m.split_block, m.bottleneck, cfg.privacy.feature_noise,
                          cfg.privacy.normalize_features, m.upload_pool, m.bottleneck_context,
-                         feature_shape(cfg) if m.position_gain else None)
+                         feature_shape(cfg) if m.position_gain > 0 else None, m.position_gain)
     c_feat = encoder.out_channels
     classifier = Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout,
                             m.upload_pool)

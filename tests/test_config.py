@@ -100,12 +100,13 @@ def test_the_dataclass_defaults_are_the_default_preset():
     assert Config().to_dict() == load_config("cpu").to_dict()
 
 
-def test_private_preset_is_the_default_phone_with_a_tighter_cap_and_no_attackers() -> None:
+def test_private_preset_is_the_default_phone_with_a_tighter_cap_a_gain_and_no_attackers() -> None:
     from deepobfuscator.methods import trains_attackers
     from deepobfuscator.models.budget import phone_budget
 
     cpu, private = load_config("cpu"), load_config("private")
     assert private.privacy.feature_noise == 4.0 and private.privacy.normalize_features
+    assert private.model.position_gain == 10.0 and cpu.model.position_gain == 0
     assert trains_attackers(cpu) and not trains_attackers(private)
     b_cpu, b_private = phone_budget(cpu), phone_budget(private)
     # same phone and upload as the default, a quarter of its information cap

@@ -207,8 +207,9 @@ def test_the_on_device_profile_exports_with_only_the_head_in_the_cloud(tmp_path)
 
 
 def test_the_private_profile_trains_without_attackers_and_exports_its_tighter_cap(tmp_path):
-    """`--config private`: the default's phone with noise 4 and the step-matched task-only
-    continuation (no attacker stage); the exported manifest states noise 4."""
+    """`--config private`: the default's phone with noise 4, a learned gain per uploaded
+    number and the step-matched task-only continuation (no attacker stage); the exported
+    manifest states noise 4 and the graph holds the trained gain (parity-checked)."""
     from deploy_helpers import DEPLOY_TINY
 
     from deepobfuscator.config import load_config

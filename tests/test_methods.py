@@ -32,6 +32,7 @@ SETTINGS = {
     "deepobfuscator": ["privacy.adversary_refresh=1"],
     "robust": ["privacy.robust.ensemble=2", "privacy.robust.refresh_steps=3",
                "privacy.robust.decoder_width=8", "model.bottleneck=2"],
+    "task-continuation": ["model.bottleneck=2"],
 }
 
 
@@ -59,6 +60,24 @@ def test_the_config_choices_are_the_registry():
     from deepobfuscator.config import PrivacyMethod as Choices
 
     assert list(method_kinds()) == list(get_args(Choices))
+
+
+def test_task_continuation_is_robust_with_its_attackers_off_step_for_step(tmp_path,
+                                                                       tiny_config):
+    """The named control trains E and C to the same weights, bit for bit, as `robust` with
+    no attacker steps and no privacy terms (how the light-phone experiment ran it), and
+    ignores privacy.robust."""
+    off = ["privacy.robust.adversary_steps=0", "privacy.robust.attribute_weight=0",
+           "privacy.robust.reconstruction_weight=0", "model.bottleneck=2",
+           "privacy.normalize_features=true", "privacy.feature_noise=1"]
+    ref = _weights(train(tiny_config("privacy.method=robust", *off), tmp_path / "robust",
+                         progress=False))
+    named = _weights(train(tiny_config("privacy.method=task-continuation", *off[3:],
+                                       "privacy.robust.adversary_steps=5"),
+                           tmp_path / "named", progress=False))
+    for net in ("encoder", "classifier"):
+        for key in ref[net]:
+            assert torch.equal(ref[net][key], named[net][key]), f"{net}.{key} differs"
 
 
 @pytest.mark.parametrize("name", list(method_kinds()))

@@ -40,7 +40,8 @@ class ConfigError(UserError):
 # outside its Literal is refused when the config is built, naming the valid ones)
 SourceName = Literal["synthfaces", "celeba", "lfw", "folder"]  # = data.factory's registry
 OnBadImage = Literal["error", "skip"]
-PrivacyMethod = Literal["deepobfuscator", "robust", "none"]  # = methods' registry
+# = methods' registry
+PrivacyMethod = Literal["deepobfuscator", "robust", "none", "task-continuation"]
 Precision = Literal["auto", "bf16", "fp32"]
 AttributeLoss = Literal["neg_ce", "entropy"]
 RobustAttributeLoss = Literal["entropy", "capped_ce"]

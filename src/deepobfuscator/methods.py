@@ -88,7 +88,8 @@ class PrivacyMethod:
 METHODS: dict[str, PrivacyMethod] = {}
 # name -> the module that registers it (imported when the registry is first asked)
 BUILTIN = {"deepobfuscator": "deepobfuscator.training.paper",
-           "robust": "deepobfuscator.training.robust", "none": __name__}
+           "robust": "deepobfuscator.training.robust", "none": __name__,
+           "task-continuation": "deepobfuscator.training.robust"}
 
 
 def register_method(cls: type[PrivacyMethod]) -> type[PrivacyMethod]:

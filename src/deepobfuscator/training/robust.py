@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -226,3 +227,31 @@ class RobustGame(PrivacyMethod):
             return robust_step(ctx, batch, fresh, loop.mean_face)
 
         return step
+
+
+@register_method
+class TaskContinuation(RobustGame):
+    """The task stage, then the task alone for the adversarial stage's epochs: step for
+    step what `robust` trains with its attackers off (no attacker steps, no privacy
+    terms), so it is the adversarial methods' step-matched control and, with the
+    information cap, the privacy-first point (--config private) by name."""
+
+    name = "task-continuation"
+    summary = ("the task, then the task alone as long as a game: the step-matched control; "
+               "privacy from the split and the cap")
+    reads = ("train.adversarial",)
+
+    def trains_attackers(self, cfg: Config) -> bool:
+        return False
+
+    def refresh(self, loop: Any, ctx: StepContext, s_idx: int, epoch: int, scfg: Any) -> bool:
+        return False
+
+    def epoch_steps(self, loop: Any, ctx: StepContext, stage: Stage, s_idx: int, epoch: int,
+                    scfg: Any) -> StepFn:
+        # the game's own step with every attacker ingredient off, whatever privacy.robust
+        # says (it is not this method's key)
+        r = replace(ctx.cfg.privacy.robust, adversary_steps=0, attribute_weight=0.0,
+                    reconstruction_weight=0.0)
+        off = replace(ctx.cfg, privacy=replace(ctx.cfg.privacy, robust=r))
+        return super().epoch_steps(loop, replace(ctx, cfg=off), stage, s_idx, epoch, scfg)

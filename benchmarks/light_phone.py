@@ -107,9 +107,10 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
     from deepobfuscator.training.reuse import start_from_baseline
 
     # everything an arm does not set is pinned here, so the arms do not move when the cpu
-    # preset's defaults do (the preset now caps the upload and trains 2 adversarial epochs)
+    # preset's defaults do (the preset now caps the upload, learns a gain per position and
+    # continues the task stage instead of playing a game)
     common = [f"model.split_block={args.split}", "model.bottleneck=1",
-              f"model.upload_pool={args.pool}",
+              f"model.upload_pool={args.pool}", "model.position_gain=0",
               f"threads={args.threads}", "privacy.normalize_features=false",
               "privacy.feature_noise=0",
               f"train.adversarial.epochs={args.adversarial_epochs}"]

@@ -1,10 +1,11 @@
 """Training throughput (images/s) of stage 1 and of the adversarial rotation.
 
     python benchmarks/train_throughput.py [--preset cpu] [--batches 20] [--full-run]
-        [--data-config configs/celeba-shared.yaml]
+        [--data-config configs/celeba-shared.yaml] [--device auto]
 
 Measures the real step functions of deepobfuscator.training on random images of
-the preset's size, for float32 and bf16 autocast (where the CPU has it), and with
+the preset's size, for float32 and bf16 autocast (where the device has it), on the CPU
+or a GPU (--device; auto: a GPU where there is one), and with
 --full-run the wall time of a complete default training on synthfaces. With
 --data-config, the data path: loading the config's main source cold (JPEG decode and
 resize into an empty cache) against loading it from the decode-once cache.
@@ -25,29 +26,37 @@ from deepobfuscator.models import build_models
 from deepobfuscator.precision import autocast, cpu_has_bf16, memory_format
 from deepobfuscator.privacy import fixed_noise_image, settings_for_size
 from deepobfuscator.training import steps, train
+from deepobfuscator.training.trainer import resolve_device
+
+STAGES = ("task", "continuation", "adversarial", "robust")
 
 
-def throughput(preset: str, precision: str, stage: str, n_batches: int) -> float:
-    """Images per second through E of one training stage: `task` (E and C), `adversarial`
-    (the paper's rotation) or `robust` (privacy.method=robust: k attacker updates on fresh
-    batches per encoder step; images counted once per encoder step, as epochs count them)."""
+def throughput(preset: str, precision: str, stage: str, n_batches: int,
+               device: torch.device | None = None) -> float:
+    """Images per second through E of one training stage: `task` (E and C), `continuation`
+    (the default's second stage, privacy.method=task-continuation: robust's step with its
+    attackers off), `adversarial` (the paper's rotation) or `robust` (privacy.method=robust:
+    k attacker updates on fresh batches per encoder step; images counted once per encoder
+    step, as epochs count them)."""
+    device = device or torch.device("cpu")
     method = {"adversarial": "deepobfuscator", "robust": "robust"}.get(stage, "none")
-    cfg = load_config(preset, ["data.private=[Male,Young]", f"privacy.method={method}"])
+    off = (["privacy.robust.adversary_steps=0", "privacy.robust.attribute_weight=0",
+            "privacy.robust.reconstruction_weight=0"] if stage == "continuation" else [])
+    cfg = load_config(preset, ["data.private=[Male,Young]",
+                               f"privacy.method={'robust' if off else method}", *off])
     torch.manual_seed(0)
-    models = build_models(cfg)
-    if stage == "robust":
-        return _robust_throughput(cfg, models, precision, n_batches)
+    models = build_models(cfg).to(device)
+    if stage in ("robust", "continuation"):
+        return _robust_throughput(cfg, models, precision, n_batches, device)
     layout = memory_format(cfg.channels_last)
     for m in models.named().values():
         m.to(memory_format=layout)
     h, w = cfg.data.image_size
     bs = cfg.train.task.batch_size if stage == "task" else cfg.train.adversarial.batch_size
-    device = torch.device("cpu")
     ctx = steps.StepContext(cfg, models, steps.make_optimizers(models, stage, 1e-4),
-                            settings_for_size(h, w), fixed_noise_image((3, h, w), 0),
+                            settings_for_size(h, w), fixed_noise_image((3, h, w), 0).to(device),
                             amp=lambda: autocast(precision, device))
-    batch = steps.Batch(torch.rand(bs, 3, h, w).contiguous(memory_format=layout),
-                        torch.randint(0, 2, (bs,)).float(), torch.randint(0, 2, (bs, 2)).float())
+    batch = _batch(bs, h, w, layout, device)
     rot = cfg.privacy.rotation
 
     def one(i: int) -> None:
@@ -58,13 +67,28 @@ def throughput(preset: str, precision: str, stage: str, n_batches: int) -> float
 
     for i in range(len(rot)):  # warm-up: one full rotation
         one(i)
+    return _timed(lambda: [one(i) for i in range(n_batches)], n_batches * bs, device)
+
+
+def _batch(bs: int, h: int, w: int, layout: torch.memory_format,
+           device: torch.device) -> steps.Batch:
+    return steps.Batch(torch.rand(bs, 3, h, w, device=device).contiguous(memory_format=layout),
+                       torch.randint(0, 2, (bs,), device=device).float(),
+                       torch.randint(0, 2, (bs, 2), device=device).float())
+
+
+def _timed(work, n_images: int, device: torch.device) -> float:
+    """Images per second of work(); on a GPU, the queued kernels are waited for."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     t0 = time.perf_counter()
-    for i in range(n_batches):
-        one(i)
-    return n_batches * bs / (time.perf_counter() - t0)
+    work()
+    sync()
+    return n_images / (time.perf_counter() - t0)
 
 
-def _robust_throughput(cfg, models, precision: str, n_batches: int) -> float:
+def _robust_throughput(cfg, models, precision: str, n_batches: int,
+                       device: torch.device) -> float:
     from deepobfuscator.training.robust import robust_optimizers, robust_step
 
     layout = memory_format(cfg.channels_last)
@@ -72,24 +96,15 @@ def _robust_throughput(cfg, models, precision: str, n_batches: int) -> float:
         m.to(memory_format=layout)
     h, w = cfg.data.image_size
     bs = cfg.train.adversarial.batch_size
-    device = torch.device("cpu")
     ctx = steps.StepContext(cfg, models, robust_optimizers(models, "adversarial", 1e-4, 1e-3),
-                            settings_for_size(h, w), fixed_noise_image((3, h, w), 0),
+                            settings_for_size(h, w), fixed_noise_image((3, h, w), 0).to(device),
                             amp=lambda: autocast(precision, device))
-
-    def batch() -> steps.Batch:
-        return steps.Batch(torch.rand(bs, 3, h, w).contiguous(memory_format=layout),
-                           torch.randint(0, 2, (bs,)).float(),
-                           torch.randint(0, 2, (bs, 2)).float())
-
     k = cfg.privacy.robust.adversary_steps
-    data = [batch() for _ in range(k + 1)]
-    mean_face = torch.full((1, 3, h, w), 0.5)
+    data = [_batch(bs, h, w, layout, device) for _ in range(k + 1)]
+    mean_face = torch.full((1, 3, h, w), 0.5, device=device)
     robust_step(ctx, data[0], data[1:], mean_face)  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(n_batches):
-        robust_step(ctx, data[0], data[1:], mean_face)
-    return n_batches * bs / (time.perf_counter() - t0)
+    return _timed(lambda: [robust_step(ctx, data[0], data[1:], mean_face)
+                           for _ in range(n_batches)], n_batches * bs, device)
 
 
 def data_path(config: str) -> None:
@@ -116,19 +131,23 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--full-run", action="store_true")
     ap.add_argument("--data-config", help="also time the data path of this config's source")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     args = ap.parse_args()
+    device = resolve_device(args.device)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"cpu bf16: {cpu_has_bf16()}")
-    precisions = ["fp32", "bf16"] if cpu_has_bf16() else ["fp32"]
-    for stage in ("task", "adversarial", "robust"):
+          f"cpu bf16: {cpu_has_bf16()}, device {device} (GPU: {gpu})")
+    has_bf16 = (torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16())
+    precisions = ["fp32", "bf16"] if has_bf16 else ["fp32"]
+    for stage in STAGES:
         for prec in precisions:
-            ips = throughput(args.preset, prec, stage, args.batches)
+            ips = throughput(args.preset, prec, stage, args.batches, device)
             print(f"{args.preset:>6} {stage:<12} {prec:<5} {ips:8.1f} images/s")
     if args.data_config:
         data_path(args.data_config)
     if args.full_run:
-        cfg = load_config(args.preset)
+        cfg = load_config(args.preset, [f"device={args.device}"])
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             train(cfg, Path(tmp) / "run", progress=False)

@@ -78,11 +78,13 @@ def test_end_to_end_answer_equals_pytorch(live, tiny_run, tiny_export, photos):
     z, p, p_raw = _torch_answers(tiny_run, photos)
     assert [r["image"] for r in got] == [str(p) for p in photos]
     probs = np.array([r["probability"] for r in got])
-    assert np.abs(probs - p).max() < 2e-5  # int8 on the wire on both sides
+    # int8 on the wire on both sides; where ONNX's float32 and PyTorch's differ by an ulp at
+    # a rounding boundary one code flips, moving the answer by ~1e-5
+    assert np.abs(probs - p).max() < 1e-4
     assert [r["label"] for r in got] == [int(v >= 0.5) for v in p]
     assert np.abs(probs - p_raw).max() < 1e-2  # what int8 costs against float32 features
     # the answers differ between images by far more than the tolerance: not vacuous
-    assert p.std() > 1e-4
+    assert p.std() > 1e-3
     device = DeviceObfuscator(tiny_export)
     np.testing.assert_allclose(device.features(device.preprocess(photos)), z, atol=1e-5)
 

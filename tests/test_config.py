@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import yaml
 
@@ -5,7 +7,7 @@ from deepobfuscator.config import ConfigError, load_config, preset_names
 
 
 def test_presets_exist_and_resolve():
-    assert {"cpu", "on-device", "paper"} <= set(preset_names())
+    assert {"cpu", "on-device", "paper", "robust", "private"} <= set(preset_names())
     cpu = load_config("cpu")
     assert cpu.data.image_size == (64, 64) and cpu.data.source == "synthfaces"
     paper = load_config("paper")
@@ -73,10 +75,13 @@ def test_adversarial_settings_are_named_inert_only_without_the_adversarial_stage
     assert inert_keys(load_config("cpu", ["privacy.method=none"]), keys) == [
         "privacy.lambda=3", "train.adversarial.epochs=2"]
     assert inert_keys(load_config("cpu", ["privacy.method=deepobfuscator"]), keys) == []
-    # the default robust method reads neither the paper's lambda nor its rotation
-    assert inert_keys(load_config("cpu"), [*keys, "privacy.rotation=[noise]",
-                                           "privacy.robust.ensemble=3"]) == [
+    attackers = ["privacy.rotation=[noise]", "privacy.robust.ensemble=3"]
+    # the robust method reads neither the paper's lambda nor its rotation
+    assert inert_keys(load_config("robust"), [*keys, *attackers]) == [
         "privacy.lambda=3", "privacy.rotation=[noise]"]
+    # the default trains no attacker: it reads no attacker's setting, only the stage's length
+    assert inert_keys(load_config("cpu"), [*keys, *attackers]) == [
+        "privacy.lambda=3", *attackers]
     assert inert_keys(load_config("paper"), ["privacy.robust.ensemble=3"]) == [
         "privacy.robust.ensemble=3"]
     assert inert_keys(load_config("paper"), keys) == []
@@ -100,16 +105,34 @@ def test_the_dataclass_defaults_are_the_default_preset():
     assert Config().to_dict() == load_config("cpu").to_dict()
 
 
-def test_private_preset_is_the_default_phone_with_a_tighter_cap_a_gain_and_no_attackers() -> None:
+def test_the_default_is_the_robust_presets_phone_with_a_tighter_cap_a_gain_and_no_attackers(
+) -> None:
     from deepobfuscator.methods import trains_attackers
     from deepobfuscator.models.budget import phone_budget
 
-    cpu, private = load_config("cpu"), load_config("private")
-    assert private.privacy.feature_noise == 4.0 and private.privacy.normalize_features
-    assert private.model.position_gain == 10.0 and cpu.model.position_gain == 0
-    assert trains_attackers(cpu) and not trains_attackers(private)
-    b_cpu, b_private = phone_budget(cpu), phone_budget(private)
-    # same phone and upload as the default, a quarter of its information cap
-    assert (b_private.phone_macs, b_private.upload_bytes) == (b_cpu.phone_macs,
-                                                              b_cpu.upload_bytes)
-    assert b_private.info_cap_bits < b_cpu.info_cap_bits / 3
+    cpu, robust = load_config("cpu"), load_config("robust")
+    assert cpu.privacy.feature_noise == 4.0 and cpu.privacy.normalize_features
+    assert cpu.privacy.method == "task-continuation" and robust.privacy.method == "robust"
+    assert cpu.model.position_gain == 10.0 and robust.model.position_gain == 0
+    assert trains_attackers(robust) and not trains_attackers(cpu)
+    # `private`, the default's name before it was the default, still gives the same config
+    assert dataclasses.replace(load_config("private"), preset="cpu") == cpu
+    b_cpu, b_robust = phone_budget(cpu), phone_budget(robust)
+    # same phone and upload as the adversarial point, a quarter of its information cap
+    assert (b_cpu.phone_macs, b_cpu.upload_bytes) == (b_robust.phone_macs,
+                                                      b_robust.upload_bytes)
+    assert b_cpu.info_cap_bits < b_robust.info_cap_bits / 3
+
+def test_a_saved_config_from_before_a_key_existed_keeps_that_versions_value():
+    """A run folder's config.yaml written before model.position_gain existed (its runs had
+    no gain) must not pick up today's default gain: resume, export and audit rebuild it."""
+    from deepobfuscator.config import config_from_dict
+
+    then = load_config("robust")
+    d = then.to_dict()
+    del d["model"]["position_gain"], d["model"]["bottleneck_context"]
+    old = config_from_dict(d)
+    assert old.model.position_gain == 0 and not old.model.bottleneck_context
+    assert old.fingerprint() == then.fingerprint()
+    # a key the file does name is read as written
+    assert config_from_dict(load_config("cpu").to_dict()).model.position_gain == 10.0

@@ -113,7 +113,7 @@ def _check_budget_columns(out, doc, md):
 
 def test_a_grid_the_default_never_reads_is_refused_before_any_training(tmp_path, capsys):
     with pytest.raises(ConfigError, match="privacy.lambda has no effect with privacy.method="
-                                          "robust.*set privacy.method"):
+                                          "task-continuation.*set privacy.method"):
         sweep_mod.sweep("cpu", ["privacy.lambda=1,10"], tmp_path / "s")
     assert not (tmp_path / "s").exists()
     assert main(["sweep", "--grid", "privacy.adversary_refresh=0,1", "--out",

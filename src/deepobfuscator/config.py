@@ -100,7 +100,7 @@ class ModelConfig:
     # >0: a learned gain on every uploaded number, moving at this multiple of E's learning
     # rate: with the cap, E places its fixed signal power where the task needs it (aligned
     # faces: the mouth) and starves the rest. 0: none
-    position_gain: float = 0.0
+    position_gain: float = 10.0
     fc_hidden: int = 256  # classifier/adversary hidden width (paper: 4096)
     dropout: float = 0.5
     decoder_width: float = 1.0  # reconstructor channel multiplier relative to the encoder
@@ -139,8 +139,10 @@ class PrivacyConfig:
     # deepobfuscator: the paper's adversarial stages after the task stage (its faithful
     # reproduction); robust: strong, current, bounded adversaries (docs/robust.md); none: the task
     # stage only (privacy then comes from the split and bottleneck alone, or from nothing:
-    # the no-privacy baseline, `train --baseline`)
-    method: PrivacyMethod = "robust"
+    # the no-privacy baseline, `train --baseline`); task-continuation: `none` with the second
+    # stage's steps (E and C go on training for the task under the cap): the default, since
+    # at its cap the robust game measured level with no game (docs/results.md)
+    method: PrivacyMethod = "task-continuation"
     attribute_loss: AttributeLoss = "neg_ce"  # neg_ce: the paper's
     rotation: list[str] = field(
         default_factory=lambda: list(ROTATION_STEPS)
@@ -154,7 +156,7 @@ class PrivacyConfig:
     # so the obfuscator cannot overfit one attacker
     adversary_refresh: int = 0
     # defences to compare against, usable with either method (with `none`: stage 1 only)
-    feature_noise: float = 2.0  # Shredder-like: Gaussian noise of this std on the uploads
+    feature_noise: float = 4.0  # Shredder-like: Gaussian noise of this std on the uploads
     dcor_weight: float = 0.0  # NoPeek: + weight * distance correlation(image, features)
     # information cap: every upload is scaled to unit root-mean-square per image on the phone
     # (in the exported graph), so feature_noise is relative to the signal and cannot be scaled
@@ -263,6 +265,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def config_from_dict(d: dict) -> Config:
+    """A saved (resolved) config, as a run folder holds it. A key the run's version did not
+    have yet takes the value that version used, not today's default."""
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    for section, key, then in _LATE_KEYS:
+        if isinstance(d.get(section), dict):
+            d[section].setdefault(key, then)
     cfg = _build(Config, d, "")
     validate(cfg)
     return cfg

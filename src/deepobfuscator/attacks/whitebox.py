@@ -80,8 +80,13 @@ class WhiteBoxAttack:
         was_training = self.encoder.training
         self.encoder.eval()
         probe = torch.zeros(1, 3, 64, 64, device=self.device)
-        h, w = self.encoder(probe).shape[-2:]
-        self.encoder.train(was_training)
+        try:
+            h, w = self.encoder(probe).shape[-2:]
+        except RuntimeError as exc:  # E fixed to one input size (a learned gain per position)
+            raise ValueError("this encoder does not take 64 px probe images; give "
+                             "WhiteBoxAttack(image_size=(H, W)) its training size") from exc
+        finally:
+            self.encoder.train(was_training)
         fh, fw = 64 // h, 64 // w
         return features.shape[-2] * fh, features.shape[-1] * fw
 

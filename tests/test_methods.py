@@ -78,6 +78,9 @@ def test_task_continuation_is_robust_with_its_attackers_off_step_for_step(tmp_pa
     for net in ("encoder", "classifier"):
         for key in ref[net]:
             assert torch.equal(ref[net][key], named[net][key]), f"{net}.{key} differs"
+    # no attacker is trained, so none is scored: no untrained network's figure in the log
+    rows = [json.loads(x) for x in RunPaths(tmp_path / "named").metrics.read_text().splitlines()]
+    assert rows and not [k for r in rows for k in r if k.startswith(("val_adv", "val_recon"))]
 
 
 @pytest.mark.parametrize("name", list(method_kinds()))

@@ -16,14 +16,17 @@ from ..privacy import MSSSIMSettings, ms_ssim
 @torch.no_grad()
 def evaluate(models: Models, ds: FaceDataset, task: str, private: list[str], stage: str,
              msssim: MSSSIMSettings, device: torch.device, batch_size: int = 128,
-             max_images: int = 0, amp=contextlib.nullcontext) -> dict[str, float]:
+             max_images: int = 0, amp=contextlib.nullcontext,
+             attackers: bool = True) -> dict[str, float]:
     """Task accuracy/AUC; once trained, the adversaries' balanced accuracy and the
-    reconstructor's MS-SSIM on the defender's validation split."""
+    reconstructor's MS-SSIM on the defender's validation split. attackers=False (a method
+    that trains none): the task's figures only, never an untrained network's."""
     for m in models.named().values():
         m.eval()
     n = len(ds) if not max_images else min(len(ds), max_images)
-    with_recon = stage in ("reconstructor", "adversaries", "adversarial")
-    with_adv = stage in ("adversaries", "adversarial") and len(models.adversaries) > 0
+    with_recon = attackers and stage in ("reconstructor", "adversaries", "adversarial")
+    with_adv = (attackers and stage in ("adversaries", "adversarial")
+                and len(models.adversaries) > 0)
     task_scores, adv_scores, recon = [], {k: [] for k in private}, []
     for start in range(0, n, batch_size):
         x = to_tensor_batch(ds.images[start:min(start + batch_size, n)]).to(device)

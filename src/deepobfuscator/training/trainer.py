@@ -262,7 +262,8 @@ class _Loop:
         record.update(evaluate(
             self.models, self.roles["defender_val"], cfg.data.task, cfg.data.private,
             stage, self.msssim, self.device, max_images=cfg.train.eval_max_images,
-            amp=lambda: autocast(self.precision, self.device)))
+            amp=lambda: autocast(self.precision, self.device),
+            attackers=self.method.trains_attackers(cfg)))
         self.history.append(record)
         if self.progress:
             tqdm.write(_format_record(record))

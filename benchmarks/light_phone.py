@@ -4,6 +4,7 @@
         [--arms none control paper robust cap cap-control robust-cap] [--noise 2.0]
         [--arch model.bottleneck_context=true --tag -ctx]
         [--max-epochs 30] [--whitebox-images 8 --whitebox-steps 100] [--threads 1]
+        [--device auto] [--precision auto]
         [--data-config configs/celeba-shared.yaml] [--summary-only]
 
 Every arm is the same architecture (VGG16-BN blocks 1..split on the phone, a 1-channel
@@ -84,6 +85,9 @@ def main() -> None:
     ap.add_argument("--whitebox-images", type=int, default=8)
     ap.add_argument("--whitebox-steps", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="auto", help="training and attackers: auto, cpu, cuda")
+    ap.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                    help="training and attackers (fp32 matches a CPU without bf16)")
     ap.add_argument("--recogniser", choices=["auto", "off"], default="off",
                     help="dlib's recogniser in the audits (slow; benchmarks/"
                     "recogniser_ceiling.py measures its ceiling once per protocol)")
@@ -111,7 +115,8 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
     # continues the task stage instead of playing a game)
     common = [f"model.split_block={args.split}", "model.bottleneck=1",
               f"model.upload_pool={args.pool}", "model.position_gain=0",
-              f"threads={args.threads}", "privacy.normalize_features=false",
+              f"threads={args.threads}", f"device={args.device}",
+              f"precision={args.precision}", "privacy.normalize_features=false",
               "privacy.feature_noise=0",
               f"train.adversarial.epochs={args.adversarial_epochs}"]
     if any(not o.startswith("model.") for o in args.arch):
@@ -151,6 +156,7 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
                                     whitebox_images=args.whitebox_images,
                                     whitebox_steps=args.whitebox_steps, wire="int8",
                                     threads=args.threads, recogniser=args.recogniser,
+                                    device=args.device, precision=args.precision,
                                     progress=False))
 
 

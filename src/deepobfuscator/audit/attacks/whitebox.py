@@ -27,7 +27,8 @@ class WhiteBox(AuditAttack):
         # the test photos' own size: E with a learned gain per position takes no other
         wb = WhiteBoxAttack(without_noise(ctx.models.encoder), steps=s.whitebox_steps,
                             device=ctx.device, progress=s.progress,
-                            image_size=(ctx.test.images.shape[-2], ctx.test.images.shape[-1]))
+                            image_size=(ctx.test.images.shape[-2], ctx.test.images.shape[-1]),
+                            precision=ctx.fit.precision)  # the audit's, like every attacker
         recon = wb.reconstruct(ctx.test.features[:k])
         scores = image_scores(recon, ctx.test.images[:k])
         ctx.arrays.update({f"whitebox_{m}": v for m, v in scores.items()})

@@ -234,7 +234,7 @@ class TaskContinuation(RobustGame):
     """The task stage, then the task alone for the adversarial stage's epochs: step for
     step what `robust` trains with its attackers off (no attacker steps, no privacy
     terms), so it is the adversarial methods' step-matched control and, with the
-    information cap, the privacy-first point (--config private) by name."""
+    information cap, the default's method."""
 
     name = "task-continuation"
     summary = ("the task, then the task alone as long as a game: the step-matched control; "

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from deepobfuscator.attacks.attribute_probe import AttributeProbe, roc_curve, score_attribute
-from deepobfuscator.attacks.base import FeatureSet, FitSettings
+from deepobfuscator.attacks.base import FeatureSet, FitSettings, holdout_split
 from deepobfuscator.attacks.reid import (
     IdentityEmbedder,
     dlib_available,
@@ -17,6 +17,7 @@ from deepobfuscator.attacks.reid import (
 )
 from deepobfuscator.data.base import to_tensor_batch
 from deepobfuscator.data.synthfaces import generate_synthfaces
+from deepobfuscator.metrics import balanced_accuracy, best_threshold
 
 FAST = dict(max_epochs=10, patience=3, batch_size=32, progress=False, precision="fp32")
 
@@ -83,11 +84,44 @@ def test_probe_reads_an_encoded_attribute_and_not_noise(informative):
     p = probe.infer(test.features)
     assert p.shape == (400,) and np.all((p >= 0) & (p <= 1))
     assert curve.stopped in ("early_stopping", "max_epochs") and len(curve.val_loss) >= 1
-    s = score_attribute(test.attributes["A"], p)
+    s = score_attribute(test.attributes["A"], p, probe.threshold)
     if informative:
         assert s["balanced_accuracy"] > 0.9 and s["roc_auc"] > 0.95
+        assert s["balanced_accuracy_tuned"] > 0.9
     else:  # balanced training: no hiding behind the 70% majority, and nothing to find
         assert abs(s["balanced_accuracy"] - 0.5) < 0.1 and abs(s["roc_auc"] - 0.5) < 0.1
+        assert abs(s["balanced_accuracy_tuned"] - 0.5) < 0.1
+    # the threshold is the best cut on the probe's own held-out people, not on the test's
+    _, va = holdout_split(len(train), FitSettings(**FAST).val_fraction, FitSettings(**FAST).seed,
+                          train.identities)
+    own = best_threshold(train.attributes["A"][va], probe.infer(train.features[va]), 0.5)
+    assert probe.threshold == own
+
+
+# ---- the attacker's own threshold: known answers ----------------------------------------
+
+def test_the_best_threshold_separates_a_shifted_but_perfect_ranking():
+    """A probe that ranks perfectly but answers one class at 0.5 (scores all under it)."""
+    y = np.array([0, 0, 0, 1, 1])
+    scores = np.array([0.10, 0.20, 0.30, 0.40, 0.45])
+    t = best_threshold(y, scores, default=0.5)
+    assert 0.30 < t < 0.40 and t == pytest.approx(0.35)
+    s = score_attribute(y, scores, t)
+    assert s["balanced_accuracy"] == 0.5 and s["balanced_accuracy_tuned"] == 1.0
+    assert s["threshold"] == pytest.approx(0.35) and s["roc_auc"] == 1.0
+
+
+def test_the_best_threshold_matches_an_exhaustive_search_and_breaks_ties_toward_default():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    scores = np.round(rng.random(300) * 0.5 + 0.3 * y, 2)  # many ties
+    t = best_threshold(y, scores, default=0.5)
+    grid = np.r_[scores.min() - 1, np.unique(scores)]
+    best = max(balanced_accuracy(y, scores, c) for c in grid)
+    assert balanced_accuracy(y, scores, t) == pytest.approx(best)
+    # all-equal scores: every cut gives 0.5; the nearest to the default wins
+    assert best_threshold([0, 1, 0, 1], [0.2] * 4, default=0.5) == 0.2
+    assert best_threshold([1, 1], [0.1, 0.9], default=0.5) == 0.5  # one class: nothing to tune
 
 
 # ---- re-identification ----------------------------------------------------------------

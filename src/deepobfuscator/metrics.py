@@ -19,6 +19,29 @@ def balanced_accuracy(labels: np.ndarray, scores: np.ndarray, threshold: float =
     return float(np.mean(rates))
 
 
+def best_threshold(labels: np.ndarray, scores: np.ndarray, default: float = 0.0) -> float:
+    """The threshold (predict `score > threshold`) with the highest balanced accuracy on
+    these labels: every cut between two distinct scores, and both ends, is tried; among
+    equally good cuts the one nearest `default`. `default` itself when one class is
+    missing (nothing to tune on)."""
+    y = np.asarray(labels).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float(default)
+    order = np.argsort(s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each tied score
+    # cut after the k-th distinct score: everything up to it is called negative
+    neg_below = np.r_[0, np.cumsum(~y)[last]]
+    pos_below = np.r_[0, np.cumsum(y)[last]]
+    bal = 0.5 * (neg_below / n_neg + (n_pos - pos_below) / n_pos)
+    distinct = s[last]
+    cuts = np.r_[distinct[0] - 1.0, (distinct[:-1] + distinct[1:]) / 2, distinct[-1]]
+    best = np.flatnonzero(np.isclose(bal, bal.max(), rtol=0, atol=1e-12))
+    return float(cuts[best[np.argmin(np.abs(cuts[best] - default))]])
+
+
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve via the rank-sum statistic (ties get average ranks).
     NaN when only one class is present."""

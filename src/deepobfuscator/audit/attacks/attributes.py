@@ -18,6 +18,11 @@ class AttributeProbes(AuditAttack):
                    headline=True),
         FigureSpec("attribute_auc:{attr}", "{attr}: attacker ROC AUC", "{attr}: attacker AUC",
                    ("attributes", "{attr}", "roc_auc"), "lower", 0.5, per="private"),
+        # the same probe at the cut it chose on its own held-out split
+        FigureSpec("attribute_tuned:{attr}", "{attr}: attacker balanced accuracy, own threshold",
+                   "{attr}: attacker balanced accuracy (own threshold)",
+                   ("attributes", "{attr}", "balanced_accuracy_tuned"), "lower", 0.5,
+                   per="private"),
         # what anyone (the cloud included) can learn about the task from the features
         FigureSpec("task_probe", "{task} from features by a fresh probe (balanced acc.)",
                    "{task}: fresh probe balanced accuracy",
@@ -32,7 +37,7 @@ class AttributeProbes(AuditAttack):
             probe = AttributeProbe(shape, ctx.fit)  # type: ignore[arg-type]
             ctx.curves[f"probe_{a}"] = probe.fit(ctx.attacker, a).to_dict()
             probs = probe.infer(ctx.test.features)
-            out[a] = score_attribute(ctx.test.attributes[a], probs)
+            out[a] = score_attribute(ctx.test.attributes[a], probs, probe.threshold)
             ctx.arrays[f"probe_{a}"] = probs
             save_weights(probe.model, ctx.weights_dir / f"probe_{a}.safetensors")
         return {"attributes": out}

@@ -193,8 +193,10 @@ def without_noise(encoder):
 
     An obfuscator trained with `privacy.feature_noise` adds Gaussian noise to every upload.
     The ONNX graph leaves it out (the parity check needs a deterministic model; random ops
-    differ between runtimes) and the manifest's `features.noise_std` tells the device to
-    add it; `DeviceObfuscator.features` does.
+    differ between runtimes; and onnxruntime's RandomNormalLike without a seed drew the
+    same noise in every new session, 1.32.0 on 2026-12-04: noise in the graph would be
+    predictable, so an attacker could subtract it) and the manifest's `features.noise_std`
+    tells the device to add it from the OS's entropy; `DeviceObfuscator.features` does.
     """
     std = float(getattr(encoder, "noise_std", 0.0) or 0.0)
     if std == 0:

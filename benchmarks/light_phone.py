@@ -73,8 +73,9 @@ def main() -> None:
     ap.add_argument("--extra", nargs="*", default=[],
                     help="more key=value overrides for the arms that continue a stage 1")
     ap.add_argument("--arch", nargs="*", default=[],
-                    help="model.* overrides of every arm and its stage 1, never the baseline "
-                    "(e.g. model.bottleneck_context=true; give the arms a --tag)")
+                    help="model.* (and privacy.noise_warmup) overrides of every arm and its "
+                    "stage 1, never the baseline (e.g. model.bottleneck_context=true; give "
+                    "the arms a --tag)")
     ap.add_argument("--adversarial-epochs", type=int, default=4,
                     help="epochs of every arm's second stage (the step-matched budget); a "
                     "smaller dataset needs more for the same number of encoder steps")
@@ -119,8 +120,9 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
               f"precision={args.precision}", "privacy.normalize_features=false",
               "privacy.feature_noise=0",
               f"train.adversarial.epochs={args.adversarial_epochs}"]
-    if any(not o.startswith("model.") for o in args.arch):
-        raise SystemExit(f"--arch takes model.* overrides only, got {args.arch}")
+    if any(not o.startswith(("model.", "privacy.noise_warmup=")) for o in args.arch):
+        raise SystemExit(f"--arch takes model.* and privacy.noise_warmup overrides only, "
+                         f"got {args.arch}")
     arch = list(args.arch)
     for seed in args.seeds:
         # the seed draws the defender's splits, so each seed has its own no-privacy baseline

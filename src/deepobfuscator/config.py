@@ -162,6 +162,10 @@ class PrivacyConfig:
     # (in the exported graph), so feature_noise is relative to the signal and cannot be scaled
     # away; with noise s the upload carries at most D/2 * log2(1 + 1/s^2) bits (D numbers)
     normalize_features: bool = True
+    # the task stage's first N epochs ramp the feature noise linearly from 0 to feature_noise
+    # (a curriculum: at full noise from the first step some seeds learn the task slowly);
+    # every evaluation, checkpoint and later stage sees the full noise
+    noise_warmup: float = 0.0
     robust: RobustConfig = field(default_factory=RobustConfig)
 
 
@@ -202,7 +206,7 @@ class Config:
 
 
 _LATE_KEYS = (("model", "upload_pool", 1), ("model", "bottleneck_context", False),
-              ("model", "position_gain", 0.0))
+              ("model", "position_gain", 0.0), ("privacy", "noise_warmup", 0.0))
 
 
 # YAML uses `lambda`; Python cannot.
@@ -419,6 +423,7 @@ def validate(cfg: Config) -> None:
     limits: dict[str, float] = {
         "privacy.feature_noise": p.feature_noise,
         "privacy.dcor_weight": p.dcor_weight,
+        "privacy.noise_warmup": p.noise_warmup,
         "privacy.adversary_refresh": p.adversary_refresh,
         "privacy.robust.adversary_steps": p.robust.adversary_steps,
         "privacy.robust.refresh_steps": p.robust.refresh_steps,

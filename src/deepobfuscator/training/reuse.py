@@ -22,7 +22,7 @@ def shares_task_stage(cfg: Config, baseline_cfg: Config) -> bool:
     """True when both configs train stage 1 identically. The privacy settings that act in
     stage 1 (the information cap, feature noise, NoPeek's penalty) must be equal."""
     a, b = cfg.to_dict(), baseline_cfg.to_dict()
-    stage1_privacy = ("feature_noise", "dcor_weight", "normalize_features")
+    stage1_privacy = ("feature_noise", "dcor_weight", "normalize_features", "noise_warmup")
     if any(a["privacy"][k] != b["privacy"][k] for k in stage1_privacy):
         return False
     same_train = (a["train"]["task"] == b["train"]["task"]

@@ -6,8 +6,8 @@ step, so neither their weights nor their BatchNorm statistics move.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +68,17 @@ def _dcor_term(ctx: StepContext, batch: Batch, z: torch.Tensor) -> torch.Tensor 
     """NoPeek's leakage penalty, weighted; None when the option is off."""
     w = ctx.cfg.privacy.dcor_weight
     return w * distance_correlation(batch.x, z) if w > 0 else None
+
+
+@contextmanager
+def scaled_noise(encoder: torch.nn.Module, fraction: float) -> Iterator[None]:
+    """E's feature noise at `fraction` of its std inside the block, the full std after."""
+    full = encoder.noise_std
+    encoder.noise_std = full * fraction
+    try:
+        yield
+    finally:
+        encoder.noise_std = full
 
 
 def task_step(ctx: StepContext, batch: Batch) -> dict[str, float]:

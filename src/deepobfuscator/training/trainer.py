@@ -38,7 +38,7 @@ from ..threads import use_threads
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, versions
 from .distributed import Dist, GradSync, shard, state_checksum
 from .evaluate import evaluate
-from .steps import Batch, StepContext, make_optimizers, task_step
+from .steps import Batch, StepContext, make_optimizers, scaled_noise, task_step
 
 STAGES: tuple[Stage, ...] = ("task", "reconstructor", "adversaries", "adversarial")
 
@@ -313,7 +313,17 @@ class _Loop:
                     scfg: StageConfig) -> StepFn:
         """The step function of one epoch: the task stage is the same for every method."""
         if stage == "task":
-            return lambda b, batch: task_step(ctx, batch)
+            warmup = self.cfg.privacy.noise_warmup
+            if warmup <= 0 or self.cfg.privacy.feature_noise <= 0:
+                return lambda b, batch: task_step(ctx, batch)
+            n_batches = self.order(scfg, s_idx, epoch)[2]
+            encoder = self.models.encoder
+
+            def warm_step(b: int, batch: Batch) -> dict[str, float]:
+                # a pure function of the position, so a resumed run ramps identically
+                with scaled_noise(encoder, min(1.0, (epoch + b / n_batches) / warmup)):
+                    return task_step(ctx, batch)
+            return warm_step
         return self.method.epoch_steps(self, ctx, stage, s_idx, epoch, scfg)
 
     def _checkpoint(self, position: dict, running: dict, optimizers: dict) -> None:

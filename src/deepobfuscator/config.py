@@ -6,6 +6,7 @@ can always be reproduced and resumed from exactly what produced it.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -112,6 +113,9 @@ class StageConfig:
     epochs: int = 1
     lr: float = 1e-4
     batch_size: int = 64
+    # constant, or cosine: every optimizer's learning rate falls from lr towards 0 over the
+    # stage, batch by batch (a pure function of the position, so resuming keeps it)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
 
 
 @dataclass
@@ -200,13 +204,23 @@ class Config:
         # keys added after runs existed leave out their default, so a run trained before a
         # key existed keeps its fingerprint (resume, export and cache checks still match)
         for section, key, default in _LATE_KEYS:
-            if d[section].get(key) == default:
-                del d[section][key]
+            sec = _section(d, section)
+            if sec is not None and sec.get(key) == default:
+                del sec[key]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# (section, key, the value every run had before the key existed); a section is dotted
 _LATE_KEYS = (("model", "upload_pool", 1), ("model", "bottleneck_context", False),
-              ("model", "position_gain", 0.0), ("privacy", "noise_warmup", 0.0))
+              ("model", "position_gain", 0.0), ("privacy", "noise_warmup", 0.0),
+              *((f"train.{stage}", "lr_schedule", "constant")
+                for stage in ("task", "reconstructor", "adversaries", "adversarial")))
+
+
+def _section(d: dict, dotted: str) -> dict | None:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None  # type: ignore[assignment]
+    return d if isinstance(d, dict) else None
 
 
 # YAML uses `lambda`; Python cannot.
@@ -271,10 +285,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def config_from_dict(d: dict) -> Config:
     """A saved (resolved) config, as a run folder holds it. A key the run's version did not
     have yet takes the value that version used, not today's default."""
-    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    d = copy.deepcopy(d)
     for section, key, then in _LATE_KEYS:
-        if isinstance(d.get(section), dict):
-            d[section].setdefault(key, then)
+        if (sec := _section(d, section)) is not None:
+            sec.setdefault(key, then)
     cfg = _build(Config, d, "")
     validate(cfg)
     return cfg

@@ -6,6 +6,7 @@ step, so neither their weights nor their BatchNorm statistics move.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -222,6 +223,22 @@ def lambda_at(cfg: Config, epoch: int) -> float:
     if epoch <= p.lambda_decay_after or total <= p.lambda_decay_after:
         return p.lambda_
     return p.lambda_ * (total - epoch) / (total - p.lambda_decay_after)
+
+
+def cosine_fraction(epoch: int, batch: int, n_batches: int, epochs: int) -> float:
+    """The cosine schedule's share of the base learning rate at this step of a stage: 1 at
+    its first step, falling towards 0 at its last."""
+    t = (epoch * n_batches + batch) / max(1, epochs * n_batches)
+    return 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def set_lr_fraction(optimizers: dict[str, torch.optim.Optimizer], fraction: float) -> None:
+    """Every group's learning rate to `fraction` of its base: its lr when first seen here,
+    unscaled then (a fresh optimizer, even one made mid-stage by a refresh); a checkpoint's
+    optimizer state keeps the base."""
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            group["lr"] = group.setdefault("base_lr", group["lr"]) * fraction
 
 
 def make_optimizers(models: Models, stage: str, lr: float) -> dict[str, torch.optim.Optimizer]:

@@ -38,7 +38,15 @@ from ..threads import use_threads
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, versions
 from .distributed import Dist, GradSync, shard, state_checksum
 from .evaluate import evaluate
-from .steps import Batch, StepContext, make_optimizers, scaled_noise, task_step
+from .steps import (
+    Batch,
+    StepContext,
+    cosine_fraction,
+    make_optimizers,
+    scaled_noise,
+    set_lr_fraction,
+    task_step,
+)
 
 STAGES: tuple[Stage, ...] = ("task", "reconstructor", "adversaries", "adversarial")
 
@@ -286,6 +294,8 @@ class _Loop:
                    desc=f"{stage} {epoch + 1}/{scfg.epochs}", unit="batch", leave=False,
                    disable=not self.progress, mininterval=1.0)
         for b in bar:
+            if scfg.lr_schedule == "cosine":
+                set_lr_fraction(ctx.optimizers, cosine_fraction(epoch, b, n_batches, scfg.epochs))
             losses = step(b, self.batch(order, per, b))
             for k, v in losses.items():
                 running[f"sum:{k}"] = running.get(f"sum:{k}", 0.0) + v

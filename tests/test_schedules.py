@@ -1,6 +1,9 @@
-"""privacy.noise_warmup: the task stage's feature noise ramps from 0 to privacy.feature_noise
-over its first N epochs; evaluation, checkpoints and every later stage see the full noise,
-and a run resumed mid-ramp ends with the weights of one never interrupted."""
+"""Schedules within a stage, both pure functions of the position so a resumed run ends with
+the weights of one never interrupted:
+- privacy.noise_warmup: the task stage's feature noise ramps from 0 to privacy.feature_noise
+  over its first N epochs; evaluation, checkpoints and every later stage see the full noise;
+- train.<stage>.lr_schedule=cosine: every optimizer's learning rate falls from its lr
+  towards 0 over the stage."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from deepobfuscator.runs import RunPaths, load_run
 from deepobfuscator.training import train
 from deepobfuscator.training import trainer as trainer_mod
 from deepobfuscator.training.reuse import shares_task_stage
-from deepobfuscator.training.steps import scaled_noise
+from deepobfuscator.training.steps import cosine_fraction, scaled_noise
 
 CAP = ["privacy.normalize_features=true", "privacy.feature_noise=4", "model.bottleneck=2",
        "privacy.method=none", "train.task.epochs=2", "train.checkpoint_every_s=0"]
@@ -60,8 +63,9 @@ def test_the_warmup_changes_what_is_learned(tmp_path, tiny_config):
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_run_killed_mid_ramp_resumes_to_the_same_weights(tmp_path, tiny_config, monkeypatch):
-    cfg = tiny_config(*CAP, "privacy.noise_warmup=2")
+def _resume_equals_whole(tmp_path, monkeypatch, cfg, at: float) -> None:
+    """Killed `at` (a share of its steps) into training and resumed, `cfg` ends with the
+    weights of a run never interrupted."""
     real = trainer_mod._Loop.epoch_steps
     calls = {"n": 0, "die": -1}
 
@@ -78,7 +82,7 @@ def test_a_run_killed_mid_ramp_resumes_to_the_same_weights(tmp_path, tiny_config
 
     monkeypatch.setattr(trainer_mod._Loop, "epoch_steps", counting)
     whole = train(cfg, tmp_path / "whole", progress=False)
-    calls.update(n=0, die=calls["n"] // 4 + 1)  # inside the first epoch: noise still ramping
+    calls.update(n=0, die=int(calls["n"] * at) + 1)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "killed", progress=False)
     calls.update(n=0, die=-1)
@@ -88,6 +92,12 @@ def test_a_run_killed_mid_ramp_resumes_to_the_same_weights(tmp_path, tiny_config
         b = load_file(str(RunPaths(resumed).weight_file(net)))
         for key in a:
             assert torch.equal(a[key], b[key]), f"{net}.{key} differs"
+
+
+def test_a_run_killed_mid_ramp_resumes_to_the_same_weights(tmp_path, tiny_config, monkeypatch):
+    # a quarter into the task stage's 2 epochs: the noise is still ramping
+    _resume_equals_whole(tmp_path, monkeypatch, tiny_config(*CAP, "privacy.noise_warmup=2"),
+                         at=0.25)
 
 
 def test_scaled_noise_restores_the_full_std_even_on_error():
@@ -112,3 +122,61 @@ def test_warmup_config(tiny_config):
     d = tiny_config(*CAP, "privacy.noise_warmup=2").to_dict()
     del d["privacy"]["noise_warmup"]
     assert config_from_dict(d).privacy.noise_warmup == 0.0
+
+
+def test_cosine_fraction_falls_from_one_towards_zero():
+    assert cosine_fraction(0, 0, 10, 2) == 1.0
+    assert cosine_fraction(1, 0, 10, 2) == pytest.approx(0.5)
+    steps = [cosine_fraction(e, b, 10, 2) for e in range(2) for b in range(10)]
+    assert all(a > b for a, b in zip(steps, steps[1:], strict=False)) and 0 < steps[-1] < 0.01
+
+
+def _recorded_lr(monkeypatch) -> list[float]:
+    seen: list[float] = []
+    real = trainer_mod.task_step
+
+    def spy(ctx, batch):
+        seen.append(ctx.optimizers["encoder_classifier"].param_groups[0]["lr"])
+        return real(ctx, batch)
+
+    monkeypatch.setattr(trainer_mod, "task_step", spy)
+    return seen
+
+
+def test_cosine_schedule_lowers_the_lr_batch_by_batch(tmp_path, tiny_config, monkeypatch):
+    seen = _recorded_lr(monkeypatch)
+    train(tiny_config(*CAP, "train.task.lr_schedule=cosine", "train.task.lr=0.002"),
+          tmp_path / "run", progress=False)
+    n = len(seen)
+    assert seen == pytest.approx([0.002 * cosine_fraction(0, b, n // 2, 2) for b in range(n // 2)]
+                                 + [0.002 * cosine_fraction(1, b, n // 2, 2)
+                                    for b in range(n // 2)])
+
+
+def test_constant_schedule_keeps_the_lr(tmp_path, tiny_config, monkeypatch):
+    seen = _recorded_lr(monkeypatch)
+    train(tiny_config(*CAP, "train.task.lr=0.002"), tmp_path / "run", progress=False)
+    assert seen and set(seen) == {0.002}
+
+
+def test_a_run_killed_mid_schedule_resumes_to_the_same_weights(tmp_path, tiny_config,
+                                                               monkeypatch):
+    """Killed in the continuation (a cosine stage after a cosine task stage): the rate
+    resumes from the checkpoint's base, not from the decayed rate it was saved with."""
+    cfg = tiny_config(*CAP, "privacy.method=task-continuation", "train.task.lr_schedule=cosine",
+                      "train.adversarial.lr_schedule=cosine")
+    _resume_equals_whole(tmp_path, monkeypatch, cfg, at=0.75)
+
+
+def test_lr_schedule_config(tiny_config):
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        tiny_config("train.task.lr_schedule=step")
+    # a run written before the key existed trained at a constant rate, fingerprint unchanged
+    now = tiny_config(*CAP)
+    d = now.to_dict()
+    for stage in d["train"].values():
+        if isinstance(stage, dict):
+            del stage["lr_schedule"]
+    old = config_from_dict(d)
+    assert old.train.adversarial.lr_schedule == "constant"
+    assert old.fingerprint() == now.fingerprint()

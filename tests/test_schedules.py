@@ -49,6 +49,14 @@ def test_noise_ramps_linearly_over_the_warmup_then_stays_full(tmp_path, tiny_con
     assert models.encoder.noise_std == 4.0
 
 
+def test_a_warmup_longer_than_the_stage_ramps_over_the_whole_stage(tmp_path, tiny_config,
+                                                                   monkeypatch):
+    seen = _recorded_noise(monkeypatch)
+    train(tiny_config(*CAP, "privacy.noise_warmup=8"), tmp_path / "run", progress=False)
+    n = len(seen)
+    assert seen == pytest.approx([4.0 * b / n for b in range(n)])
+
+
 def test_without_warmup_every_step_has_the_full_noise(tmp_path, tiny_config, monkeypatch):
     seen = _recorded_noise(monkeypatch)
     train(tiny_config(*CAP), tmp_path / "run", progress=False)

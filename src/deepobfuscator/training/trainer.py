@@ -328,6 +328,9 @@ class _Loop:
                 return lambda b, batch: task_step(ctx, batch)
             n_batches = self.order(scfg, s_idx, epoch)[2]
             encoder = self.models.encoder
+            # a stage shorter than the warm-up ramps over all of it: it never ends below the
+            # full noise the later stages and every upload use
+            warmup = min(warmup, scfg.epochs)
 
             def warm_step(b: int, batch: Batch) -> dict[str, float]:
                 # a pure function of the position, so a resumed run ramps identically

@@ -121,6 +121,9 @@ def test_a_different_warmup_is_a_different_task_stage(tiny_config):
     """training/reuse.py never copies a stage 1 trained with another ramp."""
     assert shares_task_stage(tiny_config(*CAP), tiny_config(*CAP))
     assert not shares_task_stage(tiny_config(*CAP, "privacy.noise_warmup=1"), tiny_config(*CAP))
+    # without noise there is nothing to ramp: the same stage
+    quiet = [*CAP, "privacy.feature_noise=0"]
+    assert shares_task_stage(tiny_config(*quiet, "privacy.noise_warmup=1"), tiny_config(*quiet))
 
 
 def test_warmup_config(tiny_config):

@@ -22,6 +22,9 @@ def shares_task_stage(cfg: Config, baseline_cfg: Config) -> bool:
     """True when both configs train stage 1 identically. The privacy settings that act in
     stage 1 (the information cap, feature noise, NoPeek's penalty) must be equal."""
     a, b = cfg.to_dict(), baseline_cfg.to_dict()
+    for d in (a, b):  # a warm-up of no noise is no warm-up
+        if d["privacy"]["feature_noise"] <= 0:
+            d["privacy"]["noise_warmup"] = 0.0
     stage1_privacy = ("feature_noise", "dcor_weight", "normalize_features", "noise_warmup")
     if any(a["privacy"][k] != b["privacy"][k] for k in stage1_privacy):
         return False

@@ -118,8 +118,9 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
               f"model.upload_pool={args.pool}", "model.position_gain=0",
               f"threads={args.threads}", f"device={args.device}",
               f"precision={args.precision}", "privacy.normalize_features=false",
-              "privacy.feature_noise=0",
-              f"train.adversarial.epochs={args.adversarial_epochs}"]
+              "privacy.feature_noise=0", "privacy.noise_warmup=0",
+              f"train.adversarial.epochs={args.adversarial_epochs}",
+              "train.adversarial.lr_schedule=constant"]
     if any(not o.startswith(("model.", "privacy.noise_warmup=")) for o in args.arch):
         raise SystemExit(f"--arch takes model.* and privacy.noise_warmup overrides only, "
                          f"got {args.arch}")

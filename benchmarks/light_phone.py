@@ -116,6 +116,7 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
     # continues the task stage instead of playing a game)
     common = [f"model.split_block={args.split}", "model.bottleneck=1",
               f"model.upload_pool={args.pool}", "model.position_gain=0",
+              "model.upload_positions=0",
               f"threads={args.threads}", f"device={args.device}",
               f"precision={args.precision}", "privacy.normalize_features=false",
               "privacy.feature_noise=0", "privacy.noise_warmup=0",

@@ -28,7 +28,7 @@ ROTATION_STEPS = ("noise", "reconstruction", "attribute", "adversaries", "classi
 # reference drops them; data, width and training settings stay the defended run's.
 NO_PRIVACY_OVERRIDES = ("privacy.method=none", "model.split_block=2", "model.bottleneck=0",
                         "model.upload_pool=1", "model.bottleneck_context=false",
-                        "model.position_gain=0",
+                        "model.position_gain=0", "model.upload_positions=0",
                         "privacy.feature_noise=0", "privacy.dcor_weight=0",
                         "privacy.normalize_features=false",
                         # inert without noise or a second stage; pinned to the values every
@@ -105,6 +105,11 @@ class ModelConfig:
     # rate: with the cap, E places its fixed signal power where the task needs it (aligned
     # faces: the mouth) and starves the rest. 0: none
     position_gain: float = 10.0
+    # >0: upload only this many numbers per image, the ones with the most signal power on
+    # the task-trained obfuscator (chosen when the task stage ends, from the defender's
+    # training images; later stages train with the choice). The rest carry almost nothing
+    # under the cap and are neither sent nor given any of the cap's power. 0: all
+    upload_positions: int = 0
     fc_hidden: int = 256  # classifier/adversary hidden width (paper: 4096)
     dropout: float = 0.5
     decoder_width: float = 1.0  # reconstructor channel multiplier relative to the encoder
@@ -216,7 +221,8 @@ class Config:
 
 # (section, key, the value every run had before the key existed); a section is dotted
 _LATE_KEYS = (("model", "upload_pool", 1), ("model", "bottleneck_context", False),
-              ("model", "position_gain", 0.0), ("privacy", "noise_warmup", 0.0),
+              ("model", "position_gain", 0.0), ("model", "upload_positions", 0),
+              ("privacy", "noise_warmup", 0.0),
               *((f"train.{stage}", "lr_schedule", "constant")
                 for stage in ("task", "reconstructor", "adversaries", "adversarial")))
 
@@ -401,6 +407,25 @@ def _enumerated(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
+def _check_upload_positions(cfg: Config, h: int, w: int) -> None:
+    k = cfg.model.upload_positions
+    if k == 0:
+        return
+    from .models.vgg import block_widths
+
+    c = cfg.model.bottleneck or block_widths(cfg.model.width)[cfg.model.split_block - 1][-1]
+    if not 0 < k <= c * h * w:
+        raise ConfigError(f"model.upload_positions={k} must be 0 (upload every number) or "
+                          f"1..{c * h * w} (the upload holds {c} x {h} x {w} numbers)")
+    from .methods import method_for
+
+    if len(method_for(cfg).stages(cfg)) < 2:
+        raise ConfigError(f"model.upload_positions={k} needs a stage after the task stage: the "
+                          "positions are chosen on the task-trained obfuscator and the cloud "
+                          "then trains on them; use privacy.method=task-continuation, robust "
+                          f"or deepobfuscator (not {cfg.privacy.method})")
+
+
 def validate(cfg: Config) -> None:
     # enumerated keys are checked against their Literal when built; a Config made in
     # code (or changed with dataclasses.replace) is checked here
@@ -435,6 +460,7 @@ def validate(cfg: Config) -> None:
     if cfg.model.position_gain < 0:
         raise ConfigError(f"model.position_gain={cfg.model.position_gain} must be >= 0 (0: no "
                           "gain; 1: the gain learns at E's rate, 10: ten times faster)")
+    _check_upload_positions(cfg, h // pool, w // pool)
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width must be positive, got {cfg.model.width}")
     p = cfg.privacy

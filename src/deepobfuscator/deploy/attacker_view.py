@@ -54,7 +54,12 @@ class AttackerView:
             run_cfg = read_run_config(Path(runs[name]))
             net = InversionNetwork(feature_shape(run_cfg), tuple(run_cfg.data.image_size))
             net.load_state_dict(load_file(str(weights)))
-            self.networks[name] = (net.eval(), tuple(feature_shape(run_cfg)))
+            self.networks[name] = (net.eval(), tuple(feature_shape(run_cfg)), None)
+        # a sparse upload arrives packed as (1, 1, K): the network reads the (C, H, W) map
+        packed = bundle.manifest["features"].get("positions")
+        if packed:
+            net, shape, _ = self.networks["obfuscated"]
+            self.networks["obfuscated"] = (net, shape, np.asarray(packed["flat_indices"]))
         self._torch = torch
         self._tmp = tempfile.TemporaryDirectory(prefix="deepobfuscator-attacker-view-")
         # the baseline's obfuscator, for the page to run on the same photo
@@ -66,14 +71,20 @@ class AttackerView:
             raise ExportError("--attacker-view: the baseline prepares photos differently from "
                               "this export; train it with the same data settings")
 
-    def feature_shape(self, run: str) -> tuple[int, int, int]:
-        return self.networks[run][1]
+    def feature_shape(self, run: str) -> tuple[int, ...]:
+        """The shape of what the device sends for this run."""
+        _, shape, positions = self.networks[run]
+        return shape if positions is None else (1, 1, len(positions))
 
     def reconstruct_png(self, run: str, features: np.ndarray) -> bytes:
         """The inverse network's reconstruction of the first image of `features`, as PNG."""
         from PIL import Image
 
-        net = self.networks[run][0]
+        from ..models.upload import unpack_numpy
+
+        net, shape, positions = self.networks[run]
+        if positions is not None:
+            features = unpack_numpy(features[:1], positions, shape)
         with self._torch.inference_mode():
             x = net(self._torch.from_numpy(np.ascontiguousarray(features[:1])))
         img = (x[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)

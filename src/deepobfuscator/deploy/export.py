@@ -22,6 +22,7 @@ import numpy as np
 from .. import __version__
 from ..io import atomic_write, atomic_write_json
 from ..models.budget import phone_budget
+from ..models.upload import PackUpload, UnpackUpload, kept_positions
 from . import wire
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, ExportError, load_export, sha256_file
 
@@ -110,12 +111,18 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
     normalized = bool(getattr(models.encoder, "normalize", False))
     task = task_probability(models.classifier.float()).eval()
     c, h, w = feature_shape(cfg)
+    positions = kept_positions(models.encoder)
+    shape: tuple[int, ...] = (c, h, w)
+    if positions is not None:  # a sparse upload: the phone packs, the cloud unpacks
+        encoder = PackUpload(encoder, positions, shape).eval()
+        task = UnpackUpload(task, positions, shape).eval()
+        shape = (1, 1, len(positions))
     images, image_source = _parity_images(cfg, parity_images)
 
     t0 = time.perf_counter()
     _export_onnx(encoder, torch.from_numpy(images[:2]), out / "obfuscator.onnx", "image",
                  "features")
-    _export_onnx(task, torch.zeros(2, c, h, w), out / "classifier.onnx", "features",
+    _export_onnx(task, torch.zeros(2, *shape), out / "classifier.onnx", "features",
                  "probability")
     parity = check_onnx_parity(out, encoder, task, images)
     parity["images"], parity["image_source"] = len(images), image_source
@@ -126,7 +133,7 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
         models_entry["obfuscator_pte"], mobile_note = _maybe_export_pte(encoder, images, out)
     pre = preprocess_from_config(cfg.data).to_dict()
     info = read_info(run_dir)
-    feat_elems = c * h * w
+    feat_elems = int(np.prod(shape))
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "package_version": __version__, "torch_version": torch.__version__,
@@ -144,11 +151,17 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
                           "floor(F x shorter side + 0.5) / min(N, shorter side) px; "
                           "resize to size=[height, width] with PIL's `resample` filter; "
                           "uint8 / 255 as float32; HWC -> CHW"},
-        "features": {"name": "features", "shape": [c, h, w], "dtype": "float32",
+        "features": {"name": "features", "shape": list(shape), "dtype": "float32",
                      "min": 0.0 if noise_std == 0 and not normalized else None,
                      "noise_std": noise_std,
                      "normalization": "unit_rms" if normalized else "none",
-                     "information_cap": _cap_note(normalized, noise_std, feat_elems),
+                     "information_cap": _cap_note(normalized, noise_std, c * h * w,
+                                                  feat_elems),
+                     "positions": None if positions is None else {
+                         "of_shape": [c, h, w], "flat_indices": positions.tolist(),
+                         "rule": "features hold the numbers at these C-order indices of "
+                                 "the obfuscator's (C, H, W) map; the rest are 0 and not "
+                                 "sent (model.upload_positions)"},
                      "noise": "none" if noise_std == 0 else "the device adds Gaussian noise "
                      f"of std {noise_std} to every value of obfuscator.onnx's output before "
                      "encoding (privacy.feature_noise; the classifier was trained with it)",
@@ -159,7 +172,7 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
                  "quantization": wire.QUANT_NAMES[(wire.QUANT_CHANNEL if per_channel else
                                                    wire.QUANT_TENSOR)
                                                   if wire_dtype == "int8" else wire.QUANT_NONE],
-                 "bytes_per_image": wire.encoded_size((1, c, h, w), wire_dtype, per_channel),
+                 "bytes_per_image": wire.encoded_size((1, *shape), wire_dtype, per_channel),
                  "image_bytes_uint8": 3 * pre["size"][0] * pre["size"][1]},
         "task": {"name": cfg.data.task, "output": f"P({cfg.data.task} = 1), sigmoid of the "
                  "classifier's logit", "threshold": 0.5},
@@ -175,13 +188,13 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
     load_export(out)  # what serve and classify will do: fail here, not there
 
 
-def _cap_note(normalized: bool, noise_std: float, elements: int) -> str:
+def _cap_note(normalized: bool, noise_std: float, elements: int, sent: int) -> str:
     """The information cap, in words: part of the export's contract with the device."""
     from ..models.split import capacity_bits
 
     if not normalized:
         return "none"
-    bits = capacity_bits(elements, noise_std)
+    bits = capacity_bits(elements, noise_std, sent if sent < elements else 0)
     if bits is None:
         return "features scaled to unit RMS per image in obfuscator.onnx; no noise: no bound"
     return (f"obfuscator.onnx scales each image's features to unit RMS and the device adds "

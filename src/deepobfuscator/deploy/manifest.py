@@ -132,6 +132,27 @@ def _check_fields(manifest: dict, mpath: Path) -> None:
                               f"{expected}. Export the run again")
 
 
+def _check_positions(manifest: dict, mpath: Path) -> None:
+    """features.positions (a sparse upload, model.upload_positions): absent/null, or the
+    flat indices of the sent numbers in the obfuscator's (C, H, W) map, one per feature."""
+    pos = manifest["features"].get("positions")
+    if pos is None:
+        return
+    shape = pos.get("of_shape") if isinstance(pos, dict) else None
+    idx = pos.get("flat_indices") if isinstance(pos, dict) else None
+    sent = 1
+    for v in manifest["features"]["shape"]:
+        sent *= v
+    ok = (isinstance(shape, list) and len(shape) == 3 and all(_is_int(v) for v in shape)
+          and isinstance(idx, list) and len(idx) == sent
+          and all(_is_int(v, 0) and v < shape[0] * shape[1] * shape[2] for v in idx)
+          and len(set(idx)) == len(idx))
+    if not ok:
+        raise ExportError(f"{mpath}: manifest field features.positions is malformed; expected "
+                          "of_shape [C, H, W] and flat_indices: distinct indices into it, one "
+                          "per feature. Export the run again")
+
+
 def load_export(export_dir: str | Path, check_hashes: bool = True) -> ExportBundle:
     """Open an export folder, checking that every file is there and every hash matches."""
     root = Path(export_dir)
@@ -157,6 +178,7 @@ def load_export(export_dir: str | Path, check_hashes: bool = True) -> ExportBund
             raise ExportError(f"{mpath}: manifest field {key!r} missing or not an object; "
                               "export the run again")
     _check_fields(manifest, mpath)
+    _check_positions(manifest, mpath)
     wire_version = manifest["wire"].get("format_version")
     if wire_version != WIRE_VERSION:
         raise ExportError(f"{mpath}: the export speaks wire format version {wire_version}, this "

@@ -82,8 +82,11 @@ def phone_budget(cfg: Config) -> PhoneBudget:
     phone = count_macs(models.encoder, x)
     c, h, w = feature_shape(cfg)
     cloud = count_macs(models.classifier, torch.zeros(1, c, h, w))
-    n = c * h * w
-    cap = capacity_bits(n, cfg.privacy.feature_noise) if cfg.privacy.normalize_features else None
-    return PhoneBudget(phone, cloud, n, encoded_size((1, c, h, w), "int8"),
+    n, k = c * h * w, cfg.model.upload_positions
+    cap = (capacity_bits(n, cfg.privacy.feature_noise, k) if cfg.privacy.normalize_features
+           else None)
+    # a sparse upload travels as (1, 1, K): models/upload.py
+    wire_shape = (1, 1, 1, k) if k else (1, c, h, w)
+    return PhoneBudget(phone, cloud, k or n, encoded_size(wire_shape, "int8"),
                        cfg.model.split_block, cfg.model.bottleneck, cap,
                        cfg.model.upload_pool)

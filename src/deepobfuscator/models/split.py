@@ -27,7 +27,8 @@ class Obfuscator(nn.Module):
     def __init__(self, widths: list[list[int]], split_block: int, bottleneck: int = 0,
                  noise_std: float = 0.0, normalize: bool = False, upload_pool: int = 1,
                  context: bool = False,
-                 gain_shape: tuple[int, int, int] | None = None, gain_rate: float = 1.0) -> None:
+                 gain_shape: tuple[int, int, int] | None = None, gain_rate: float = 1.0,
+                 upload_shape: tuple[int, int, int] | None = None) -> None:
         super().__init__()
         # Shredder-like defence: Gaussian noise on every upload, in training and in use (the
         # attacker sees noisy features). Export leaves it out of the ONNX graph (parity needs
@@ -62,8 +63,24 @@ class Obfuscator(nn.Module):
         # sharpen within a few epochs
         self.gain_delta = nn.Parameter(torch.zeros(1, *gain_shape)) if gain_shape else None
         self.gain_rate = float(gain_rate)
+        # model.upload_positions: 1 where a number is uploaded, 0 where it is neither sent
+        # nor given signal power nor noise. All ones until the trainer chooses
+        # (models/upload.py), so the task stage computes exactly what it would without it
+        self.upload_mask: torch.Tensor | None
+        if upload_shape is not None:
+            self.register_buffer("upload_mask", torch.ones(1, *upload_shape))
+        else:
+            self.upload_mask = None
         self.out_channels = bottleneck if bottleneck > 0 else c_in
         self.normalize = bool(normalize)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # a checkpoint from before the choice (another run's task stage, reused) has no
+        # mask: it is all ones there
+        key = prefix + "upload_mask"
+        if self.upload_mask is not None and key not in state_dict:
+            state_dict[key] = torch.ones_like(self.upload_mask)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def gain(self) -> torch.Tensor | None:
@@ -80,10 +97,15 @@ class Obfuscator(nn.Module):
         z = self.pool(z)
         if self.gain_delta is not None:
             z = z * (1 + self.gain_rate * self.gain_delta)
+        if self.upload_mask is not None:
+            z = z * self.upload_mask  # before the cap: the kept numbers share its power
         if self.normalize:
             z = unit_rms(z)
         if self.noise_std > 0:
-            z = z + self.noise_std * torch.randn_like(z)
+            noise = torch.randn_like(z)
+            if self.upload_mask is not None:
+                noise = noise * self.upload_mask
+            z = z + self.noise_std * noise
         return z
 
 
@@ -96,15 +118,18 @@ def unit_rms(z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (zf / rms).to(z.dtype)
 
 
-def capacity_bits(elements: int, noise_std: float) -> float | None:
+def capacity_bits(elements: int, noise_std: float, kept: int = 0) -> float | None:
     """Upper bound on what a unit-RMS upload of `elements` numbers with Gaussian noise of
     `noise_std` can carry: the Gaussian channel's D/2 * log2(1 + 1/s^2) bits (power
-    constraint per image). None when there is no noise (no finite bound)."""
+    constraint per image). With only `kept` of them uploaded (model.upload_positions),
+    those carry the whole power D: K/2 * log2(1 + D / (K s^2)). None when there is no
+    noise (no finite bound)."""
     import math
 
     if noise_std <= 0:
         return None
-    return elements / 2 * math.log2(1 + 1 / noise_std ** 2)
+    k = kept or elements
+    return k / 2 * math.log2(1 + elements / (k * noise_std ** 2))
 
 
 class Classifier(nn.Module):
@@ -208,7 +233,8 @@ def build_models(cfg: Config) -> Models:
     size = tuple(cfg.data.image_size)
     encoder = Obfuscator(widths, m.split_block, m.bottleneck, cfg.privacy.feature_noise,
                          cfg.privacy.normalize_features, m.upload_pool, m.bottleneck_context,
-                         feature_shape(cfg) if m.position_gain > 0 else None, m.position_gain)
+                         feature_shape(cfg) if m.position_gain > 0 else None, m.position_gain,
+                         feature_shape(cfg) if m.upload_positions > 0 else None)
     c_feat = encoder.out_channels
     classifier = Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout,
                             m.upload_pool)

@@ -1,0 +1,228 @@
+"""model.upload_positions: after the task stage only the K numbers with the most signal
+power are uploaded; the rest get neither signal nor noise and are not sent. The export
+packs the K numbers as (1, 1, K) and the cloud model scatters them back."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from deepobfuscator.config import NO_PRIVACY_OVERRIDES, ConfigError, load_config
+from deepobfuscator.deploy import wire
+from deepobfuscator.deploy.export import export_run, load_export
+from deepobfuscator.models import build_models, feature_shape
+from deepobfuscator.models.budget import phone_budget
+from deepobfuscator.models.split import capacity_bits
+from deepobfuscator.models.upload import (
+    choose_upload_positions,
+    kept_positions,
+    unpack_numpy,
+)
+from deepobfuscator.runs import load_run
+from deepobfuscator.training import train
+from deepobfuscator.training import trainer as trainer_mod
+from deepobfuscator.training.reuse import shares_task_stage, start_from_baseline
+
+K = 8
+# the default's parts on the tiny model: a 1-channel bottleneck (8 x 8 = 64 numbers at 32
+# px), the cap, a gain per position, the task continuation
+SPARSE = ["model.bottleneck=1", "privacy.normalize_features=true", "privacy.feature_noise=4",
+          "model.position_gain=10", "privacy.method=task-continuation",
+          "train.task.epochs=2", "train.adversarial.epochs=2", "train.checkpoint_every_s=0"]
+
+
+def test_config_bounds_and_a_second_stage_are_required(tiny_config):
+    with pytest.raises(ConfigError, match="1..64"):
+        tiny_config(*SPARSE, "model.upload_positions=65")
+    with pytest.raises(ConfigError, match="must be 0"):
+        tiny_config(*SPARSE, "model.upload_positions=-1")
+    with pytest.raises(ConfigError, match="needs a stage after the task stage"):
+        tiny_config(*SPARSE, "privacy.method=none", "model.upload_positions=4")
+    # absent and 0 are the same run (a late key: old runs keep their hash)
+    assert tiny_config(*SPARSE).fingerprint() == \
+        tiny_config(*SPARSE, "model.upload_positions=0").fingerprint()
+    assert "model.upload_positions=0" in NO_PRIVACY_OVERRIDES
+
+
+def test_budget_counts_only_the_sent_numbers():
+    full = phone_budget(load_config("cpu"))
+    sparse = phone_budget(load_config("cpu", ["model.upload_positions=16"]))
+    assert (full.upload_numbers, sparse.upload_numbers) == (256, 16)
+    assert sparse.upload_bytes == wire.encoded_size((1, 1, 1, 16)) == 32 + 16
+    assert full.upload_bytes == 32 + 256
+    assert (sparse.phone_macs, sparse.cloud_macs) == (full.phone_macs, full.cloud_macs)
+    # the 16 numbers carry the whole power: 8 log2(1 + 256 / (16 * 16)) = 8 bits
+    assert sparse.info_cap_bits == pytest.approx(8.0)
+    assert sparse.info_cap_bits < full.info_cap_bits == pytest.approx(capacity_bits(256, 4))
+
+
+def _encoder(tiny_config, *extra):
+    cfg = tiny_config(*SPARSE, f"model.upload_positions={K}", *extra)
+    torch.manual_seed(0)
+    return cfg, build_models(cfg).encoder
+
+
+def test_an_unchosen_mask_changes_nothing(tiny_config):
+    """All ones until the task stage ends: the task stage is that of a run without it."""
+    _, plain = _encoder(tiny_config, "model.upload_positions=0")
+    _, sparse = _encoder(tiny_config)
+    sparse.load_state_dict(plain.state_dict())  # no mask in there: it loads as all ones
+    assert torch.equal(sparse.upload_mask, torch.ones_like(sparse.upload_mask))
+    x = torch.rand(4, 3, 32, 32)
+    for net in (plain, sparse):
+        net.train()
+    torch.manual_seed(1)
+    a = plain(x)
+    torch.manual_seed(1)
+    assert torch.equal(sparse(x), a)  # noise included
+
+
+def test_the_chosen_positions_are_the_strongest_and_the_rest_are_exact_zeros(tiny_config):
+    _, enc = _encoder(tiny_config)
+    planted = [5, 17, 18, 40, 41, 42, 60, 63]
+    with torch.no_grad():
+        enc.gain_delta.fill_(-0.099)  # gain 0.01 everywhere ...
+        enc.gain_delta.view(-1)[planted] = 0.9  # ... and 10 on the planted positions
+    images = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8)
+    choose_upload_positions(enc, images, K)
+    assert kept_positions(enc).tolist() == planted
+    assert enc.noise_std == 4.0 and enc.training  # restored after choosing
+    z = enc(torch.rand(6, 3, 32, 32)).flatten(1)
+    dropped = np.setdiff1d(np.arange(64), planted)
+    assert torch.all(z[:, dropped] == 0)  # no signal and no noise where nothing is sent
+    enc.eval()
+    enc.noise_std = 0.0
+    with torch.no_grad():
+        z = enc(torch.rand(6, 3, 32, 32)).flatten(1)
+    # the cap's power (unit RMS over the map) is all on the sent numbers
+    assert z.pow(2).sum(1) == pytest.approx(torch.full((6,), 64.0), rel=1e-4)
+
+
+def test_training_chooses_once_after_the_task_stage(tmp_path, tiny_config, monkeypatch):
+    calls = []
+    real = trainer_mod.choose_upload_positions
+
+    def spy(encoder, images, k):
+        calls.append(k)
+        assert torch.equal(encoder.upload_mask, torch.ones_like(encoder.upload_mask))
+        return real(encoder, images, k)
+
+    monkeypatch.setattr(trainer_mod, "choose_upload_positions", spy)
+    cfg = tiny_config(*SPARSE, f"model.upload_positions={K}")
+    run = train(cfg, tmp_path / "run", progress=False)
+    assert calls == [K]
+    _, models = load_run(run)
+    kept = kept_positions(models.encoder)
+    assert len(kept) == K
+    models.encoder.train()
+    z = models.encoder(torch.rand(4, 3, 32, 32)).flatten(1)
+    assert torch.all(z[:, np.setdiff1d(np.arange(64), kept)] == 0)
+    assert json.loads((run / "run.json").read_text())["budget"]["upload_numbers"] == K
+
+
+def test_a_run_killed_after_the_choice_resumes_to_the_same_weights(tmp_path, tiny_config,
+                                                                  monkeypatch):
+    cfg = tiny_config(*SPARSE, f"model.upload_positions={K}")
+    whole = train(cfg, tmp_path / "whole", progress=False)
+    real = trainer_mod._Loop.epoch_steps
+
+    def counting(self, ctx, stage, s_idx, epoch, scfg):
+        step = real(self, ctx, stage, s_idx, epoch, scfg)
+
+        def wrapped(b, batch):
+            if stage == "adversarial" and epoch == 1 and b == 2:
+                raise KeyboardInterrupt  # mid continuation, after the choice
+            return step(b, batch)
+
+        return wrapped
+
+    monkeypatch.setattr(trainer_mod._Loop, "epoch_steps", counting)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", progress=False)
+    monkeypatch.setattr(trainer_mod._Loop, "epoch_steps", real)
+    resumed = train(cfg, tmp_path / "killed", progress=False)
+    _, a = load_run(whole)
+    _, b = load_run(resumed)
+    for name, net in a.named().items():
+        for (k, va), vb in zip(net.state_dict().items(), b.named()[name].state_dict().values(),
+                               strict=True):
+            assert torch.equal(va, vb), f"{name}.{k}"
+
+
+def test_a_task_stage_without_the_key_is_reused_bit_for_bit(tmp_path, tiny_config):
+    stage1 = tiny_config(*SPARSE, "privacy.method=none", "train.adversarial.epochs=2")
+    sparse = tiny_config(*SPARSE, f"model.upload_positions={K}")
+    assert shares_task_stage(sparse, stage1)
+    src = train(stage1, tmp_path / "stage1", progress=False)
+    assert start_from_baseline(sparse, tmp_path / "reused", src)
+    reused = train(sparse, tmp_path / "reused", progress=False)
+    fresh = train(sparse, tmp_path / "fresh", progress=False)
+    _, a = load_run(reused)
+    _, b = load_run(fresh)
+    for va, vb in zip(a.encoder.state_dict().values(), b.encoder.state_dict().values(),
+                      strict=True):
+        assert torch.equal(va, vb)
+
+
+@pytest.fixture(scope="module")
+def sparse_export(tmp_path_factory):
+    from conftest import TINY, _session_cache_env
+
+    mp = _session_cache_env(tmp_path_factory)
+    try:
+        cfg = load_config("cpu", [*TINY, *SPARSE, f"model.upload_positions={K}"])
+        root = tmp_path_factory.mktemp("sparse")
+        run = train(cfg, root / "run", progress=False)
+        return run, export_run(run, root / "export", parity_images=8, mobile=False)
+    finally:
+        mp.undo()
+
+
+def test_the_export_sends_k_numbers_and_the_cloud_answers_as_pytorch(sparse_export):
+    run, export = sparse_export
+    cfg, models = load_run(run)
+    bundle = load_export(export)
+    m = bundle.manifest
+    kept = kept_positions(models.encoder)
+    assert m["features"]["shape"] == [1, 1, K]
+    assert m["features"]["positions"]["flat_indices"] == kept.tolist()
+    assert m["features"]["positions"]["of_shape"] == list(feature_shape(cfg))
+    assert m["wire"]["bytes_per_image"] == 32 + K == m["budget"]["upload_bytes"]
+    cap = capacity_bits(64, 4, K)  # 4 log2(1 + 64 / (8 * 16)) = 2.3
+    assert f"at most {cap:.1f} bits" in m["features"]["information_cap"]
+    images = np.random.default_rng(0).random((5, 3, 32, 32), dtype=np.float32)
+    phone = ort.InferenceSession(str(bundle.model_path("obfuscator")))
+    cloud = ort.InferenceSession(str(bundle.model_path("classifier")))
+    sent = phone.run(None, {"image": images})[0]
+    assert sent.shape == (5, 1, 1, K)
+    body = wire.encode(sent + np.float32(4.0) * np.random.default_rng(1).standard_normal(
+        sent.shape).astype(np.float32))
+    assert len(body) == 5 * K + 24 + 8 * 5  # header, a scale and zero point per image
+    got = wire.decode(body, expected_shape=(1, 1, K))
+    models.encoder.eval()
+    models.encoder.noise_std = 0.0
+    with torch.no_grad():
+        full = models.encoder(torch.from_numpy(images)).numpy()
+        np.testing.assert_allclose(unpack_numpy(sent, kept, full.shape[1:]), full, atol=1e-5)
+        want = torch.sigmoid(models.classifier.eval()(
+            torch.from_numpy(unpack_numpy(got, kept, full.shape[1:])))).numpy()
+    answer = cloud.run(None, {"features": got})[0].reshape(-1)
+    np.testing.assert_allclose(answer, want, atol=1e-5)
+
+
+def test_a_damaged_positions_field_is_refused(sparse_export, tmp_path):
+    import shutil
+
+    _, export = sparse_export
+    bad = tmp_path / "bad"
+    shutil.copytree(export, bad)
+    m = json.loads((bad / "manifest.json").read_text())
+    m["features"]["positions"]["flat_indices"][0] = m["features"]["positions"][
+        "flat_indices"][1]  # a repeated index
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(Exception, match="features.positions is malformed"):
+        load_export(bad)

@@ -226,3 +226,42 @@ def test_a_damaged_positions_field_is_refused(sparse_export, tmp_path):
     (bad / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(Exception, match="features.positions is malformed"):
         load_export(bad)
+
+
+def test_the_audit_reports_the_sparse_budget_and_attacks_the_zeroed_map(sparse_export,
+                                                                       tmp_path):
+    from deepobfuscator.audit import AuditSettings, audit
+
+    run, _ = sparse_export
+    fast = AuditSettings(max_epochs=1, whitebox_images=2, whitebox_steps=3, grid_images=2,
+                         progress=False, recogniser="off", wire="int8")
+    doc = json.loads((audit(run, None, tmp_path / "audit", fast) / "audit.json").read_text())
+    budget = doc["runs"]["obfuscated"]["budget"]
+    assert (budget["upload_numbers"], budget["upload_bytes"]) == (K, 32 + K)
+    assert doc["feature_shape"] == [1, 8, 8]  # attackers get the map, zeros where unsent
+
+
+def test_the_attacker_view_unpacks_what_the_device_sent(sparse_export):
+    from PIL import Image
+
+    from deepobfuscator.attacks.inversion import InversionNetwork
+    from deepobfuscator.deploy.attacker_view import AttackerView
+
+    run, _ = sparse_export
+    _, models = load_run(run)
+    kept = kept_positions(models.encoder)
+    torch.manual_seed(0)
+    net = InversionNetwork((1, 8, 8), (32, 32)).eval()
+    view = AttackerView.__new__(AttackerView)  # the networks without an audit folder
+    view.networks = {"obfuscated": (net, (1, 8, 8), kept)}
+    view._torch = torch
+    assert view.feature_shape("obfuscated") == (1, 1, K)
+    sent = np.random.default_rng(0).standard_normal((1, 1, 1, K)).astype(np.float32)
+    png = view.reconstruct_png("obfuscated", sent)
+    import io
+
+    got = np.asarray(Image.open(io.BytesIO(png)))
+    with torch.no_grad():
+        want = net(torch.from_numpy(unpack_numpy(sent, kept, (1, 8, 8))))[0]
+    want = (want.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(got, want)

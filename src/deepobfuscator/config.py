@@ -108,7 +108,8 @@ class ModelConfig:
     # >0: upload only this many numbers per image, the ones with the most signal power on
     # the task-trained obfuscator (chosen when the task stage ends, from the defender's
     # training images; later stages train with the choice). The rest carry almost nothing
-    # under the cap and are neither sent nor given any of the cap's power. 0: all
+    # under the cap and are neither sent nor given any of the cap's power. 0 (or at least
+    # the map's size): all
     upload_positions: int = 0
     fc_hidden: int = 256  # classifier/adversary hidden width (paper: 4096)
     dropout: float = 0.5
@@ -409,21 +410,21 @@ def _enumerated(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 def _check_upload_positions(cfg: Config, h: int, w: int) -> None:
     k = cfg.model.upload_positions
-    if k == 0:
-        return
+    if k < 0:
+        raise ConfigError(f"model.upload_positions={k} must be >= 0 (0: upload every number)")
     from .models.vgg import block_widths
 
     c = cfg.model.bottleneck or block_widths(cfg.model.width)[cfg.model.split_block - 1][-1]
-    if not 0 < k <= c * h * w:
-        raise ConfigError(f"model.upload_positions={k} must be 0 (upload every number) or "
-                          f"1..{c * h * w} (the upload holds {c} x {h} x {w} numbers)")
+    if k == 0 or k >= c * h * w:  # a map of at most K numbers is sent whole
+        return
     from .methods import method_for
 
     if len(method_for(cfg).stages(cfg)) < 2:
         raise ConfigError(f"model.upload_positions={k} needs a stage after the task stage: the "
                           "positions are chosen on the task-trained obfuscator and the cloud "
                           "then trains on them; use privacy.method=task-continuation, robust "
-                          f"or deepobfuscator (not {cfg.privacy.method})")
+                          f"or deepobfuscator (not {cfg.privacy.method}), or "
+                          "model.upload_positions=0 to upload every number")
 
 
 def validate(cfg: Config) -> None:

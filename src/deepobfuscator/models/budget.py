@@ -74,7 +74,7 @@ def count_macs(module: nn.Module, x: torch.Tensor) -> int:
 def phone_budget(cfg: Config) -> PhoneBudget:
     """The budget of a config's split model (weights do not matter, shapes do)."""
     from ..deploy.wire import encoded_size
-    from .split import build_models, capacity_bits, feature_shape
+    from .split import build_models, capacity_bits, feature_shape, sent_positions
 
     with torch.random.fork_rng(devices=[]):
         models = build_models(cfg)
@@ -82,7 +82,7 @@ def phone_budget(cfg: Config) -> PhoneBudget:
     phone = count_macs(models.encoder, x)
     c, h, w = feature_shape(cfg)
     cloud = count_macs(models.classifier, torch.zeros(1, c, h, w))
-    n, k = c * h * w, cfg.model.upload_positions
+    n, k = c * h * w, sent_positions(cfg)
     cap = (capacity_bits(n, cfg.privacy.feature_noise, k) if cfg.privacy.normalize_features
            else None)
     # a sparse upload travels as (1, 1, K): models/upload.py

@@ -210,6 +210,13 @@ def feature_shape(cfg: Config) -> tuple[int, int, int]:
     return c, h // cfg.model.upload_pool, w // cfg.model.upload_pool
 
 
+def sent_positions(cfg: Config) -> int:
+    """K of a sparse upload (model.upload_positions), or 0 when every number is sent."""
+    c, h, w = feature_shape(cfg)
+    k = cfg.model.upload_positions
+    return k if 0 < k < c * h * w else 0
+
+
 def init_weights(module: nn.Module) -> None:
     """He init for convs (fan-out, as VGG papers do), small normal for linears. PyTorch's
     default init trains a 13-layer plain VGG slowly and erratically from scratch."""
@@ -234,7 +241,7 @@ def build_models(cfg: Config) -> Models:
     encoder = Obfuscator(widths, m.split_block, m.bottleneck, cfg.privacy.feature_noise,
                          cfg.privacy.normalize_features, m.upload_pool, m.bottleneck_context,
                          feature_shape(cfg) if m.position_gain > 0 else None, m.position_gain,
-                         feature_shape(cfg) if m.upload_positions > 0 else None)
+                         feature_shape(cfg) if sent_positions(cfg) else None)
     c_feat = encoder.out_channels
     classifier = Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout,
                             m.upload_pool)

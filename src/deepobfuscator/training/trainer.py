@@ -31,6 +31,7 @@ from ..log import log
 from ..methods import Stage, StepFn, method_for
 from ..models import build_models, feature_shape
 from ..models.budget import phone_budget
+from ..models.split import sent_positions
 from ..models.upload import choose_upload_positions
 from ..precision import autocast, memory_format, resolve_precision
 from ..privacy import fixed_noise_image, settings_for_size
@@ -225,11 +226,11 @@ class _Loop:
                 opt_state = None
             else:
                 self.method.begin_stage(cfg, self.models, stage)
-                if s_idx == 1 and cfg.model.upload_positions:
+                if s_idx == 1 and sent_positions(cfg):
                     # the sparse upload is chosen on the task-trained obfuscator; every
                     # later stage trains with it (models/upload.py)
                     choose_upload_positions(self.models.encoder, self.images,
-                                            cfg.model.upload_positions)
+                                            sent_positions(cfg))
             self.broadcast_models()  # every rank starts each stage from rank 0's weights
             ctx = StepContext(cfg, self.models, optimizers, self.msssim, self.noise,
                               amp=lambda: autocast(self.precision, self.device),

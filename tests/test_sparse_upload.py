@@ -35,15 +35,14 @@ SPARSE = ["model.bottleneck=1", "privacy.normalize_features=true", "privacy.feat
           "train.task.epochs=2", "train.adversarial.epochs=2", "train.checkpoint_every_s=0"]
 
 
-def test_config_bounds_and_a_second_stage_are_required(tiny_config):
+def test_config_bounds(tiny_config):
     with pytest.raises(ConfigError, match="must be >= 0"):
         tiny_config(*SPARSE, "model.upload_positions=-1")
-    with pytest.raises(ConfigError, match="needs a stage after the task stage"):
-        tiny_config(*SPARSE, "privacy.method=none", "model.upload_positions=4")
-    # a map of at most K numbers is sent whole: no mask, no error, the full budget
-    whole = tiny_config(*SPARSE, "privacy.method=none", "model.upload_positions=64")
-    assert sent_positions(whole) == 0 and build_models(whole).encoder.upload_mask is None
-    assert phone_budget(whole).upload_numbers == 64
+    # a map of at most K numbers is sent whole: no mask, the full budget
+    for k in (64, 100):
+        whole = tiny_config(*SPARSE, f"model.upload_positions={k}")
+        assert sent_positions(whole) == 0 and build_models(whole).encoder.upload_mask is None
+        assert phone_budget(whole).upload_numbers == 64
     # absent and 0 are the same run (a late key: old runs keep their hash)
     assert tiny_config(*SPARSE).fingerprint() == \
         tiny_config(*SPARSE, "model.upload_positions=0").fingerprint()
@@ -104,19 +103,28 @@ def test_the_chosen_positions_are_the_strongest_and_the_rest_are_exact_zeros(tin
     assert z.pow(2).sum(1) == pytest.approx(torch.full((6,), 64.0), rel=1e-4)
 
 
-def test_training_chooses_once_after_the_task_stage(tmp_path, tiny_config, monkeypatch):
+@pytest.mark.parametrize("method", ["task-continuation", "none"])
+def test_training_chooses_once_when_the_task_stage_ends(tmp_path, tiny_config, monkeypatch,
+                                                        method):
     calls = []
     real = trainer_mod.choose_upload_positions
+    task_steps = []
+    real_step = trainer_mod.task_step
 
     def spy(encoder, images, k):
-        calls.append(k)
+        calls.append((k, len(task_steps)))
         assert torch.equal(encoder.upload_mask, torch.ones_like(encoder.upload_mask))
         return real(encoder, images, k)
 
+    def counting(ctx, batch):
+        task_steps.append(1)
+        return real_step(ctx, batch)
+
     monkeypatch.setattr(trainer_mod, "choose_upload_positions", spy)
-    cfg = tiny_config(*SPARSE, f"model.upload_positions={K}")
+    monkeypatch.setattr(trainer_mod, "task_step", counting)
+    cfg = tiny_config(*SPARSE, f"model.upload_positions={K}", f"privacy.method={method}")
     run = train(cfg, tmp_path / "run", progress=False)
-    assert calls == [K]
+    assert calls == [(K, len(task_steps))]  # once, after the task stage's last step
     _, models = load_run(run)
     kept = kept_positions(models.encoder)
     assert len(kept) == K

@@ -108,8 +108,8 @@ class ModelConfig:
     # >0: upload only this many numbers per image, the ones with the most signal power on
     # the task-trained obfuscator (chosen when the task stage ends, from the defender's
     # training images; later stages train with the choice). The rest carry almost nothing
-    # under the cap and are neither sent nor given any of the cap's power. 0 (or at least
-    # the map's size): all
+    # under the cap and are neither sent nor given any of the cap's power. 0 (or the
+    # map's size): all
     upload_positions: int = 0
     fc_hidden: int = 256  # classifier/adversary hidden width (paper: 4096)
     dropout: float = 0.5
@@ -408,23 +408,12 @@ def _enumerated(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def _check_upload_positions(cfg: Config, h: int, w: int) -> None:
-    k = cfg.model.upload_positions
-    if k < 0:
-        raise ConfigError(f"model.upload_positions={k} must be >= 0 (0: upload every number)")
-    from .models.vgg import block_widths
-
-    c = cfg.model.bottleneck or block_widths(cfg.model.width)[cfg.model.split_block - 1][-1]
-    if k == 0 or k >= c * h * w:  # a map of at most K numbers is sent whole
-        return
-    from .methods import method_for
-
-    if len(method_for(cfg).stages(cfg)) < 2:
-        raise ConfigError(f"model.upload_positions={k} needs a stage after the task stage: the "
-                          "positions are chosen on the task-trained obfuscator and the cloud "
-                          "then trains on them; use privacy.method=task-continuation, robust "
-                          f"or deepobfuscator (not {cfg.privacy.method}), or "
-                          "model.upload_positions=0 to upload every number")
+def _check_upload_positions(cfg: Config) -> None:
+    # K >= the map's size sends it whole (models.split.sent_positions): a default K holds
+    # for any split; any method can choose (at the end of its task stage)
+    if cfg.model.upload_positions < 0:
+        raise ConfigError(f"model.upload_positions={cfg.model.upload_positions} must be >= 0 "
+                          "(0: upload every number)")
 
 
 def validate(cfg: Config) -> None:
@@ -461,7 +450,7 @@ def validate(cfg: Config) -> None:
     if cfg.model.position_gain < 0:
         raise ConfigError(f"model.position_gain={cfg.model.position_gain} must be >= 0 (0: no "
                           "gain; 1: the gain learns at E's rate, 10: ten times faster)")
-    _check_upload_positions(cfg, h // pool, w // pool)
+    _check_upload_positions(cfg)
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width must be positive, got {cfg.model.width}")
     p = cfg.privacy

@@ -226,11 +226,8 @@ class _Loop:
                 opt_state = None
             else:
                 self.method.begin_stage(cfg, self.models, stage)
-                if s_idx == 1 and sent_positions(cfg):
-                    # the sparse upload is chosen on the task-trained obfuscator; every
-                    # later stage trains with it (models/upload.py)
-                    choose_upload_positions(self.models.encoder, self.images,
-                                            sent_positions(cfg))
+                if s_idx >= 1 and self._unchosen():  # a task stage reused from another run
+                    self._choose_upload()
             self.broadcast_models()  # every rank starts each stage from rank 0's weights
             ctx = StepContext(cfg, self.models, optimizers, self.msssim, self.noise,
                               amp=lambda: autocast(self.precision, self.device),
@@ -245,6 +242,10 @@ class _Loop:
                         self.broadcast_models()  # fresh attackers drawn on rank 0
                 t0 = time.time()
                 self._epoch(ctx, s_idx, stage, epoch, scfg, first_batch, running)
+                if stage == "task" and epoch + 1 == scfg.epochs and sent_positions(cfg):
+                    # the sparse upload is chosen on the task-trained obfuscator; what is
+                    # recorded from here on, and every later stage, uses it
+                    self._choose_upload()
                 self.timings[stage] = self.timings.get(stage, 0.0) + time.time() - t0
                 running = self.d.sum_counts(running)
                 if self.d.is_main:  # the others go straight on to the next collective
@@ -282,6 +283,13 @@ class _Loop:
         self.history.append(record)
         if self.progress:
             tqdm.write(_format_record(record))
+
+    def _choose_upload(self) -> None:
+        choose_upload_positions(self.models.encoder, self.images, sent_positions(self.cfg))
+
+    def _unchosen(self) -> bool:
+        mask = getattr(self.models.encoder, "upload_mask", None)
+        return mask is not None and bool((mask == 1).all())
 
     def broadcast_models(self) -> None:
         for module in self.models.named().values():

@@ -1,6 +1,7 @@
-"""model.upload_positions: after the task stage only the K numbers with the most signal
-power are uploaded; the rest get neither signal nor noise and are not sent. The export
-packs the K numbers as (1, 1, K) and the cloud model scatters them back."""
+"""model.upload_positions: when training ends, the K numbers with the most signal power
+are kept and the rest are not sent: a subset of the full upload, chosen without changing
+a weight. The export packs the K numbers as (1, 1, K) and the cloud model scatters them
+back."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def _encoder(tiny_config, *extra):
 
 
 def test_an_unchosen_mask_changes_nothing(tiny_config):
-    """All ones until the task stage ends: the task stage is that of a run without it."""
+    """All ones until training ends: training is that of a run without it."""
     _, plain = _encoder(tiny_config, "model.upload_positions=0")
     _, sparse = _encoder(tiny_config)
     sparse.load_state_dict(plain.state_dict())  # no mask in there: it loads as all ones
@@ -95,16 +96,26 @@ def test_the_chosen_positions_are_the_strongest_and_the_rest_are_exact_zeros(tin
     z = enc(torch.rand(6, 3, 32, 32)).flatten(1)
     dropped = np.setdiff1d(np.arange(64), planted)
     assert torch.all(z[:, dropped] == 0)  # no signal and no noise where nothing is sent
-    enc.eval()
-    enc.noise_std = 0.0
-    with torch.no_grad():
-        z = enc(torch.rand(6, 3, 32, 32)).flatten(1)
-    # the cap's power (unit RMS over the map) is all on the sent numbers
-    assert z.pow(2).sum(1) == pytest.approx(torch.full((6,), 64.0), rel=1e-4)
+
+
+def test_the_sent_numbers_are_exactly_those_of_the_full_upload(tiny_config):
+    """The mask comes after the cap and the noise: the sparse upload is a subset of the
+    full one (same weights, same noise draw), so it cannot tell an attacker more."""
+    _, plain = _encoder(tiny_config, "model.upload_positions=0")
+    _, sparse = _encoder(tiny_config)
+    sparse.load_state_dict(plain.state_dict())
+    choose_upload_positions(sparse, torch.randint(0, 256, (32, 32, 32, 3), dtype=torch.uint8), K)
+    mask = sparse.upload_mask
+    assert int(mask.sum()) == K
+    x = torch.rand(4, 3, 32, 32)
+    torch.manual_seed(3)
+    full = plain(x)
+    torch.manual_seed(3)
+    assert torch.equal(sparse(x), full * mask)
 
 
 @pytest.mark.parametrize("method", ["task-continuation", "none"])
-def test_training_chooses_once_when_the_task_stage_ends(tmp_path, tiny_config, monkeypatch,
+def test_training_chooses_once_at_the_end_and_changes_no_weight(tmp_path, tiny_config, monkeypatch,
                                                         method):
     calls = []
     real = trainer_mod.choose_upload_positions
@@ -124,7 +135,19 @@ def test_training_chooses_once_when_the_task_stage_ends(tmp_path, tiny_config, m
     monkeypatch.setattr(trainer_mod, "task_step", counting)
     cfg = tiny_config(*SPARSE, f"model.upload_positions={K}", f"privacy.method={method}")
     run = train(cfg, tmp_path / "run", progress=False)
-    assert calls == [(K, len(task_steps))]  # once, after the task stage's last step
+    assert calls == [(K, len(task_steps))]  # once, after the last step
+    # choosing changes no weight: everything but the mask is the run without the key
+    plain = train(tiny_config(*SPARSE, f"privacy.method={method}"), tmp_path / "plain",
+                  progress=False)
+    _, a = load_run(plain)
+    _, b = load_run(run)
+    for name, net in a.named().items():
+        got = b.named()[name].state_dict()
+        for key, value in net.state_dict().items():
+            assert torch.equal(value, got[key]), f"{name}.{key}"
+    assert set(b.encoder.state_dict()) - set(a.encoder.state_dict()) == {"upload_mask"}
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["stage"] == "upload" and history[-1]["upload_positions"] == K
     _, models = load_run(run)
     kept = kept_positions(models.encoder)
     assert len(kept) == K
@@ -134,7 +157,7 @@ def test_training_chooses_once_when_the_task_stage_ends(tmp_path, tiny_config, m
     assert json.loads((run / "run.json").read_text())["budget"]["upload_numbers"] == K
 
 
-def test_a_run_killed_after_the_choice_resumes_to_the_same_weights(tmp_path, tiny_config,
+def test_a_killed_run_resumes_to_the_same_weights_and_positions(tmp_path, tiny_config,
                                                                   monkeypatch):
     cfg = tiny_config(*SPARSE, f"model.upload_positions={K}")
     whole = train(cfg, tmp_path / "whole", progress=False)
@@ -145,7 +168,7 @@ def test_a_run_killed_after_the_choice_resumes_to_the_same_weights(tmp_path, tin
 
         def wrapped(b, batch):
             if stage == "adversarial" and epoch == 1 and b == 2:
-                raise KeyboardInterrupt  # mid continuation, after the choice
+                raise KeyboardInterrupt  # mid continuation
             return step(b, batch)
 
         return wrapped

@@ -106,10 +106,9 @@ class ModelConfig:
     # faces: the mouth) and starves the rest. 0: none
     position_gain: float = 10.0
     # >0: upload only this many numbers per image, the ones with the most signal power on
-    # the task-trained obfuscator (chosen when the task stage ends, from the defender's
-    # training images; later stages train with the choice). The rest carry almost nothing
-    # under the cap and are neither sent nor given any of the cap's power. 0 (or the
-    # map's size): all
+    # the trained obfuscator (chosen when training ends, from the defender's training
+    # images; no weight changes). Under the cap the rest carry almost nothing; they are
+    # not sent and the cloud reads zeros there. 0 (or the map's size): all
     upload_positions: int = 0
     fc_hidden: int = 256  # classifier/adversary hidden width (paper: 4096)
     dropout: float = 0.5

@@ -63,9 +63,9 @@ class Obfuscator(nn.Module):
         # sharpen within a few epochs
         self.gain_delta = nn.Parameter(torch.zeros(1, *gain_shape)) if gain_shape else None
         self.gain_rate = float(gain_rate)
-        # model.upload_positions: 1 where a number is uploaded, 0 where it is neither sent
-        # nor given signal power nor noise. All ones until the trainer chooses
-        # (models/upload.py), so the task stage computes exactly what it would without it
+        # model.upload_positions: 1 where a number is uploaded, 0 where it is not sent. All
+        # ones until the trainer chooses, after the last stage (models/upload.py), so
+        # training computes exactly what it would without it
         self.upload_mask: torch.Tensor | None
         if upload_shape is not None:
             self.register_buffer("upload_mask", torch.ones(1, *upload_shape))
@@ -97,15 +97,15 @@ class Obfuscator(nn.Module):
         z = self.pool(z)
         if self.gain_delta is not None:
             z = z * (1 + self.gain_rate * self.gain_delta)
-        if self.upload_mask is not None:
-            z = z * self.upload_mask  # before the cap: the kept numbers share its power
         if self.normalize:
             z = unit_rms(z)
         if self.noise_std > 0:
-            noise = torch.randn_like(z)
-            if self.upload_mask is not None:
-                noise = noise * self.upload_mask
-            z = z + self.noise_std * noise
+            z = z + self.noise_std * torch.randn_like(z)
+        if self.upload_mask is not None:
+            # after the cap and the noise: the sent numbers are exactly those of the full
+            # upload, so an attacker of the sparse upload knows a subset of what an attacker
+            # of the full one knows
+            z = z * self.upload_mask
         return z
 
 
@@ -122,8 +122,8 @@ def capacity_bits(elements: int, noise_std: float, kept: int = 0) -> float | Non
     """Upper bound on what a unit-RMS upload of `elements` numbers with Gaussian noise of
     `noise_std` can carry: the Gaussian channel's D/2 * log2(1 + 1/s^2) bits (power
     constraint per image). With only `kept` of them uploaded (model.upload_positions),
-    those carry the whole power D: K/2 * log2(1 + D / (K s^2)). None when there is no
-    noise (no finite bound)."""
+    those carry at most the whole power D: K/2 * log2(1 + D / (K s^2)). None when there is
+    no noise (no finite bound)."""
     import math
 
     if noise_std <= 0:

@@ -1,10 +1,12 @@
 """A sparse upload (model.upload_positions): only the numbers that carry the signal.
 
 With the information cap and a learned gain per position, the phone puts nearly all of
-the cap's power on a few positions (the mouth, for `Smiling`); the others are noise the
-cloud could draw itself. After the task stage the trainer keeps the K positions with the
-most signal power on the defender's training images; the obfuscator then zeroes the rest
-(no signal, no noise), so the cap's power is shared by the K and nothing else is sent.
+the cap's power on a few positions (the mouth, for `Smiling`); the others are noise. When
+training ends, the trainer keeps the K positions with the most signal power on the
+defender's training images and the obfuscator sends only those: the mask comes after the
+cap and the noise, so the K numbers are exactly those of the full upload (a subset: an
+attacker of the sparse upload knows no more than one of the full upload), and no weight
+changes. The cloud gets zeros where nothing was sent.
 
 Training and the audit keep the (C, H, W) layout with zeros, so attackers see the
 spatial map they would rebuild from the manifest's positions. The export packs the K

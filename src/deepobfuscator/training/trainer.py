@@ -226,8 +226,6 @@ class _Loop:
                 opt_state = None
             else:
                 self.method.begin_stage(cfg, self.models, stage)
-                if s_idx >= 1 and self._unchosen():  # a task stage reused from another run
-                    self._choose_upload()
             self.broadcast_models()  # every rank starts each stage from rank 0's weights
             ctx = StepContext(cfg, self.models, optimizers, self.msssim, self.noise,
                               amp=lambda: autocast(self.precision, self.device),
@@ -242,10 +240,6 @@ class _Loop:
                         self.broadcast_models()  # fresh attackers drawn on rank 0
                 t0 = time.time()
                 self._epoch(ctx, s_idx, stage, epoch, scfg, first_batch, running)
-                if stage == "task" and epoch + 1 == scfg.epochs and sent_positions(cfg):
-                    # the sparse upload is chosen on the task-trained obfuscator; what is
-                    # recorded from here on, and every later stage, uses it
-                    self._choose_upload()
                 self.timings[stage] = self.timings.get(stage, 0.0) + time.time() - t0
                 running = self.d.sum_counts(running)
                 if self.d.is_main:  # the others go straight on to the next collective
@@ -253,6 +247,15 @@ class _Loop:
                 nxt = ({"stage": s_idx, "epoch": epoch + 1, "batch": 0}
                        if epoch + 1 < scfg.epochs else {"stage": s_idx + 1, "epoch": 0, "batch": 0})
                 self._checkpoint(nxt, {}, {} if nxt["stage"] != s_idx else optimizers)
+        if self._unchosen():
+            # the sparse upload is chosen on the trained obfuscator and changes no weight
+            # (a pure function of them: a resumed run chooses the same); the run's final
+            # figures are those of what it sends
+            choose_upload_positions(self.models.encoder, self.images, sent_positions(cfg))
+            if self.d.is_main:
+                self.history.append({"stage": "upload", "epoch": 0,
+                                     "upload_positions": sent_positions(cfg),
+                                     **self._validation(stages[-1])})
         self._finish()
         return self.paths.root
 
@@ -275,17 +278,18 @@ class _Loop:
         cfg = self.cfg
         record = {"stage": stage, "epoch": epoch, **_means(running)}
         record.update(self.method.record(cfg, stage, epoch))
-        record.update(evaluate(
-            self.models, self.roles["defender_val"], cfg.data.task, cfg.data.private,
-            stage, self.msssim, self.device, max_images=cfg.train.eval_max_images,
-            amp=lambda: autocast(self.precision, self.device),
-            attackers=self.method.trains_attackers(cfg)))
+        record.update(self._validation(stage))
         self.history.append(record)
         if self.progress:
             tqdm.write(_format_record(record))
 
-    def _choose_upload(self) -> None:
-        choose_upload_positions(self.models.encoder, self.images, sent_positions(self.cfg))
+    def _validation(self, stage: Stage) -> dict[str, float]:
+        cfg = self.cfg
+        return evaluate(
+            self.models, self.roles["defender_val"], cfg.data.task, cfg.data.private,
+            stage, self.msssim, self.device, max_images=cfg.train.eval_max_images,
+            amp=lambda: autocast(self.precision, self.device),
+            attackers=self.method.trains_attackers(cfg))
 
     def _unchosen(self) -> bool:
         mask = getattr(self.models.encoder, "upload_mask", None)

@@ -15,7 +15,7 @@ TINY = [
     "privacy.lambda_decay_after=0", "data.private=[Male,Young]", "threads=1",
     "privacy.method=deepobfuscator", "model.bottleneck=0",
     "privacy.normalize_features=false", "privacy.feature_noise=0",  # no cap unless a test asks
-    "privacy.noise_warmup=0",
+    "privacy.noise_warmup=0", "model.upload_positions=0",
 ]
 
 

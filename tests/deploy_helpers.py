@@ -15,6 +15,7 @@ DEPLOY_TINY = [
     "train.adversaries.batch_size=16", "train.adversarial.batch_size=16", "threads=1",
     "privacy.method=none", "model.split_block=2", "model.bottleneck=0",
     "privacy.normalize_features=false", "privacy.feature_noise=0",  # no cap unless a test asks
+    "model.upload_positions=0",
 ]  # the paper's split (a multi-channel map exercises the wire); dropout 0, a few task
 # epochs (6: fewer left this tiny model answering ~0.5 for every face) and no adversarial
 # stage (which can flatten a tiny model's answers): answers

@@ -61,6 +61,7 @@ def test_every_audited_run_carries_its_phone_budget(demo_out):
     from deepobfuscator.deploy.wire import encoded_size
     from deepobfuscator.models import feature_shape
     from deepobfuscator.models.budget import phone_budget
+    from deepobfuscator.models.split import sent_positions
     from deepobfuscator.runs import read_run_config
 
     res = json.loads((demo_out / "audit.json").read_text())
@@ -71,11 +72,17 @@ def test_every_audited_run_carries_its_phone_budget(demo_out):
         b = res["runs"][run]["budget"]
         assert b["phone_macs"] > 0 and b["cloud_macs"] > 0
         cfg = read_run_config(res["runs_dirs"][run])
-        assert b["upload_bytes"] == encoded_size((1, *feature_shape(cfg)), "int8")
+        # what travels: the whole map, or the K numbers of a sparse upload as (1, 1, K)
+        k = sent_positions(cfg)
+        sent = (1, 1, 1, k) if k else (1, *feature_shape(cfg))
+        assert b["upload_bytes"] == encoded_size(sent, "int8")
+        assert b["upload_numbers"] == (k or int(np.prod(feature_shape(cfg))))
         assert b == phone_budget(cfg).to_dict()
         assert f"{b['phone_share']:.1%}" in md and f"{b['upload_bytes']} B" in md
+    # the demo's default sends 16 of its map's numbers; the baseline all of them
+    assert res["runs"]["obfuscated"]["budget"]["upload_numbers"] == 16
     assert res["runs"]["obfuscated"]["budget"]["upload_bytes"] == encoded_size(
-        (1, *res["feature_shape"]), "int8")
+        (1, 1, 1, 16), "int8")
     # the baseline has no information cap; the report states the bound where there is one
     assert res["runs"]["baseline"]["budget"]["info_cap_bits"] is None
     cap = res["runs"]["obfuscated"]["budget"]["info_cap_bits"]

@@ -26,7 +26,7 @@ def test_splitting_after_the_last_block_puts_nearly_all_compute_on_the_phone():
 
 
 def test_splitting_after_block_2_leaves_about_a_third_on_the_phone():
-    cfg = load_config("cpu", ["model.split_block=2"])
+    cfg = load_config("cpu", ["model.split_block=2", "model.upload_positions=0"])
     b = phone_budget(cfg)
     assert 0.25 < b.phone_share < 0.45  # VGG blocks 1-2: about a third of the compute
     assert b.split_block == 2
@@ -40,7 +40,8 @@ def test_splitting_after_block_2_leaves_about_a_third_on_the_phone():
 
 def test_the_information_cap_bound_needs_unit_rms_features_and_noise():
     capped = phone_budget(load_config("cpu", ["privacy.normalize_features=true",
-                                              "privacy.feature_noise=1"]))
+                                              "privacy.feature_noise=1",
+                                              "model.upload_positions=0"]))
     assert capped.info_cap_bits == pytest.approx(capped.upload_numbers / 2)  # log2(1 + 1) / 2
     assert phone_budget(load_config("cpu", ["privacy.normalize_features=false"])
                         ).info_cap_bits is None

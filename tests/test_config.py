@@ -122,10 +122,13 @@ def test_the_default_is_the_robust_presets_phone_with_a_tighter_cap_a_gain_and_n
     # `private`, the default's name before it was the default, still gives the same config
     assert dataclasses.replace(load_config("private"), preset="cpu") == cpu
     b_cpu, b_robust = phone_budget(cpu), phone_budget(robust)
-    # same phone and upload as the adversarial point, a quarter of its information cap
-    assert (b_cpu.phone_macs, b_cpu.upload_bytes) == (b_robust.phone_macs,
-                                                      b_robust.upload_bytes)
-    assert b_cpu.info_cap_bits < b_robust.info_cap_bits / 3
+    # the adversarial point's phone; the 16 strongest of its 256 numbers sent (a sparse
+    # upload: 48 B instead of 288 B), under a fifth of its information cap
+    assert b_cpu.phone_macs == b_robust.phone_macs
+    assert (cpu.model.upload_positions, robust.model.upload_positions) == (16, 0)
+    assert (b_cpu.upload_numbers, b_cpu.upload_bytes) == (16, 48)
+    assert (b_robust.upload_numbers, b_robust.upload_bytes) == (256, 288)
+    assert b_cpu.info_cap_bits < b_robust.info_cap_bits / 5
 
 def test_a_saved_config_from_before_a_key_existed_keeps_that_versions_value():
     """A run folder's config.yaml written before model.position_gain existed (its runs had

@@ -51,7 +51,7 @@ def test_config_bounds(tiny_config):
 
 
 def test_budget_counts_only_the_sent_numbers():
-    full = phone_budget(load_config("cpu"))
+    full = phone_budget(load_config("cpu", ["model.upload_positions=0"]))
     sparse = phone_budget(load_config("cpu", ["model.upload_positions=16"]))
     assert (full.upload_numbers, sparse.upload_numbers) == (256, 16)
     assert sparse.upload_bytes == wire.encoded_size((1, 1, 1, 16)) == 32 + 16

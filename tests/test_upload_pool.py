@@ -12,12 +12,13 @@ from deepobfuscator.models.budget import phone_budget
 from deepobfuscator.models.split import unit_rms
 
 # no cap and no gain (the default's gain is sized to the upload: its weights differ pooled)
-PLAIN = ["privacy.normalize_features=false", "privacy.feature_noise=0", "model.position_gain=0"]
+PLAIN = ["privacy.normalize_features=false", "privacy.feature_noise=0", "model.position_gain=0",
+         "model.upload_positions=0"]
 
 
 def test_pooling_by_two_uploads_a_quarter_of_the_numbers_for_the_same_compute():
-    plain = load_config("cpu")
-    pooled = load_config("cpu", ["model.upload_pool=2"])
+    plain = load_config("cpu", ["model.upload_positions=0"])  # every number sent
+    pooled = load_config("cpu", ["model.upload_pool=2", "model.upload_positions=0"])
     c, h, w = feature_shape(plain)
     assert feature_shape(pooled) == (c, h // 2, w // 2)
     a, b = phone_budget(plain), phone_budget(pooled)
@@ -62,7 +63,8 @@ def test_the_upload_is_the_average_of_the_unpooled_map_before_the_cap():
     plain = build_models(load_config("cpu", PLAIN)).encoder.eval()
     for overrides, finish in ((PLAIN, lambda z: z),
                               (["privacy.normalize_features=true", "privacy.feature_noise=0",
-                                "model.position_gain=0"], unit_rms)):
+                                "model.position_gain=0", "model.upload_positions=0"],
+                               unit_rms)):
         pooled = build_models(load_config("cpu", [*overrides, "model.upload_pool=2"])).encoder
         pooled.load_state_dict(plain.state_dict())  # identical keys
         pooled.eval()

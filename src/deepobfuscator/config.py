@@ -109,7 +109,7 @@ class ModelConfig:
     # the trained obfuscator (chosen when training ends, from the defender's training
     # images; no weight changes). Under the cap the rest carry almost nothing; they are
     # not sent and the cloud reads zeros there. 0 (or the map's size): all
-    upload_positions: int = 0
+    upload_positions: int = 16
     fc_hidden: int = 256  # classifier/adversary hidden width (paper: 4096)
     dropout: float = 0.5
     decoder_width: float = 1.0  # reconstructor channel multiplier relative to the encoder

@@ -298,3 +298,34 @@ def test_the_attacker_view_unpacks_what_the_device_sent(sparse_export):
         want = net(torch.from_numpy(unpack_numpy(sent, kept, (1, 8, 8))))[0]
     want = (want.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
     np.testing.assert_array_equal(got, want)
+
+
+def test_the_audits_selected_view_keeps_the_highest_variance_numbers():
+    """AuditSettings.select_positions: the learned attackers train and score on the K
+    numbers that vary most on the attacker's own split; the same K in both splits."""
+    from types import SimpleNamespace
+
+    from deepobfuscator.attacks.base import FeatureSet
+    from deepobfuscator.audit import AuditSettings
+    from deepobfuscator.audit.attacks import learned_view
+
+    g = torch.Generator().manual_seed(0)
+    planted = [3, 20, 41]
+    def split(n):
+        z = torch.randn(n, 1, 8, 8, generator=g)
+        z.view(n, -1)[:, planted] *= 5  # the numbers that carry a signal vary more
+        return FeatureSet(z, torch.zeros(n, 3, 32, 32), {"Male": np.zeros(n, np.int64)})
+
+    atk, test = split(200), split(50)
+    ctx = SimpleNamespace(settings=AuditSettings(select_positions=3), attacker=atk,
+                          test=test, products={})
+    train, scored = learned_view(ctx)
+    for z, full in ((train.features, atk.features), (scored, test.features)):
+        flat, ref = z.flatten(1), full.flatten(1)
+        assert torch.equal(flat[:, planted], ref[:, planted])
+        assert torch.all(flat[:, np.setdiff1d(np.arange(64), planted)] == 0)
+    assert learned_view(ctx)[1] is scored  # computed once per run
+    for k in (0, 64):  # off, or every number anyway
+        ctx = SimpleNamespace(settings=AuditSettings(select_positions=k), attacker=atk,
+                              test=test, products={})
+        assert learned_view(ctx) == (atk, test.features)

@@ -53,6 +53,13 @@ class AuditSettings:
     # 'deepobfuscator[recognition]'; ~60-130 ms per image on a CPU core), "off" never
     recogniser: Recogniser = _h("auto: also attack with dlib's face recogniser when the "
                                 "[recognition] extra is installed (~0.1 s per image)", "auto")
+    # the learned attackers (probes, inverse network, and re-identification from its
+    # reconstructions) see only the K numbers of highest variance on the attacker split,
+    # zeros elsewhere: an attacker who drops the numbers that are noise (the shipped
+    # gain says which) need not learn to ignore them. Applies to both audited runs; run
+    # the audit with and without it and take the higher figure. 0 = every number
+    select_positions: int = _h("learned attackers see only the K uploaded numbers of "
+                               "highest variance on their own split (0 = all)", 0)
     progress: bool = _h("progress bars", True)
 
     def fit_settings(self, device: torch.device, precision: str,

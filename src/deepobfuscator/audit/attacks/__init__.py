@@ -11,7 +11,7 @@ docs/audit.md ("Adding an attack") has a short example.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -46,6 +46,25 @@ class AttackContext:
     products: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # -> scores.npz
     curves: dict[str, dict] = field(default_factory=dict)  # training curves -> audit.json
+
+
+def learned_view(ctx: AttackContext) -> tuple[FeatureSet, torch.Tensor]:
+    """(training set, test features) for the attacks that learn from the features: every
+    uploaded number, or with `settings.select_positions` = K only the K of highest
+    variance on the attacker split, zeros elsewhere (ranked on the attacker's own data,
+    the same K for both splits). Computed once per run."""
+    k = ctx.settings.select_positions
+    n = ctx.attacker.features[0].numel()
+    if k <= 0 or k >= n:
+        return ctx.attacker, ctx.test.features
+    if "selected_view" not in ctx.products:
+        var = ctx.attacker.features.flatten(1).double().var(0)
+        mask = torch.zeros(n)
+        mask[torch.argsort(-var.cpu(), stable=True)[:k]] = 1.0
+        mask = mask.view(1, *ctx.attacker.features.shape[1:]).to(ctx.attacker.features.dtype)
+        train = replace(ctx.attacker, features=ctx.attacker.features * mask)
+        ctx.products["selected_view"] = (train, ctx.test.features * mask)
+    return ctx.products["selected_view"]
 
 
 class AuditAttack:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ...attacks.attribute_probe import AttributeProbe, score_attribute
 from ..figures import FigureSpec
-from . import AttackContext, AuditAttack, register_attack
+from . import AttackContext, AuditAttack, learned_view, register_attack
 from ._weights import save_weights
 
 
@@ -31,12 +31,13 @@ class AttributeProbes(AuditAttack):
     )
 
     def run(self, ctx: AttackContext) -> dict:
-        shape = tuple(ctx.attacker.features.shape[1:])
+        train, test = learned_view(ctx)
+        shape = tuple(train.features.shape[1:])
         out = {}
         for a in ctx.attributes:
             probe = AttributeProbe(shape, ctx.fit)  # type: ignore[arg-type]
-            ctx.curves[f"probe_{a}"] = probe.fit(ctx.attacker, a).to_dict()
-            probs = probe.infer(ctx.test.features)
+            ctx.curves[f"probe_{a}"] = probe.fit(train, a).to_dict()
+            probs = probe.infer(test)
             out[a] = score_attribute(ctx.test.attributes[a], probs, probe.threshold)
             ctx.arrays[f"probe_{a}"] = probs
             save_weights(probe.model, ctx.weights_dir / f"probe_{a}.safetensors")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...attacks.inversion import InversionAttack
 from ..figures import FigureSpec
 from ..image_metrics import image_scores, summarize
-from . import AttackContext, AuditAttack, register_attack
+from . import AttackContext, AuditAttack, learned_view, register_attack
 from ._weights import save_weights
 
 _MEAN_FACE = ("reconstruction_mean_image",)
@@ -26,10 +26,11 @@ class InverseNetwork(AuditAttack):
     )
 
     def run(self, ctx: AttackContext) -> dict:
-        shape = tuple(ctx.attacker.features.shape[1:])
+        train, test = learned_view(ctx)
+        shape = tuple(train.features.shape[1:])
         inv = InversionAttack(shape, tuple(ctx.cfg.data.image_size), ctx.fit)  # type: ignore[arg-type]
-        ctx.curves["inversion"] = inv.fit(ctx.attacker).to_dict()
-        recon = inv.reconstruct(ctx.test.features)
+        ctx.curves["inversion"] = inv.fit(train).to_dict()
+        recon = inv.reconstruct(test)
         scores = image_scores(recon, ctx.test.images)
         ctx.arrays.update({f"inversion_{k}": v for k, v in scores.items()})
         ctx.products["reconstructions"] = recon

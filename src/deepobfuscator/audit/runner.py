@@ -238,6 +238,10 @@ def _audit_one(job: AuditJob, out: Path, embedder):
     return r, ctx.arrays, ctx.products["reconstructions"]
 
 
+# (audit setting, the value every audit had before it existed)
+_LATE_SETTINGS = (("select_positions", 0),)
+
+
 def _audit_baseline_cached(base_dir: Path, cfg: Config, job: AuditJob, out: Path, embedder):
     """The baseline's audit, reused when the same baseline was audited before with the same
     data roles, attributes and settings (every attacker is seeded, so the figures are the
@@ -248,6 +252,9 @@ def _audit_baseline_cached(base_dir: Path, cfg: Config, job: AuditJob, out: Path
     name, base_cfg, s, device, precision = job.name, job.cfg, job.settings, job.device, \
         job.precision
     settings = {k: v for k, v in asdict(s).items() if k != "progress"}
+    for key, then in _LATE_SETTINGS:  # caches written before a setting existed stay valid
+        if settings.get(key) == then:
+            del settings[key]
     key = hashlib.sha256(json.dumps(
         [base_cfg.fingerprint(), cfg.to_dict()["data"], settings, str(device), precision,
          __version__, embedder is not None], sort_keys=True).encode()).hexdigest()[:16]

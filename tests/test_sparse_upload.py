@@ -6,6 +6,7 @@ back."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -267,11 +268,23 @@ def test_the_audit_reports_the_sparse_budget_and_attacks_the_zeroed_map(sparse_e
 
     run, _ = sparse_export
     fast = AuditSettings(max_epochs=1, whitebox_images=2, whitebox_steps=3, grid_images=2,
-                         progress=False, recogniser="off", wire="int8")
+                         progress=False, recogniser="off", wire="int8", select_positions=4)
     doc = json.loads((audit(run, None, tmp_path / "audit", fast) / "audit.json").read_text())
-    budget = doc["runs"]["obfuscated"]["budget"]
-    assert (budget["upload_numbers"], budget["upload_bytes"]) == (K, 32 + K)
+    r = doc["runs"]["obfuscated"]
+    assert (r["budget"]["upload_numbers"], r["budget"]["upload_bytes"]) == (K, 32 + K)
     assert doc["feature_shape"] == [1, 8, 8]  # attackers get the map, zeros where unsent
+    # 8 numbers vary, more than the 4 asked for: every learned attacker tried both views
+    _, models = load_run(run)
+    assert set(r["views"]["positions"]) < set(kept_positions(models.encoder).tolist())
+    learned = ["inversion", "probe_Smiling", "probe_Male", "probe_Young"]
+    assert set(r["views"]) == {"positions", *learned}
+    report = (tmp_path / "audit" / "report.md").read_text()
+    won = [key for key in learned if r["views"][key] == "top4"]
+    assert f"the top-4 view won for {', '.join(won) or 'none'}" in report
+    for key in learned:
+        other = "all" if r["views"][key] == "top4" else "top4"
+        assert r["curves"][key]["view"] == r["views"][key]
+        assert r["curves"][f"{key}@{other}"]["view"] == other
 
 
 def test_the_attacker_view_unpacks_what_the_device_sent(sparse_export):
@@ -287,6 +300,7 @@ def test_the_attacker_view_unpacks_what_the_device_sent(sparse_export):
     net = InversionNetwork((1, 8, 8), (32, 32)).eval()
     view = AttackerView.__new__(AttackerView)  # the networks without an audit folder
     view.networks = {"obfuscated": (net, (1, 8, 8), kept)}
+    view.selected = {}
     view._torch = torch
     assert view.feature_shape("obfuscated") == (1, 1, K)
     sent = np.random.default_rng(0).standard_normal((1, 1, 1, K)).astype(np.float32)
@@ -298,34 +312,99 @@ def test_the_attacker_view_unpacks_what_the_device_sent(sparse_export):
         want = net(torch.from_numpy(unpack_numpy(sent, kept, (1, 8, 8))))[0]
     want = (want.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
     np.testing.assert_array_equal(got, want)
+    # a network the audit trained on its selected view reads only those numbers
+    view.selected = {"obfuscated": kept[:3]}
+    got = np.asarray(Image.open(io.BytesIO(view.reconstruct_png("obfuscated", sent))))
+    z = unpack_numpy(sent, kept, (1, 8, 8))
+    z.reshape(-1)[np.setdiff1d(np.arange(64), kept[:3])] = 0
+    with torch.no_grad():
+        want = net(torch.from_numpy(z))[0]
+    np.testing.assert_array_equal(got, (want.permute(1, 2, 0).numpy() * 255 + 0.5)
+                                  .astype(np.uint8))
 
 
-def test_the_audits_selected_view_keeps_the_highest_variance_numbers():
-    """AuditSettings.select_positions: the learned attackers train and score on the K
-    numbers that vary most on the attacker's own split; the same K in both splits."""
+def _planted_context(k: int, noise: float = 4.0, tmp=None, carrier: float = 5.0):
+    """An audit context whose numbers are noise except at PLANTED, which vary `carrier`
+    times more; Male is the sign of the first of them."""
     from types import SimpleNamespace
 
     from deepobfuscator.attacks.base import FeatureSet
     from deepobfuscator.audit import AuditSettings
-    from deepobfuscator.audit.attacks import learned_view
+    from deepobfuscator.audit.attacks import AttackContext
 
     g = torch.Generator().manual_seed(0)
-    planted = [3, 20, 41]
-    def split(n):
-        z = torch.randn(n, 1, 8, 8, generator=g)
-        z.view(n, -1)[:, planted] *= 5  # the numbers that carry a signal vary more
-        return FeatureSet(z, torch.zeros(n, 3, 32, 32), {"Male": np.zeros(n, np.int64)})
 
-    atk, test = split(200), split(50)
-    ctx = SimpleNamespace(settings=AuditSettings(select_positions=3), attacker=atk,
-                          test=test, products={})
-    train, scored = learned_view(ctx)
-    for z, full in ((train.features, atk.features), (scored, test.features)):
-        flat, ref = z.flatten(1), full.flatten(1)
-        assert torch.equal(flat[:, planted], ref[:, planted])
-        assert torch.all(flat[:, np.setdiff1d(np.arange(64), planted)] == 0)
-    assert learned_view(ctx)[1] is scored  # computed once per run
-    for k in (0, 64):  # off, or every number anyway
-        ctx = SimpleNamespace(settings=AuditSettings(select_positions=k), attacker=atk,
-                              test=test, products={})
-        assert learned_view(ctx) == (atk, test.features)
+    def split(n):
+        z = torch.randn(n, 1, 16, 16, generator=g)
+        male = (z.view(n, -1)[:, PLANTED[0]] > 0).long().numpy()
+        z.view(n, -1)[:, PLANTED] *= carrier
+        return FeatureSet(z, torch.zeros(n, 3, 8, 8), {"Male": male})
+
+    s = AuditSettings(select_positions=k, max_epochs=8, progress=False)
+    cpu = torch.device("cpu")
+    return AttackContext("obfuscated", SimpleNamespace(privacy=SimpleNamespace(
+        feature_noise=noise)), None, split(300), split(300), ["Male"], s,
+        s.fit_settings(cpu, "fp32"), cpu, tmp or Path("unused"))
+
+
+PLANTED = [7, 20, 41]
+
+
+def test_the_audits_selected_view_keeps_the_highest_variance_numbers():
+    """With select_positions = K the learned attackers also get the K numbers that vary
+    most on the attacker's own split (the same K in both splits), on noisy uploads only."""
+    from deepobfuscator.audit.attacks import learned_views
+
+    ctx = _planted_context(3)
+    full, top = learned_views(ctx)
+    assert (full.name, full.train, full.test) == ("all", ctx.attacker, ctx.test.features)
+    assert top.name == "top3" and top.positions == PLANTED
+    for z, ref in ((top.train.features, ctx.attacker.features), (top.test, ctx.test.features)):
+        flat, ref = z.flatten(1), ref.flatten(1)
+        assert torch.equal(flat[:, PLANTED], ref[:, PLANTED])
+        assert torch.all(flat[:, np.setdiff1d(np.arange(256), PLANTED)] == 0)
+    assert learned_views(ctx)[1] is top  # computed once per run
+    # off; every number anyway; a noise-free upload (no number is only noise)
+    for ctx in (_planted_context(0), _planted_context(256), _planted_context(3, noise=0)):
+        assert [v.name for v in learned_views(ctx)] == ["all"]
+    # a sparse upload: only the sent numbers vary, and there are no more than K of them
+    ctx = _planted_context(3)
+    ctx.attacker.features.flatten(1)[:, np.setdiff1d(np.arange(256), PLANTED)] = 0
+    assert [v.name for v in learned_views(ctx)] == ["all"]
+
+
+def test_each_learned_attacker_keeps_the_view_it_fits_best_on_its_own_split():
+    from deepobfuscator.attacks.base import FitResult
+    from deepobfuscator.audit.attacks import pick_view
+
+    for best in ("top3", "all"):
+        ctx = _planted_context(3)
+
+        def fit_one(view, best=best):  # a held-out loss per view, lowest for `best`
+            loss = [0.9, 0.4, 0.6] if view.name == best else [0.8, 0.7]
+            return f"attacker on {view.name}", FitResult(val_loss=loss, best_epoch=1)
+
+        view, attacker = pick_view(ctx, "probe_Male", fit_one)
+        other = "all" if best == "top3" else "top3"
+        assert (view.name, attacker) == (best, f"attacker on {best}")
+        assert ctx.curves["probe_Male"]["view"] == best
+        assert ctx.curves[f"probe_Male@{other}"]["view"] == other
+        assert ctx.products["view_choices"] == {"positions": PLANTED, "probe_Male": best}
+    ctx = _planted_context(0)  # one view: nothing to record
+    pick_view(ctx, "probe_Male", lambda v: ("a", FitResult(val_loss=[0.5], best_epoch=0)))
+    assert "view_choices" not in ctx.products and ctx.curves["probe_Male"]["view"] == "all"
+
+
+def test_a_probe_that_drops_the_noise_numbers_reads_the_planted_attribute_better(tmp_path):
+    """One number of 256 carries Male: a probe of every number, standardised, learns to
+    ignore 255 noise numbers imperfectly; with the top-4 view it reads Male far better,
+    and the audit reports that stronger attacker."""
+    from deepobfuscator.audit.attacks.attributes import AttributeProbes
+
+    got = {}
+    for k in (0, 4):
+        ctx = _planted_context(k, tmp=tmp_path / str(k), carrier=3.0)
+        got[k] = AttributeProbes().run(ctx)["attributes"]["Male"]["balanced_accuracy"]
+        assert ctx.products.get("view_choices", {}).get("probe_Male") == \
+            (None if k == 0 else "top4")
+    assert got[4] > 0.9 and got[4] > got[0] + 0.05, got

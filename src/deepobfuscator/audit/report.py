@@ -166,6 +166,20 @@ def ceiling_line(results: dict) -> list[str]:
             ""]
 
 
+def view_lines(results: dict) -> list[str]:
+    """Which learned attackers kept the top-K view (audit/attacks `pick_view`), per run."""
+    k = results["settings"].get("select_positions", 0)
+    out = []
+    for run, r in results["runs"].items():
+        views = r.get("views")
+        if views:
+            kept = [key for key, v in views.items() if key != "positions" and v != "all"]
+            out.append(f"- {run}: each learned attacker also tried the {k} numbers of highest "
+                       f"variance and kept the view with the lower held-out loss; the top-{k} "
+                       f"view won for {', '.join(kept) or 'none'}")
+    return out
+
+
 def render_markdown(results: dict, figs: dict[str, Path], out: Path) -> str:
     rows = verdict_rows(results)
     lines = ["# Privacy audit", ""]
@@ -214,6 +228,7 @@ def render_markdown(results: dict, figs: dict[str, Path], out: Path) -> str:
               f"- attackers: Adam, early stopping (patience {st['patience']}, at most "
               f"{st['max_epochs']} epochs) on a held-out part of the attacker split; "
               f"white-box: {st['whitebox_steps']} steps on {st['whitebox_images']} test images",
+              *view_lines(results),
               f"- device {st['device']}, precision {st['precision']}, seed {st['seed']}; "
               f"audit took {results['seconds']} s", "",
               "## Configuration of the audited run", "", "```json",

@@ -234,6 +234,8 @@ def _audit_one(job: AuditJob, out: Path, embedder):
                "wire": {"format": s.wire, **wire_change(ctx.products["sent"], ctx.test)},
                "budget": phone_budget(cfg).to_dict()}  # compute per side, bytes per image
     r.update(run_attacks(ctx))
+    if "view_choices" in ctx.products:  # which numbers each learned attacker kept
+        r["views"] = ctx.products["view_choices"]
     r["curves"] = ctx.curves
     return r, ctx.arrays, ctx.products["reconstructions"]
 
@@ -255,6 +257,8 @@ def _audit_baseline_cached(base_dir: Path, cfg: Config, job: AuditJob, out: Path
     for key, then in _LATE_SETTINGS:  # caches written before a setting existed stay valid
         if settings.get(key) == then:
             del settings[key]
+    if base_cfg.privacy.feature_noise == 0:  # no view is selected on a noise-free upload
+        settings.pop("select_positions", None)
     key = hashlib.sha256(json.dumps(
         [base_cfg.fingerprint(), cfg.to_dict()["data"], settings, str(device), precision,
          __version__, embedder is not None], sort_keys=True).encode()).hexdigest()[:16]

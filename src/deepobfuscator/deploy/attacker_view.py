@@ -47,6 +47,7 @@ class AttackerView:
                               "the run this export was made from: its inverse network would "
                               "read other features")
         self.networks = {}
+        self.selected: dict[str, np.ndarray] = {}  # run -> the flat indices its network reads
         for name in ("obfuscated", "baseline"):
             weights = audit_dir / "attackers" / name / "inversion.safetensors"
             if not weights.is_file():
@@ -55,6 +56,10 @@ class AttackerView:
             net = InversionNetwork(feature_shape(run_cfg), tuple(run_cfg.data.image_size))
             net.load_state_dict(load_file(str(weights)))
             self.networks[name] = (net.eval(), tuple(feature_shape(run_cfg)), None)
+            # an inverse network that kept the audit's selected view reads only those numbers
+            views = audit.get("runs", {}).get(name, {}).get("views", {})
+            if views.get("inversion", "all") != "all":
+                self.selected[name] = np.asarray(views["positions"])
         # a sparse upload arrives packed as (1, 1, K): the network reads the (C, H, W) map
         packed = bundle.manifest["features"].get("positions")
         if packed:
@@ -85,6 +90,10 @@ class AttackerView:
         net, shape, positions = self.networks[run]
         if positions is not None:
             features = unpack_numpy(features[:1], positions, shape)
+        if run in self.selected:
+            kept = np.zeros(int(np.prod(shape)), dtype=features.dtype)
+            kept[self.selected[run]] = 1
+            features = features[:1] * kept.reshape(1, *shape)
         with self._torch.inference_mode():
             x = net(self._torch.from_numpy(np.ascontiguousarray(features[:1])))
         img = (x[0].permute(1, 2, 0).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)

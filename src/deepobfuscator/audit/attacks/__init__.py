@@ -11,6 +11,7 @@ docs/audit.md ("Adding an attack") has a short example.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from ...attacks.base import FeatureSet, FitSettings
+from ...attacks.base import FeatureSet, FitResult, FitSettings
 from ..figures import Figure, FigureSpec, Section, filled
 
 if TYPE_CHECKING:
@@ -48,23 +49,58 @@ class AttackContext:
     curves: dict[str, dict] = field(default_factory=dict)  # training curves -> audit.json
 
 
-def learned_view(ctx: AttackContext) -> tuple[FeatureSet, torch.Tensor]:
-    """(training set, test features) for the attacks that learn from the features: every
-    uploaded number, or with `settings.select_positions` = K only the K of highest
-    variance on the attacker split, zeros elsewhere (ranked on the attacker's own data,
-    the same K for both splits). Computed once per run."""
+@dataclass(frozen=True)
+class View:
+    """What a learned attacker trains and scores on: every uploaded number ("all"), or
+    only the K that vary most on the attacker's own split, zeros elsewhere ("topK")."""
+
+    name: str
+    train: FeatureSet
+    test: torch.Tensor
+    positions: list[int] | None = None  # flat (C, H, W) indices kept; None = every one
+
+
+def learned_views(ctx: AttackContext) -> list[View]:
+    """The views a learned attacker (probes, inverse network) tries; it keeps the one it
+    fits best on its own held-out split (`pick_view`). Always every number; with
+    `settings.select_positions` = K also the K of highest variance on the attacker split,
+    when the upload carries feature noise and more than K numbers vary: an attacker who
+    drops the numbers that are noise (the shipped gain says which) need not learn to
+    ignore them. Computed once per run."""
+    if "views" in ctx.products:
+        return ctx.products["views"]
+    views = [View("all", ctx.attacker, ctx.test.features)]
     k = ctx.settings.select_positions
-    n = ctx.attacker.features[0].numel()
-    if k <= 0 or k >= n:
-        return ctx.attacker, ctx.test.features
-    if "selected_view" not in ctx.products:
-        var = ctx.attacker.features.flatten(1).double().var(0)
-        mask = torch.zeros(n)
-        mask[torch.argsort(-var.cpu(), stable=True)[:k]] = 1.0
+    var = ctx.attacker.features.flatten(1).double().var(0).cpu()
+    if k > 0 and ctx.cfg.privacy.feature_noise > 0 and int((var > 0).sum()) > k:
+        keep = torch.argsort(-var, stable=True)[:k]
+        mask = torch.zeros(var.numel())
+        mask[keep] = 1.0
         mask = mask.view(1, *ctx.attacker.features.shape[1:]).to(ctx.attacker.features.dtype)
-        train = replace(ctx.attacker, features=ctx.attacker.features * mask)
-        ctx.products["selected_view"] = (train, ctx.test.features * mask)
-    return ctx.products["selected_view"]
+        views.append(View(f"top{k}", replace(ctx.attacker, features=ctx.attacker.features * mask),
+                          ctx.test.features * mask, sorted(int(i) for i in keep)))
+    ctx.products["views"] = views
+    return views
+
+
+def best_val_loss(curve: FitResult) -> float:
+    """The held-out loss at the epoch an attacker kept (early stopping's choice)."""
+    return curve.val_loss[curve.best_epoch] if curve.val_loss else float("inf")
+
+
+def pick_view(ctx: AttackContext, key: str, fit_one: Callable[[View], tuple[Any, FitResult]]
+              ) -> tuple[View, Any]:
+    """Fit one attacker per view; keep the one with the lowest held-out loss on the
+    attacker's own split (never the test split). Records every view's curve in
+    ctx.curves (KEY for the kept one, KEY@VIEW for the others) and the choice."""
+    fitted = [(view, *fit_one(view)) for view in learned_views(ctx)]
+    view, attacker, curve = min(fitted, key=lambda f: best_val_loss(f[2]))
+    for v, _, c in fitted:
+        ctx.curves[key if v is view else f"{key}@{v.name}"] = {**c.to_dict(), "view": v.name}
+    if len(fitted) > 1:  # -> audit.json runs.<run>.views
+        views = ctx.products.setdefault("view_choices", {"positions": fitted[1][0].positions})
+        views[key] = view.name
+    return view, attacker
 
 
 class AuditAttack:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ...attacks.attribute_probe import AttributeProbe, score_attribute
+from ...attacks.base import FitResult
 from ..figures import FigureSpec
-from . import AttackContext, AuditAttack, learned_view, register_attack
+from . import AttackContext, AuditAttack, View, pick_view, register_attack
 from ._weights import save_weights
 
 
@@ -31,13 +32,14 @@ class AttributeProbes(AuditAttack):
     )
 
     def run(self, ctx: AttackContext) -> dict:
-        train, test = learned_view(ctx)
-        shape = tuple(train.features.shape[1:])
         out = {}
         for a in ctx.attributes:
-            probe = AttributeProbe(shape, ctx.fit)  # type: ignore[arg-type]
-            ctx.curves[f"probe_{a}"] = probe.fit(train, a).to_dict()
-            probs = probe.infer(test)
+            def fit_one(view: View, a: str = a) -> tuple[AttributeProbe, FitResult]:
+                probe = AttributeProbe(tuple(view.train.features.shape[1:]), ctx.fit)  # type: ignore[arg-type]
+                return probe, probe.fit(view.train, a)
+
+            view, probe = pick_view(ctx, f"probe_{a}", fit_one)
+            probs = probe.infer(view.test)
             out[a] = score_attribute(ctx.test.attributes[a], probs, probe.threshold)
             ctx.arrays[f"probe_{a}"] = probs
             save_weights(probe.model, ctx.weights_dir / f"probe_{a}.safetensors")

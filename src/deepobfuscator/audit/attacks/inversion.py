@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from ...attacks.base import FitResult
 from ...attacks.inversion import InversionAttack
 from ..figures import FigureSpec
 from ..image_metrics import image_scores, summarize
-from . import AttackContext, AuditAttack, learned_view, register_attack
+from . import AttackContext, AuditAttack, View, pick_view, register_attack
 from ._weights import save_weights
 
 _MEAN_FACE = ("reconstruction_mean_image",)
@@ -26,11 +27,13 @@ class InverseNetwork(AuditAttack):
     )
 
     def run(self, ctx: AttackContext) -> dict:
-        train, test = learned_view(ctx)
-        shape = tuple(train.features.shape[1:])
-        inv = InversionAttack(shape, tuple(ctx.cfg.data.image_size), ctx.fit)  # type: ignore[arg-type]
-        ctx.curves["inversion"] = inv.fit(train).to_dict()
-        recon = inv.reconstruct(test)
+        def fit_one(view: View) -> tuple[InversionAttack, FitResult]:
+            inv = InversionAttack(tuple(view.train.features.shape[1:]),  # type: ignore[arg-type]
+                                  tuple(ctx.cfg.data.image_size), ctx.fit)  # type: ignore[arg-type]
+            return inv, inv.fit(view.train)
+
+        view, inv = pick_view(ctx, "inversion", fit_one)
+        recon = inv.reconstruct(view.test)
         scores = image_scores(recon, ctx.test.images)
         ctx.arrays.update({f"inversion_{k}": v for k, v in scores.items()})
         ctx.products["reconstructions"] = recon

@@ -6,6 +6,7 @@ back."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -214,6 +215,44 @@ def sparse_export(tmp_path_factory):
         return run, export_run(run, root / "export", parity_images=8, mobile=False)
     finally:
         mp.undo()
+
+
+def test_choose_upload_is_the_run_trained_with_that_count(sparse_export, tmp_path):
+    """`deepobfuscator choose-upload RUN --positions 4`: a new folder holding what training
+    with model.upload_positions=4 gives, bit for bit, without retraining; the source is
+    left as it was."""
+    from conftest import TINY
+
+    from deepobfuscator.cli import main
+    from deepobfuscator.errors import RunError
+    from deepobfuscator.training.reuse import with_upload_positions
+
+    run, _ = sparse_export
+    before = {p.name: p.read_bytes() for p in sorted((run / "weights").iterdir())}
+    assert main(["choose-upload", str(run), "--positions", "4", "--out",
+                 str(tmp_path / "k4"), "--quiet"]) == 0
+    out = tmp_path / "k4"
+    assert before == {p.name: p.read_bytes() for p in sorted((run / "weights").iterdir())}
+    scratch = train(load_config("cpu", [*TINY, *SPARSE, "model.upload_positions=4"]),
+                    tmp_path / "scratch", progress=False)
+    (_, chosen), (_, trained), (_, source) = load_run(out), load_run(scratch), load_run(run)
+    for name, net in trained.named().items():
+        got = chosen.named()[name].state_dict()
+        for key, value in net.state_dict().items():
+            assert torch.equal(value, got[key]), f"{name}.{key}"
+    assert set(kept_positions(chosen.encoder)) < set(kept_positions(source.encoder))
+    assert json.loads((out / "run.json").read_text())["budget"]["upload_numbers"] == 4
+    assert not list(tmp_path.glob(".*partial"))  # built beside, moved into place
+    assert with_upload_positions(run, 4, out) == out  # again: nothing to do
+    with pytest.raises(RunError, match="already exists"):
+        with_upload_positions(run, 2, out)
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        with_upload_positions(run, -1, tmp_path / "negative")
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run, unfinished)
+    (unfinished / "run.json").unlink()
+    with pytest.raises(RunError, match="not a finished run"):
+        with_upload_positions(unfinished, 4, tmp_path / "from-unfinished")
 
 
 def test_the_export_sends_k_numbers_and_the_cloud_answers_as_pytorch(sparse_export):

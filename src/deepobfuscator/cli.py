@@ -47,6 +47,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_choose_upload(args: argparse.Namespace) -> int:
+    from .models.budget import phone_budget
+    from .runs import read_run_config
+    from .training.reuse import with_upload_positions
+
+    out = with_upload_positions(Path(args.run), args.positions, Path(args.out),
+                                progress=not args.quiet)
+    print(f"done: {out}")
+    print(f"split: {phone_budget(read_run_config(out)).line()}")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -116,6 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "(refused for a folder that is not a run)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
+
+    u = sub.add_parser("choose-upload",
+                       help="a finished run sending its K strongest numbers instead, as a new "
+                       "run folder (the same weights; nothing is retrained)")
+    u.add_argument("run", help="a finished run folder from `deepobfuscator train`")
+    u.add_argument("--positions", type=int, required=True, metavar="K",
+                   help="numbers to send (model.upload_positions; 0 = every number)")
+    u.add_argument("--out", required=True, help="the new run folder (must not exist)")
+    u.add_argument("--quiet", action="store_true", help="no progress bars")
+    u.set_defaults(func=cmd_choose_upload)
 
     c = sub.add_parser("config", help="print the resolved config (preset + file + overrides)")
     config_args(c)

@@ -75,3 +75,50 @@ def start_from_baseline(cfg: Config, out_dir: Path, baseline_dir: Path) -> bool:
 def _same_attackers(a: Config, b: Config) -> bool:
     """Whether two configs' methods build the same attacker networks (methods.py)."""
     return method_for(a).attackers == method_for(b).attackers
+
+
+def with_upload_positions(run_dir: Path, positions: int, out_dir: Path,
+                          progress: bool = False) -> Path:
+    """A finished run that sends its `positions` strongest numbers instead, as a new run
+    folder: the same weights, the sparse upload chosen again (`model.upload_positions`).
+
+    The choice is a pure function of the trained obfuscator and the defender's training
+    images, so the result is bit for bit the run that training with that setting would
+    have produced; nothing is retrained. The source is never modified; the new folder is
+    built beside `out_dir` and moved into place when complete."""
+    from ..config import config_from_dict
+    from ..errors import RunError
+    from ..runs import read_info
+    from .checkpoint import save_checkpoint
+    from .trainer import stages_for, train
+
+    src, out = RunPaths(Path(run_dir)), RunPaths(Path(out_dir))
+    cfg = read_run_config(src.root)
+    if read_info(src.root).get("status") != "complete" or not src.checkpoint.is_file():
+        raise RunError(f"{src.root} is not a finished run with its checkpoint.pt: finish "
+                       "training it first (run the same train command again to resume)")
+    d = cfg.to_dict()
+    d["model"]["upload_positions"] = positions
+    new = config_from_dict(d)  # validates the count (ConfigError for a negative one)
+    if out.root.exists():
+        if read_info(out.root).get("status") == "complete" and \
+                read_run_config(out.root).fingerprint() == new.fingerprint():
+            return out.root  # done before: the same command again is a no-op
+        raise RunError(f"{out.root} already exists; pass a new --out folder")
+    ckpt = load_checkpoint(src.checkpoint)
+    end = {"stage": len(stages_for(cfg)), "epoch": 0, "batch": 0}
+    if ckpt["position"] != end:
+        raise RunError(f"{src.checkpoint} is not the end of training ({ckpt['position']}); "
+                       "resume the run's training first")
+    # the mask is chosen after the last checkpoint: drop any, the encoder loads all ones
+    ckpt["models"]["encoder"] = {k: v for k, v in ckpt["models"]["encoder"].items()
+                                 if k != "upload_mask"}
+    tmp = out.root.with_name(f".{out.root.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copytree(src.splits, RunPaths(tmp).splits)
+    save_checkpoint(RunPaths(tmp).checkpoint, {k: v for k, v in ckpt.items()
+                                               if k not in ("format", "versions")})
+    train(new, tmp, progress=progress)  # resumes at the end: chooses, writes the weights
+    tmp.rename(out.root)
+    return out.root

@@ -213,8 +213,11 @@ class _Loop:
             elif self.d.is_main:
                 set_rng_state(ckpt["rng"])
             if self.progress:
-                log.info(f"resuming {self.paths.root} at stage {stages_for(cfg)[pos['stage']]}, "
-                      f"epoch {pos['epoch']}, batch {pos['batch']}")
+                names = stages_for(cfg)
+                log.info(f"resuming {self.paths.root} at stage {names[pos['stage']]}, "
+                         f"epoch {pos['epoch']}, batch {pos['batch']}"
+                         if pos["stage"] < len(names) else
+                         f"resuming {self.paths.root} after its last stage")
         stages = stages_for(cfg)
         for s_idx in range(pos["stage"], len(stages)):
             stage = stages[s_idx]

@@ -13,6 +13,8 @@ CASES = [  # argv, what the one line must say
      "data folder not found: /nowhere"),
     (["config", "--config", "cpu", "model.split_block=abc"], "expected an integer"),
     (["audit", "/nonexistent-run"], "run folder not found"),
+    (["choose-upload", "/nonexistent-run", "--positions", "4", "--out", "x"],
+     "run folder not found"),
     (["sweep", "--grid", "nonsense"], "is not of the form key=v1,v2"),
     (["sweep", "--grid", "model.split_block="], "has an empty value"),
     (["demo", "--threads", "-1"], "threads=-1: use 0 (auto) or a positive count"),

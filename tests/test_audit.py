@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,11 @@ def test_a_second_audit_of_the_same_baseline_reuses_its_figures(demo_out, tmp_pa
     assert second["runs"]["baseline"] == first["runs"]["baseline"]
     assert (again / "attackers/baseline/inversion.safetensors").is_file()
     assert (again / "report.html").is_file()
+    # asking by name for the device and precision "auto" resolved to is the same audit
+    named = replace(settings, device=first["settings"]["device"],
+                    precision=first["settings"]["precision"])
+    audit(runs["obfuscated"], runs["baseline"], tmp_path / "named", named)
+    assert calls == ["obfuscated", "obfuscated"]
 
 
 def test_features_through_the_int8_wire_keep_each_channel_within_half_a_step():

@@ -259,6 +259,13 @@ def _audit_baseline_cached(base_dir: Path, cfg: Config, job: AuditJob, out: Path
             del settings[key]
     if base_cfg.privacy.feature_noise == 0:  # no view is selected on a noise-free upload
         settings.pop("select_positions", None)
+    # what the attackers ran on counts, not how it was asked for: an explicit device or
+    # precision that "auto" resolves to as well shares auto's entry
+    auto_device = resolve_device("auto")
+    for key, asked, auto in (("device", str(device), str(auto_device)),
+                             ("precision", precision, resolve_precision("auto", auto_device))):
+        if asked == auto:
+            settings[key] = "auto"
     key = hashlib.sha256(json.dumps(
         [base_cfg.fingerprint(), cfg.to_dict()["data"], settings, str(device), precision,
          __version__, embedder is not None], sort_keys=True).encode()).hexdigest()[:16]

@@ -255,6 +255,52 @@ def test_choose_upload_is_the_run_trained_with_that_count(sparse_export, tmp_pat
         with_upload_positions(unfinished, 4, tmp_path / "from-unfinished")
 
 
+def test_the_fewest_positions_halve_until_the_task_score_falls_short():
+    from types import SimpleNamespace
+
+    from deepobfuscator.models.upload import fewest_positions
+
+    enc = SimpleNamespace(upload_mask=torch.ones(1, 1, 4, 4))
+    power = torch.arange(16.0).flip(0).view(1, 4, 4)  # position 0 strongest, then 1, ...
+
+    def score():  # the task needs positions 0 and 1; 2 helps a little
+        m = enc.upload_mask.flatten()
+        return 0.8 + 0.1 * float(m[0] * m[1]) + 0.003 * float(m[2])
+
+    k, tried = fewest_positions(enc, power, 8, score, tolerance=0.005)
+    assert k == 2 and list(tried) == ["all", "8", "4", "2", "1"]
+    assert tried["2"] == pytest.approx(tried["all"] - 0.003)
+    assert torch.equal(enc.upload_mask, torch.ones(1, 1, 4, 4))  # left at all ones
+    assert fewest_positions(enc, power, 8, score, tolerance=0.001)[0] == 4  # 2 costs 0.003
+    # it stops at the first count that falls short, even if a smaller one would pass
+    calls = iter([0.9, 0.9, 0.7, 0.95])
+    assert fewest_positions(enc, power, 8, lambda: next(calls), 0.01) == \
+        (8, {"all": 0.9, "8": 0.9, "4": 0.7})
+    # the most it may send falls short: it sends that many anyway
+    assert fewest_positions(enc, power, 8, iter([0.9, 0.5]).__next__, 0.01)[0] == 8
+
+
+def test_choose_upload_auto_records_how_it_chose(sparse_export, tmp_path, capsys):
+    from deepobfuscator.cli import main
+
+    run, _ = sparse_export
+    out = tmp_path / "auto"
+    # a tolerance no count can miss: it halves to a single number
+    assert main(["choose-upload", str(run), "--positions", "auto", "--most", "8",
+                 "--tolerance", "0.99", "--out", str(out), "--quiet"]) == 0
+    assert "the fewest within 0.99 of every number: 1" in capsys.readouterr().out
+    why = json.loads((out / "upload_choice.json").read_text())
+    assert (why["most"], why["tolerance"], why["source"]) == (8, 0.99, str(run))
+    assert list(why["val_task_auc"]) == ["all", "8", "4", "2", "1"]
+    assert json.loads((out / "run.json").read_text())["budget"]["upload_numbers"] == 1
+    assert main(["choose-upload", str(run), "--positions", "many", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert "--positions 'many': give a count or 'auto'" in capsys.readouterr().err
+    assert main(["choose-upload", str(run), "--positions", "auto", "--most", "0", "--out",
+                 str(tmp_path / "y")]) == 2
+    assert "give a count >= 1" in capsys.readouterr().err
+
+
 def test_the_export_sends_k_numbers_and_the_cloud_answers_as_pytorch(sparse_export):
     run, export = sparse_export
     cfg, models = load_run(run)

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import NO_PRIVACY_OVERRIDES, load_config, preset_names
+from .config import NO_PRIVACY_OVERRIDES, ConfigError, load_config, preset_names
 from .deploy.cli_commands import register, run_command
 
 
@@ -52,8 +52,25 @@ def cmd_choose_upload(args: argparse.Namespace) -> int:
     from .runs import read_run_config
     from .training.reuse import with_upload_positions
 
-    out = with_upload_positions(Path(args.run), args.positions, Path(args.out),
-                                progress=not args.quiet)
+    why = None
+    if args.positions == "auto":
+        from .training.reuse import fewest_upload_positions
+
+        k, tried = fewest_upload_positions(Path(args.run), args.most, args.tolerance)
+        print("task AUC on the defender's validation split: " +
+              ", ".join(f"{n} numbers {auc:.4f}" for n, auc in tried.items()))
+        print(f"the fewest within {args.tolerance} of every number: {k}")
+        why = {"rule": "fewest positions, halving from most, whose validation task AUC "
+                       "is within tolerance of the full upload's",
+               "most": args.most, "tolerance": args.tolerance, "val_task_auc": tried}
+    else:
+        try:
+            k = int(args.positions)
+        except ValueError:
+            raise ConfigError(f"--positions {args.positions!r}: give a count or 'auto'") \
+                from None
+    out = with_upload_positions(Path(args.run), k, Path(args.out), progress=not args.quiet,
+                                why=why)
     print(f"done: {out}")
     print(f"split: {phone_budget(read_run_config(out)).line()}")
     return 0
@@ -133,8 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a finished run sending its K strongest numbers instead, as a new "
                        "run folder (the same weights; nothing is retrained)")
     u.add_argument("run", help="a finished run folder from `deepobfuscator train`")
-    u.add_argument("--positions", type=int, required=True, metavar="K",
-                   help="numbers to send (model.upload_positions; 0 = every number)")
+    u.add_argument("--positions", required=True, metavar="K",
+                   help="numbers to send (model.upload_positions; 0 = every number), or "
+                   "auto: the fewest, halving from --most, whose task AUC on the "
+                   "defender's validation split is within --tolerance of every number's")
+    u.add_argument("--most", type=int, default=16, help="auto: the count to start from")
+    u.add_argument("--tolerance", type=float, default=0.005,
+                   help="auto: task AUC it may lose (default 0.005)")
     u.add_argument("--out", required=True, help="the new run folder (must not exist)")
     u.add_argument("--quiet", action="store_true", help="no progress bars")
     u.set_defaults(func=cmd_choose_upload)

@@ -16,6 +16,7 @@ wire format and every client stay as they are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,12 +31,11 @@ CHOOSE_IMAGES = 2048
 
 
 @torch.no_grad()
-def choose_upload_positions(encoder: Obfuscator, images: torch.Tensor, k: int,
-                            batch_size: int = 256) -> torch.Tensor:
-    """Set `encoder.upload_mask` to the k positions of highest mean signal power (before the
-    noise) over `images` (N, H, W, 3) uint8; ties go to the lower index. Returns the mask.
-    A pure function of the encoder's weights and the images, so a resumed run recomputes
-    the same choice."""
+def position_power(encoder: Obfuscator, images: torch.Tensor,
+                   batch_size: int = 256) -> torch.Tensor:
+    """Mean signal power (before the noise, every position sent) of each position of the
+    upload, over the first CHOOSE_IMAGES of `images` (N, H, W, 3) uint8; shape (C, H, W).
+    Leaves the encoder's mask at all ones."""
     mask = encoder.upload_mask
     if mask is None:
         raise ValueError("the obfuscator was built without model.upload_positions")
@@ -53,11 +53,49 @@ def choose_upload_positions(encoder: Obfuscator, images: torch.Tensor, k: int,
     finally:
         encoder.train(was_training)
         encoder.noise_std = std
+    return power
+
+
+def keep_strongest(encoder: Obfuscator, power: torch.Tensor, k: int) -> torch.Tensor:
+    """Set `encoder.upload_mask` to the k positions of highest `power`; ties go to the
+    lower index. Returns the mask."""
+    mask = encoder.upload_mask
+    assert mask is not None
     order = torch.argsort(-power.flatten().cpu(), stable=True)[:k]
     chosen = torch.zeros(power.numel())
     chosen[order] = 1.0
     mask.copy_(chosen.view_as(mask))
     return mask
+
+
+def choose_upload_positions(encoder: Obfuscator, images: torch.Tensor, k: int) -> torch.Tensor:
+    """Set `encoder.upload_mask` to the k positions of highest mean signal power over
+    `images`. A pure function of the encoder's weights and the images, so a resumed run
+    recomputes the same choice."""
+    return keep_strongest(encoder, position_power(encoder, images), k)
+
+
+def fewest_positions(encoder: Obfuscator, power: torch.Tensor, most: int,
+                     score: Callable[[], float], tolerance: float
+                     ) -> tuple[int, dict[str, float]]:
+    """The fewest of the strongest positions, halving from `most`, whose task score
+    (`score()` with the encoder's current mask; higher is better) stays within
+    `tolerance` of the full upload's; stops at the first count that falls short. Returns
+    (count, the score of every count tried, "all" for the full upload). Leaves the mask
+    at all ones."""
+    mask = encoder.upload_mask
+    assert mask is not None
+    mask.fill_(1.0)
+    tried = {"all": score()}
+    best, k = most, most
+    while k >= 1:
+        keep_strongest(encoder, power, k)
+        tried[str(k)] = score()
+        if tried[str(k)] < tried["all"] - tolerance:
+            break
+        best, k = k, k // 2
+    mask.fill_(1.0)
+    return best, tried
 
 
 def kept_positions(encoder: nn.Module) -> np.ndarray | None:

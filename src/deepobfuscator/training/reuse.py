@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from ..config import Config
+from ..io import atomic_write_json
 from ..methods import method_for
 from ..runs import RunPaths, read_run_config
 from .checkpoint import load_checkpoint
@@ -78,14 +79,15 @@ def _same_attackers(a: Config, b: Config) -> bool:
 
 
 def with_upload_positions(run_dir: Path, positions: int, out_dir: Path,
-                          progress: bool = False) -> Path:
+                          progress: bool = False, why: dict | None = None) -> Path:
     """A finished run that sends its `positions` strongest numbers instead, as a new run
     folder: the same weights, the sparse upload chosen again (`model.upload_positions`).
 
     The choice is a pure function of the trained obfuscator and the defender's training
     images, so the result is bit for bit the run that training with that setting would
     have produced; nothing is retrained. The source is never modified; the new folder is
-    built beside `out_dir` and moved into place when complete."""
+    built beside `out_dir` and moved into place when complete. `why` (how the count was
+    chosen) goes into the new folder's upload_choice.json."""
     from ..config import config_from_dict
     from ..errors import RunError
     from ..runs import read_info
@@ -119,6 +121,58 @@ def with_upload_positions(run_dir: Path, positions: int, out_dir: Path,
     shutil.copytree(src.splits, RunPaths(tmp).splits)
     save_checkpoint(RunPaths(tmp).checkpoint, {k: v for k, v in ckpt.items()
                                                if k not in ("format", "versions")})
+    if why is not None:
+        atomic_write_json(tmp / "upload_choice.json", {"source": str(src.root), **why})
     train(new, tmp, progress=progress)  # resumes at the end: chooses, writes the weights
     tmp.rename(out.root)
     return out.root
+
+
+# noise draws per validation image when counts are compared: the same draws for every
+# count, 16 so that one lucky draw does not decide (4 were not enough on CelebA's 987
+# validation photos: docs/results.md "Fewer numbers")
+COMPARE_DRAWS = 16
+
+
+def fewest_upload_positions(run_dir: Path, most: int, tolerance: float
+                            ) -> tuple[int, dict[str, float]]:
+    """The fewest of a finished run's strongest positions (halving from `most`) whose task
+    ROC AUC on the defender's validation split stays within `tolerance` of sending every
+    number; and the AUC of every count tried. Only the defender's own data is used. AUC,
+    not accuracy: dropping the noise numbers shifts the logits the cloud's fixed 0.5 cut
+    was trained on, which moves accuracy more than the ranking."""
+    import torch
+
+    from ..config import ConfigError, config_from_dict
+    from ..data.splits import make_splits
+    from ..models import build_models
+    from ..models.upload import fewest_positions, position_power
+    from ..runs import load_run
+    from .evaluate import evaluate
+
+    _, trained = load_run(Path(run_dir))
+    d = read_run_config(Path(run_dir)).to_dict()
+    d["model"]["upload_positions"] = most  # the same networks, with a mask to move
+    cfg = config_from_dict(d)
+    if most < 1 or not 0 <= tolerance < 1:
+        raise ConfigError(f"at most {most} positions within {tolerance}: give a count >= 1 "
+                          "and a tolerance in [0, 1) (0.005 is half a point)")
+    models = build_models(cfg)
+    if models.encoder.upload_mask is None:
+        raise ConfigError(f"the upload has at most {most} numbers already: nothing to drop")
+    for name, module in models.named().items():
+        module.load_state_dict({k: v for k, v in trained.named()[name].state_dict().items()
+                                if k != "upload_mask"})  # a missing mask loads as all ones
+        module.eval()
+    roles = make_splits(cfg)
+    power = position_power(models.encoder, torch.from_numpy(roles["defender_train"].images))
+
+    def auc() -> float:  # the same noise draws for every count
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            return sum(evaluate(models, roles["defender_val"], cfg.data.task, [], "task",
+                                None, torch.device("cpu"),  # type: ignore[arg-type]
+                                attackers=False)["val_task_auc"]
+                       for _ in range(COMPARE_DRAWS)) / COMPARE_DRAWS
+
+    return fewest_positions(models.encoder, power, most, auc, tolerance)

@@ -458,25 +458,36 @@ def test_the_audits_selected_view_keeps_the_highest_variance_numbers():
     assert [v.name for v in learned_views(ctx)] == ["all"]
 
 
-def test_each_learned_attacker_keeps_the_view_it_fits_best_on_its_own_split():
+def test_the_audit_reports_the_view_whose_attacker_leaks_more():
+    """Both views' attackers are trained; the one with the higher figure on the test split
+    is reported (the strongest attacker), whatever their held-out losses say."""
     from deepobfuscator.attacks.base import FitResult
     from deepobfuscator.audit.attacks import pick_view
 
     for best in ("top3", "all"):
         ctx = _planted_context(3)
 
-        def fit_one(view, best=best):  # a held-out loss per view, lowest for `best`
-            loss = [0.9, 0.4, 0.6] if view.name == best else [0.8, 0.7]
+        def fit_one(view, best=best):  # the held-out loss favours the other view
+            loss = [0.9, 0.8] if view.name == best else [0.9, 0.1]
             return f"attacker on {view.name}", FitResult(val_loss=loss, best_epoch=1)
 
-        view, attacker = pick_view(ctx, "probe_Male", fit_one)
+        def leak(view, attacker, best=best):
+            return (0.7 if view.name == best else 0.6), f"figures of {attacker}"
+
+        view, attacker, out = pick_view(ctx, "probe_Male", fit_one, leak)
         other = "all" if best == "top3" else "top3"
-        assert (view.name, attacker) == (best, f"attacker on {best}")
+        assert (view.name, attacker, out) == (best, f"attacker on {best}",
+                                              f"figures of attacker on {best}")
         assert ctx.curves["probe_Male"]["view"] == best
-        assert ctx.curves[f"probe_Male@{other}"]["view"] == other
+        assert ctx.curves["probe_Male"]["figure"] == 0.7
+        assert ctx.curves[f"probe_Male@{other}"]["figure"] == 0.6
         assert ctx.products["view_choices"] == {"positions": PLANTED, "probe_Male": best}
+    ctx = _planted_context(3)  # a tie goes to every number
+    assert pick_view(ctx, "k", lambda v: (v.name, FitResult()), lambda v, a: (0.5, a))[0] \
+        .name == "all"
     ctx = _planted_context(0)  # one view: nothing to record
-    pick_view(ctx, "probe_Male", lambda v: ("a", FitResult(val_loss=[0.5], best_epoch=0)))
+    pick_view(ctx, "probe_Male", lambda v: ("a", FitResult(val_loss=[0.5], best_epoch=0)),
+              lambda v, a: (0.5, None))
     assert "view_choices" not in ctx.products and ctx.curves["probe_Male"]["view"] == "all"
 
 

@@ -174,9 +174,9 @@ def view_lines(results: dict) -> list[str]:
         views = r.get("views")
         if views:
             kept = [key for key, v in views.items() if key != "positions" and v != "all"]
-            out.append(f"- {run}: each learned attacker also tried the {k} numbers of highest "
-                       f"variance and kept the view with the lower held-out loss; the top-{k} "
-                       f"view won for {', '.join(kept) or 'none'}")
+            out.append(f"- {run}: each learned attacker was also trained on the {k} numbers "
+                       f"of highest variance and the one that leaked more is reported; the "
+                       f"top-{k} view won for {', '.join(kept) or 'none'}")
     return out
 
 

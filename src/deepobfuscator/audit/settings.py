@@ -54,14 +54,15 @@ class AuditSettings:
     recogniser: Recogniser = _h("auto: also attack with dlib's face recogniser when the "
                                 "[recognition] extra is installed (~0.1 s per image)", "auto")
     # the learned attackers (probes, inverse network, and re-identification from its
-    # reconstructions) also try the K numbers of highest variance on the attacker split,
-    # zeros elsewhere, and each keeps the view it fits better on its own held-out split:
+    # reconstructions) are also trained on the K numbers of highest variance on the
+    # attacker split, zeros elsewhere, and the one that leaks more on the test split is
+    # reported:
     # an attacker who drops the numbers that are noise (the shipped gain says which) need
     # not learn to ignore them. Tried on uploads with feature noise where more than K
     # numbers vary (a no-privacy baseline never). 0 = every number only
-    select_positions: int = _h("learned attackers also try the K uploaded numbers of highest "
-                               "variance on their own split and keep the better view "
-                               "(noisy uploads only; 0 = every number only)", 16)
+    select_positions: int = _h("learned attackers are also trained on the K uploaded "
+                               "numbers of highest variance on their own split; the "
+                               "stronger is reported (noisy uploads only; 0 = off)", 16)
     progress: bool = _h("progress bars", True)
 
     def fit_settings(self, device: torch.device, precision: str,

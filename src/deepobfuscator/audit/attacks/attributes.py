@@ -38,9 +38,12 @@ class AttributeProbes(AuditAttack):
                 probe = AttributeProbe(tuple(view.train.features.shape[1:]), ctx.fit)  # type: ignore[arg-type]
                 return probe, probe.fit(view.train, a)
 
-            view, probe = pick_view(ctx, f"probe_{a}", fit_one)
-            probs = probe.infer(view.test)
-            out[a] = score_attribute(ctx.test.attributes[a], probs, probe.threshold)
+            def leak(view: View, probe: AttributeProbe, a: str = a) -> tuple[float, tuple]:
+                probs = probe.infer(view.test)
+                score = score_attribute(ctx.test.attributes[a], probs, probe.threshold)
+                return score["balanced_accuracy"], (probs, score)
+
+            _, probe, (probs, out[a]) = pick_view(ctx, f"probe_{a}", fit_one, leak)
             ctx.arrays[f"probe_{a}"] = probs
             save_weights(probe.model, ctx.weights_dir / f"probe_{a}.safetensors")
         return {"attributes": out}

@@ -32,9 +32,12 @@ class InverseNetwork(AuditAttack):
                                   tuple(ctx.cfg.data.image_size), ctx.fit)  # type: ignore[arg-type]
             return inv, inv.fit(view.train)
 
-        view, inv = pick_view(ctx, "inversion", fit_one)
-        recon = inv.reconstruct(view.test)
-        scores = image_scores(recon, ctx.test.images)
+        def leak(view: View, inv: InversionAttack) -> tuple[float, tuple]:
+            recon = inv.reconstruct(view.test)
+            scores = image_scores(recon, ctx.test.images)
+            return float(scores["msssim"].mean()), (recon, scores)
+
+        _, inv, (recon, scores) = pick_view(ctx, "inversion", fit_one, leak)
         ctx.arrays.update({f"inversion_{k}": v for k, v in scores.items()})
         ctx.products["reconstructions"] = recon
         save_weights(inv.model, ctx.weights_dir / "inversion.safetensors")

@@ -299,6 +299,9 @@ def test_choose_upload_auto_records_how_it_chose(sparse_export, tmp_path, capsys
     assert main(["choose-upload", str(run), "--positions", "auto", "--most", "0", "--out",
                  str(tmp_path / "y")]) == 2
     assert "give a count >= 1" in capsys.readouterr().err
+    assert main(["choose-upload", str(run), "--positions", "auto", "--most", "64", "--out",
+                 str(tmp_path / "z")]) == 2  # the map holds 64 numbers
+    assert "no more than 64 numbers: nothing to drop" in capsys.readouterr().err
 
 
 def test_the_export_sends_k_numbers_and_the_cloud_answers_as_pytorch(sparse_export):

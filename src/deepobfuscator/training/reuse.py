@@ -150,16 +150,17 @@ def fewest_upload_positions(run_dir: Path, most: int, tolerance: float
     from ..runs import load_run
     from .evaluate import evaluate
 
+    if most < 1 or not 0 <= tolerance < 1:
+        raise ConfigError(f"at most {most} positions within {tolerance}: give a count >= 1 "
+                          "and a tolerance in [0, 1) (AUC it may lose; 0.005 by default)")
     _, trained = load_run(Path(run_dir))
     d = read_run_config(Path(run_dir)).to_dict()
     d["model"]["upload_positions"] = most  # the same networks, with a mask to move
     cfg = config_from_dict(d)
-    if most < 1 or not 0 <= tolerance < 1:
-        raise ConfigError(f"at most {most} positions within {tolerance}: give a count >= 1 "
-                          "and a tolerance in [0, 1) (0.005 is half a point)")
     models = build_models(cfg)
     if models.encoder.upload_mask is None:
-        raise ConfigError(f"the upload has at most {most} numbers already: nothing to drop")
+        raise ConfigError(f"the run's upload has no more than {most} numbers: nothing to "
+                          "drop; give a smaller --most")
     for name, module in models.named().items():
         module.load_state_dict({k: v for k, v in trained.named()[name].state_dict().items()
                                 if k != "upload_mask"})  # a missing mask loads as all ones

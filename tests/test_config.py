@@ -35,6 +35,7 @@ def test_fingerprint_tracks_changes():
     (["data.sorce=celeba"], "unknown config key 'data.sorce'"),
     (["data.source=imagenet"], "data.source='imagenet' is not valid"),
     (["seed=abc"], "seed: expected an integer"),
+    (["privacy.feature_noise=lots"], "privacy.feature_noise: expected a number"),
     (["privacy.attribute_loss=kl"], "choose one of"),
     (["privacy.rotation=[noise,dance]"], "rotation step 'dance' unknown"),
     (["data.task=Male"], "also listed in data.private"),
@@ -43,6 +44,15 @@ def test_fingerprint_tracks_changes():
 def test_bad_values_say_what_is_valid(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
         load_config("cpu", override)
+
+
+def test_exponents_without_a_dot_are_numbers(tmp_path):
+    """YAML 1.1 reads 1e-3 as a string; a float key takes it as the number it means, on the
+    command line and in a file."""
+    assert load_config("cpu", ["train.upload_tune_lr=1e-3"]).train.upload_tune_lr == 1e-3
+    f = tmp_path / "c.yaml"
+    f.write_text("train:\n  task:\n    lr: 3e-4\n")
+    assert load_config(f).train.task.lr == 3e-4
 
 
 def test_missing_file_and_unknown_preset(tmp_path):

@@ -14,7 +14,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from deepobfuscator.config import NO_PRIVACY_OVERRIDES, ConfigError, load_config
+from deepobfuscator.config import (
+    NO_PRIVACY_OVERRIDES,
+    ConfigError,
+    config_from_dict,
+    load_config,
+)
 from deepobfuscator.deploy import wire
 from deepobfuscator.deploy.export import export_run, load_export
 from deepobfuscator.models import build_models, feature_shape
@@ -50,6 +55,60 @@ def test_config_bounds(tiny_config):
     assert tiny_config(*SPARSE).fingerprint() == \
         tiny_config(*SPARSE, "model.upload_positions=0").fingerprint()
     assert "model.upload_positions=0" in NO_PRIVACY_OVERRIDES
+
+
+def test_cloud_refit_moves_only_the_cloud_and_fits_the_sparse_upload(tmp_path, tiny_config,
+                                                                  monkeypatch):
+    """train.upload_tune_epochs: after the choice C alone trains on the masked upload.
+    E (so every uploaded number) and the other networks stay those of the run without it,
+    each re-fit step is a cloud step, and C's loss on what the phone now sends goes down."""
+    from deepobfuscator.data.splits import make_splits
+    from deepobfuscator.privacy import bce_logits
+
+    steps = []
+    real = trainer_mod.cloud_step
+    monkeypatch.setattr(trainer_mod, "cloud_step",
+                        lambda ctx, batch: steps.append(len(batch.x)) or real(ctx, batch))
+    # a cap loose enough for the tiny model to learn the task
+    base = [*SPARSE, f"model.upload_positions={K}", "train.upload_tune_lr=1e-3",
+            "privacy.feature_noise=0.5", "data.synth_images=480", "train.task.epochs=3"]
+    off = train(tiny_config(*base, "train.upload_tune_epochs=0"), tmp_path / "off",
+                progress=False)
+    assert steps == []
+    cfg = tiny_config(*base, "train.upload_tune_epochs=3")
+    on = train(cfg, tmp_path / "on", progress=False)
+    n_train = len(make_splits(cfg)["defender_train"])
+    assert len(steps) == 3 * (n_train // cfg.train.adversarial.batch_size)
+    _, a = load_run(off)
+    _, b = load_run(on)
+    for name in ("encoder", "reconstructor", "adversaries"):
+        want, got = a.named()[name].state_dict(), b.named()[name].state_dict()
+        assert all(torch.equal(want[k], got[k]) for k in want), name
+    assert torch.equal(a.encoder.upload_mask, b.encoder.upload_mask)
+    assert any(not torch.equal(v, b.classifier.state_dict()[k])
+               for k, v in a.classifier.state_dict().items())
+    train_split = make_splits(cfg)["defender_train"]
+    x = torch.from_numpy(train_split.images).permute(0, 3, 1, 2).float() / 255.0
+    y = torch.from_numpy(train_split.attribute(cfg.data.task)).float()
+    losses = []
+    for models in (a, b):
+        torch.manual_seed(0)  # the same noise draws for both
+        with torch.no_grad():
+            losses.append(float(bce_logits(models.classifier(models.encoder(x)), y)))
+    assert losses[1] < losses[0]
+    history = [json.loads(line) for line in (on / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["stage"] == "upload" and "tune_task_loss" in history[-1]
+    assert "upload" in json.loads((on / "run.json").read_text())["stage_seconds"]
+    # a run saved before the keys existed had no re-fit: read back as epochs 0, same hash
+    saved = cfg.to_dict()
+    for key in ("upload_tune_epochs", "upload_tune_lr"):
+        del saved["train"][key]
+    old = config_from_dict(saved)
+    assert old.train.upload_tune_epochs == 0
+    assert old.fingerprint() == tiny_config(*base, "train.upload_tune_epochs=0",
+                                            "train.upload_tune_lr=1e-4").fingerprint()
+    with pytest.raises(ConfigError, match="upload_tune_epochs"):
+        tiny_config(*base, "train.upload_tune_epochs=-1")
 
 
 def test_budget_counts_only_the_sent_numbers():
@@ -135,12 +194,14 @@ def test_training_chooses_once_at_the_end_and_changes_no_weight(tmp_path, tiny_c
 
     monkeypatch.setattr(trainer_mod, "choose_upload_positions", spy)
     monkeypatch.setattr(trainer_mod, "task_step", counting)
-    cfg = tiny_config(*SPARSE, f"model.upload_positions={K}", f"privacy.method={method}")
+    no_refit = "train.upload_tune_epochs=0"
+    cfg = tiny_config(*SPARSE, f"model.upload_positions={K}", f"privacy.method={method}",
+                      no_refit)
     run = train(cfg, tmp_path / "run", progress=False)
     assert calls == [(K, len(task_steps))]  # once, after the last step
     # choosing changes no weight: everything but the mask is the run without the key
-    plain = train(tiny_config(*SPARSE, f"privacy.method={method}"), tmp_path / "plain",
-                  progress=False)
+    plain = train(tiny_config(*SPARSE, f"privacy.method={method}", no_refit),
+                  tmp_path / "plain", progress=False)
     _, a = load_run(plain)
     _, b = load_run(run)
     for name, net in a.named().items():

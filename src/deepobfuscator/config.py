@@ -190,6 +190,12 @@ class TrainConfig:
         epochs=2, lr=1e-3, lr_schedule="cosine"))
     checkpoint_every_s: float = 120.0  # also checkpoint mid-epoch this often
     eval_max_images: int = 1000  # validation images scored per epoch (0 = all)
+    # after a sparse upload is chosen (model.upload_positions), C alone re-fits the task for
+    # this many epochs on what the phone now sends (E frozen, so no uploaded number
+    # changes): C was trained on every number, and zeros where noise was shift its inputs
+    # (on small data by as much as 9 points of accuracy, docs/results.md). 0 = never
+    upload_tune_epochs: int = 1
+    upload_tune_lr: float = 1e-4
 
 
 @dataclass
@@ -216,13 +222,17 @@ class Config:
             sec = _section(d, section)
             if sec is not None and sec.get(key) == default:
                 del sec[key]
+        if d["model"].get("upload_positions", 0) == 0:  # no sparse upload: nothing to re-fit
+            for key in ("upload_tune_epochs", "upload_tune_lr"):
+                d["train"].pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # (section, key, the value every run had before the key existed); a section is dotted
 _LATE_KEYS = (("model", "upload_pool", 1), ("model", "bottleneck_context", False),
               ("model", "position_gain", 0.0), ("model", "upload_positions", 0),
-              ("privacy", "noise_warmup", 0.0),
+              ("privacy", "noise_warmup", 0.0), ("train", "upload_tune_epochs", 0),
+              ("train", "upload_tune_lr", 1e-4),
               *((f"train.{stage}", "lr_schedule", "constant")
                 for stage in ("task", "reconstructor", "adversaries", "adversarial")))
 
@@ -378,6 +388,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is str:
         if value is None:
@@ -413,6 +428,11 @@ def _check_upload_positions(cfg: Config) -> None:
     if cfg.model.upload_positions < 0:
         raise ConfigError(f"model.upload_positions={cfg.model.upload_positions} must be >= 0 "
                           "(0: upload every number)")
+    t = cfg.train
+    if t.upload_tune_epochs < 0 or t.upload_tune_lr <= 0:
+        raise ConfigError(f"train.upload_tune_epochs={t.upload_tune_epochs} and "
+                          f"train.upload_tune_lr={t.upload_tune_lr}: give epochs >= 0 (0: the "
+                          "cloud is not re-fitted to the sparse upload) and a learning rate > 0")
 
 
 def validate(cfg: Config) -> None:

@@ -43,6 +43,7 @@ from .evaluate import evaluate
 from .steps import (
     Batch,
     StepContext,
+    cloud_step,
     cosine_fraction,
     make_optimizers,
     scaled_noise,
@@ -255,12 +256,39 @@ class _Loop:
             # (a pure function of them: a resumed run chooses the same); the run's final
             # figures are those of what it sends
             choose_upload_positions(self.models.encoder, self.images, sent_positions(cfg))
+            tuned = self._tune_cloud(len(stages))
             if self.d.is_main:
                 self.history.append({"stage": "upload", "epoch": 0,
-                                     "upload_positions": sent_positions(cfg),
+                                     "upload_positions": sent_positions(cfg), **tuned,
                                      **self._validation(stages[-1])})
         self._finish()
         return self.paths.root
+
+    def _tune_cloud(self, s_idx: int) -> dict[str, float]:
+        """C alone re-fits the task to the sparse upload (train.upload_tune_epochs; E
+        frozen). Runs after the last checkpoint, like the choice: a pure function of the
+        checkpoint (its weights, RNG state and the batch order of stage index `s_idx`), so a
+        resumed run or `choose-upload` repeats it exactly. Returns its mean loss."""
+        t = self.cfg.train
+        if t.upload_tune_epochs <= 0:
+            return {}
+        scfg = StageConfig(epochs=t.upload_tune_epochs, lr=t.upload_tune_lr,
+                           batch_size=t.adversarial.batch_size)
+        opt = torch.optim.Adam(self.models.classifier.parameters(), lr=scfg.lr)
+        ctx = StepContext(self.cfg, self.models, {"classifier": opt}, self.msssim, self.noise,
+                          amp=lambda: autocast(self.precision, self.device),
+                          sync_grads=self.sync)
+        total, count = 0.0, 0
+        t0 = time.time()
+        for epoch in range(scfg.epochs):
+            order, per, n_batches = self.order(scfg, s_idx, epoch)
+            for b in tqdm(range(n_batches), desc=f"cloud re-fit {epoch + 1}/{scfg.epochs}",
+                          unit="batch", leave=False, disable=not self.progress,
+                          mininterval=1.0):
+                total += cloud_step(ctx, self.batch(order, per, b))["task_loss"]
+                count += 1
+        self.timings["upload"] = self.timings.get("upload", 0.0) + time.time() - t0
+        return {"tune_task_loss": round(total / max(count, 1), 5)}
 
     def order(self, scfg, s_idx: int, epoch: int, stream: int = 0):
         """(batch order, this rank's images per batch, batches per epoch): a pure function

@@ -305,6 +305,16 @@ def test_choose_upload_is_the_run_trained_with_that_count(sparse_export, tmp_pat
     assert json.loads((out / "run.json").read_text())["budget"]["upload_numbers"] == 4
     assert not list(tmp_path.glob(".*partial"))  # built beside, moved into place
     assert with_upload_positions(run, 4, out) == out  # again: nothing to do
+    # --refit-epochs 0: the same phone, and the cloud as the last stage left it
+    assert main(["choose-upload", str(run), "--positions", "4", "--refit-epochs", "0",
+                 "--out", str(tmp_path / "k4-as-trained"), "--quiet"]) == 0
+    _, as_trained = load_run(tmp_path / "k4-as-trained")
+    from deepobfuscator.training.checkpoint import load_checkpoint
+
+    last = load_checkpoint(run / "checkpoint.pt")["models"]["classifier"]
+    assert all(torch.equal(v, last[k]) for k, v in as_trained.classifier.state_dict().items())
+    assert torch.equal(as_trained.encoder.upload_mask, chosen.encoder.upload_mask)
+    assert not all(torch.equal(v, last[k]) for k, v in chosen.classifier.state_dict().items())
     with pytest.raises(RunError, match="already exists"):
         with_upload_positions(run, 2, out)
     with pytest.raises(ConfigError, match="must be >= 0"):

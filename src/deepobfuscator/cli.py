@@ -70,7 +70,7 @@ def cmd_choose_upload(args: argparse.Namespace) -> int:
             raise ConfigError(f"--positions {args.positions!r}: give a count or 'auto'") \
                 from None
     out = with_upload_positions(Path(args.run), k, Path(args.out), progress=not args.quiet,
-                                why=why)
+                                why=why, refit_epochs=args.refit_epochs)
     print(f"done: {out}")
     print(f"split: {phone_budget(read_run_config(out)).line()}")
     return 0
@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--most", type=int, default=16, help="auto: the count to start from")
     u.add_argument("--tolerance", type=float, default=0.005,
                    help="auto: task AUC it may lose (default 0.005)")
+    u.add_argument("--refit-epochs", type=int, default=None, metavar="N",
+                   help="epochs of the cloud's re-fit to the new upload "
+                   "(train.upload_tune_epochs; default: the run's own, 0 for runs trained "
+                   "before the re-fit existed)")
     u.add_argument("--out", required=True, help="the new run folder (must not exist)")
     u.add_argument("--quiet", action="store_true", help="no progress bars")
     u.set_defaults(func=cmd_choose_upload)

@@ -56,7 +56,7 @@ def run_demo(out: Path, quick: bool = False, progress: bool = True, threads: int
             log.info("   stage 1 (task) is the baseline's, bit for bit: starting from its "
                      "checkpoint")
         runs[name] = train(cfg, out / name, progress=progress)
-    # attackers capped at DEMO_ATTACK_EPOCHS keep the demo to minutes on 2 cores (572 s
+    # attackers capped at DEMO_ATTACK_EPOCHS keep the demo to minutes on 2 cores (321 s
     # without bf16, BENCHMARKS.md); on the baseline they still pass the audit's strength
     # checks (`deepobfuscator audit` defaults to 30 epochs with early stopping)
     settings = AuditSettings(max_epochs=DEMO_ATTACK_EPOCHS, wire="int8", progress=progress,

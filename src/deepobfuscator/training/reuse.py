@@ -79,7 +79,8 @@ def _same_attackers(a: Config, b: Config) -> bool:
 
 
 def with_upload_positions(run_dir: Path, positions: int, out_dir: Path,
-                          progress: bool = False, why: dict | None = None) -> Path:
+                          progress: bool = False, why: dict | None = None,
+                          refit_epochs: int | None = None) -> Path:
     """A finished run that sends its `positions` strongest numbers instead, as a new run
     folder: the same weights, the sparse upload chosen again (`model.upload_positions`).
 
@@ -87,7 +88,9 @@ def with_upload_positions(run_dir: Path, positions: int, out_dir: Path,
     images, so the result is bit for bit the run that training with that setting would
     have produced; nothing is retrained. The source is never modified; the new folder is
     built beside `out_dir` and moved into place when complete. `why` (how the count was
-    chosen) goes into the new folder's upload_choice.json."""
+    chosen) goes into the new folder's upload_choice.json. `refit_epochs` sets
+    train.upload_tune_epochs (the cloud's re-fit to the new upload; None keeps the run's):
+    E and every uploaded number are the same either way."""
     from ..config import config_from_dict
     from ..errors import RunError
     from ..runs import read_info
@@ -101,7 +104,9 @@ def with_upload_positions(run_dir: Path, positions: int, out_dir: Path,
                        "training it first (run the same train command again to resume)")
     d = cfg.to_dict()
     d["model"]["upload_positions"] = positions
-    new = config_from_dict(d)  # validates the count (ConfigError for a negative one)
+    if refit_epochs is not None:
+        d["train"]["upload_tune_epochs"] = refit_epochs
+    new = config_from_dict(d)  # validates the counts (ConfigError for a negative one)
     if out.root.exists():
         if read_info(out.root).get("status") == "complete" and \
                 read_run_config(out.root).fingerprint() == new.fingerprint():

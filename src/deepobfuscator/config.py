@@ -107,8 +107,9 @@ class ModelConfig:
     position_gain: float = 10.0
     # >0: upload only this many numbers per image, the ones with the most signal power on
     # the trained obfuscator (chosen when training ends, from the defender's training
-    # images; no weight changes). Under the cap the rest carry almost nothing; they are
-    # not sent and the cloud reads zeros there. 0 (or the map's size): all
+    # images; no weight of E changes, and C re-fits: train.upload_tune_epochs). Under the
+    # cap the rest carry almost nothing; they are not sent and the cloud reads zeros
+    # there. 0 (or the map's size): all
     upload_positions: int = 16
     fc_hidden: int = 256  # classifier/adversary hidden width (paper: 4096)
     dropout: float = 0.5

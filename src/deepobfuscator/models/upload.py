@@ -6,7 +6,8 @@ training ends, the trainer keeps the K positions with the most signal power on t
 defender's training images and the obfuscator sends only those: the mask comes after the
 cap and the noise, so the K numbers are exactly those of the full upload (a subset: an
 attacker of the sparse upload knows no more than one of the full upload), and no weight
-changes. The cloud gets zeros where nothing was sent.
+of the obfuscator changes. The cloud gets zeros where nothing was sent; it re-fits to
+them (train.upload_tune_epochs, in the trainer).
 
 Training and the audit keep the (C, H, W) layout with zeros, so attackers see the
 spatial map they would rebuild from the manifest's positions. The export packs the K

@@ -82,11 +82,12 @@ def with_upload_positions(run_dir: Path, positions: int, out_dir: Path,
                           progress: bool = False, why: dict | None = None,
                           refit_epochs: int | None = None) -> Path:
     """A finished run that sends its `positions` strongest numbers instead, as a new run
-    folder: the same weights, the sparse upload chosen again (`model.upload_positions`).
+    folder: the same phone, the sparse upload chosen again (`model.upload_positions`).
 
     The choice is a pure function of the trained obfuscator and the defender's training
     images, so the result is bit for bit the run that training with that setting would
-    have produced; nothing is retrained. The source is never modified; the new folder is
+    have produced; the phone is not retrained (only the cloud re-fits to the new upload,
+    train.upload_tune_epochs). The source is never modified; the new folder is
     built beside `out_dir` and moved into place when complete. `why` (how the count was
     chosen) goes into the new folder's upload_choice.json. `refit_epochs` sets
     train.upload_tune_epochs (the cloud's re-fit to the new upload; None keeps the run's):

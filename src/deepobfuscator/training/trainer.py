@@ -252,9 +252,9 @@ class _Loop:
                        if epoch + 1 < scfg.epochs else {"stage": s_idx + 1, "epoch": 0, "batch": 0})
                 self._checkpoint(nxt, {}, {} if nxt["stage"] != s_idx else optimizers)
         if self._unchosen():
-            # the sparse upload is chosen on the trained obfuscator and changes no weight
-            # (a pure function of them: a resumed run chooses the same); the run's final
-            # figures are those of what it sends
+            # the sparse upload is chosen on the trained obfuscator and changes none of its
+            # weights (a pure function of them: a resumed run chooses the same); then the
+            # cloud re-fits to it. The run's final figures are those of what it sends
             choose_upload_positions(self.models.encoder, self.images, sent_positions(cfg))
             tuned = self._tune_cloud(len(stages))
             if self.d.is_main:

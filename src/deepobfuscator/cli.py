@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("choose-upload",
                        help="a finished run sending its K strongest numbers instead, as a new "
-                       "run folder (the same phone; only the cloud re-fits, train.upload_tune_epochs)")
+                       "run folder (the same phone; only the cloud re-fits to them)")
     u.add_argument("run", help="a finished run folder from `deepobfuscator train`")
     u.add_argument("--positions", required=True, metavar="K",
                    help="numbers to send (model.upload_positions; 0 = every number), or "

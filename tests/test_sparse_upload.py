@@ -66,8 +66,8 @@ def test_cloud_refit_moves_only_the_cloud_and_fits_the_sparse_upload(tmp_path, t
     from deepobfuscator.privacy import bce_logits
 
     steps = []
-    real = trainer_mod.cloud_step
-    monkeypatch.setattr(trainer_mod, "cloud_step",
+    real = trainer_mod.classifier_step
+    monkeypatch.setattr(trainer_mod, "classifier_step",
                         lambda ctx, batch: steps.append(len(batch.x)) or real(ctx, batch))
     # a cap loose enough for the tiny model to learn the task
     base = [*SPARSE, f"model.upload_positions={K}", "train.upload_tune_lr=1e-3",

@@ -97,19 +97,6 @@ def task_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
     return out
 
 
-def cloud_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
-    """After the sparse upload is chosen: C alone re-fits the task to what the frozen E
-    sends now (train.upload_tune_epochs); no uploaded number changes."""
-    _modes(ctx.models, {"classifier"})
-    with torch.no_grad(), ctx.amp():
-        z = ctx.models.encoder(batch.x)
-    with ctx.amp():
-        logits = ctx.models.classifier(z)
-    loss = bce_logits(logits, batch.task)
-    _update(ctx, "classifier", loss)
-    return {"task_loss": loss.item()}
-
-
 def reconstructor_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
     """Stage 2: R learns to invert the frozen E (1 - MS-SSIM)."""
     _modes(ctx.models, {"reconstructor"})
@@ -153,7 +140,9 @@ def adversaries_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
 
 
 def classifier_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
-    """The rotation's classifier step: C follows the changing features."""
+    """C alone learns the task from the frozen E: the rotation's classifier step (C follows
+    the changing features), and the re-fit to a sparse upload once it is chosen
+    (train.upload_tune_epochs; no uploaded number changes)."""
     _modes(ctx.models, {"classifier"})
     with torch.no_grad(), ctx.amp():
         z = ctx.models.encoder(batch.x)

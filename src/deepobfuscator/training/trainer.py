@@ -43,7 +43,7 @@ from .evaluate import evaluate
 from .steps import (
     Batch,
     StepContext,
-    cloud_step,
+    classifier_step,
     cosine_fraction,
     make_optimizers,
     scaled_noise,
@@ -285,7 +285,7 @@ class _Loop:
             for b in tqdm(range(n_batches), desc=f"cloud re-fit {epoch + 1}/{scfg.epochs}",
                           unit="batch", leave=False, disable=not self.progress,
                           mininterval=1.0):
-                total += cloud_step(ctx, self.batch(order, per, b))["task_loss"]
+                total += classifier_step(ctx, self.batch(order, per, b))["task_loss"]
                 count += 1
         self.timings["upload"] = self.timings.get("upload", 0.0) + time.time() - t0
         return {"tune_task_loss": round(total / max(count, 1), 5)}

@@ -230,12 +230,17 @@ def write_summary(out: Path) -> None:
     """summary.json (every audit's figures by arm, training seed and attacker seed),
     summary.md (mean [min-max] over every audit of an arm) and frontier.png."""
     from deepobfuscator.audit.result import AuditResult
+    from deepobfuscator.sweep import BUDGET_COLUMNS, budget_of
 
     rows: dict[str, dict[str, dict]] = {}  # arm -> "S" or "S/aK" -> figures
+    budgets: dict[str, dict] = {}  # arm -> its phone budget (the same on every seed)
     attrs: list[str] = []
     for p in sorted(out.glob("audit-*/audit.json")):
         arm, seed, k = parse_audit_name(p.parent.name)
         doc = json.loads(p.read_text())
+        budgets.setdefault(arm, budget_of(doc))
+        if "baseline" in doc["runs"]:
+            budgets.setdefault("baseline", budget_of(doc, "baseline"))
         attrs = attrs or AuditResult(doc).private
         f = figures(doc)
         if "control" in arm:  # no attackers of its own (audits before that was known list them)
@@ -248,13 +253,15 @@ def write_summary(out: Path) -> None:
                 if (baseline_folder(out, s) / "run.json").is_file()]
     floors = {a: round(sum(o[a] for o in per_seed) / len(per_seed), 4)
               for a in (per_seed[0] if per_seed else {})}
-    (out / "summary.json").write_text(json.dumps({"arms": rows, "task_oracle": floors},
+    (out / "summary.json").write_text(json.dumps({"arms": rows, "task_oracle": floors,
+                                                  "budgets": budgets},
                                                  indent=1))
     attrs = attrs or list(floors)
     keys = ["utility_accuracy", "inversion_msssim", *[f"attribute:{a}" for a in attrs],
             "reid_top1", "verification_auc", *[f"own:{a}" for a in attrs], "own_msssim"]
-    lines = ["| arm | seeds (training/attacker) | " + " | ".join(keys) + " |",
-             "|" + "---|" * (len(keys) + 2)]
+    budget_heads = [h for h, _, _ in BUDGET_COLUMNS]
+    lines = ["| arm | " + " | ".join(budget_heads) + " | seeds (training/attacker) | " +
+             " | ".join(keys) + " |", "|" + "---|" * (len(keys) + len(budget_heads) + 2)]
     for arm in [*ARMS, *sorted(set(rows) - set(ARMS)), "baseline"]:
         if arm == "baseline":  # one baseline audit per training seed (they are cached)
             per = {key.split("/")[0]: {"obfuscated": f["baseline"]}
@@ -265,13 +272,16 @@ def write_summary(out: Path) -> None:
             continue
         cells = [cell([f["obfuscated"][k] for f in per.values() if k in f["obfuscated"]])
                  for k in keys]
-        lines.append(f"| {arm} | {', '.join(sorted(per))} | " + " | ".join(cells) + " |")
+        b = budgets.get(arm)
+        budget = [f.format(b[key]) if b else "" for _, key, f in BUDGET_COLUMNS]
+        lines.append(f"| {arm} | " + " | ".join(budget) + f" | {', '.join(sorted(per))} | " +
+                     " | ".join(cells) + " |")
     chance = next((f["chance"] for r in rows.values() for f in r.values()), {})
 
     def floor(v: float | None, what: str) -> str:
         return f"{v:.3f} ({what})" if v is not None else ""
 
-    lines.append("| floor | | | " + " | ".join(
+    lines.append("| floor | " + "| " * len(budget_heads) + "| | " + " | ".join(
         [floor(chance.get("inversion_msssim"), "mean face"),
          *[floor(floors.get(a), "task oracle") for a in attrs],
          floor(chance.get("reid_top1"), "chance"), floor(chance.get("verification_auc"),

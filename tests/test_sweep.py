@@ -80,8 +80,8 @@ def _check_budget_columns(out, doc, md):
 
     header = next(line for line in md.splitlines() if line.startswith("| point |"))
     cols = [c.strip() for c in header.strip("|").split("|")]
-    assert cols[-4:] == ["phone MACs (M)", "phone share", "upload bytes (int8)",
-                         "on frontier of"]
+    assert cols[-5:] == ["phone MACs (M)", "cloud MACs (M)", "phone share",
+                         "upload bytes (int8)", "on frontier of"]
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
             for line in md.splitlines() if line.startswith("| ") and line != header}
     expected = {p["name"]: phone_budget(load_config("cpu", [*BASE, *o]))
@@ -95,9 +95,10 @@ def _check_budget_columns(out, doc, md):
         assert got["phone_macs"] == b.phone_macs and got["upload_bytes"] == b.upload_bytes
         assert got["phone_share"] == round(b.phone_share, 4) and got["cloud_macs"] > 0
         assert got["phone_macs_m"] == round(b.phone_macs / 1e6, 2)
+        assert got["cloud_macs_m"] == round(b.cloud_macs / 1e6, 2)
         row = rows["baseline (no privacy)" if name == "baseline" else name]
-        assert row[-4:-1] == [f"{b.phone_macs / 1e6:.1f}", f"{round(b.phone_share, 4):.1%}",
-                              str(b.upload_bytes)]
+        assert row[-5:-1] == [f"{b.phone_macs / 1e6:.1f}", f"{b.cloud_macs / 1e6:.1f}",
+                              f"{round(b.phone_share, 4):.1%}", str(b.upload_bytes)]
     assert rows["chance"][-4:] == ["", "", "", ""]
 
     for audit_json in (out / "points").glob("*/audit/audit.json"):  # written before budgets

@@ -22,7 +22,11 @@ PANELS = ("inverse MS-SSIM", "Male", "Young", "re-id top-1")
 
 def parse_cell(text: str) -> tuple[float, float, float] | None:
     """'0.585 [0.548-0.610]' -> (0.585, 0.548, 0.610); '0.493' -> (0.493, 0.493, 0.493);
-    anything else (empty, words) -> None."""
+    '0.915 / 0.916' -> their mean and range; anything else (empty, words) -> None."""
+    if " / " in text:  # per-seed values "a / b / c": their mean and range
+        parts = [parse_cell(t) for t in text.split(" / ")]
+        vals = [p[0] for p in parts if p is not None]
+        return (sum(vals) / len(vals), min(vals), max(vals)) if vals else None
     m = CELL.match(text.strip())
     if not m:
         return None

@@ -286,7 +286,7 @@ def test_choose_upload_is_the_run_trained_with_that_count(sparse_export, tmp_pat
 
     from deepobfuscator.cli import main
     from deepobfuscator.errors import RunError
-    from deepobfuscator.training.reuse import with_upload_positions
+    from deepobfuscator.training.reuse import with_upload
 
     run, _ = sparse_export
     before = {p.name: p.read_bytes() for p in sorted((run / "weights").iterdir())}
@@ -304,7 +304,7 @@ def test_choose_upload_is_the_run_trained_with_that_count(sparse_export, tmp_pat
     assert set(kept_positions(chosen.encoder)) < set(kept_positions(source.encoder))
     assert json.loads((out / "run.json").read_text())["budget"]["upload_numbers"] == 4
     assert not list(tmp_path.glob(".*partial"))  # built beside, moved into place
-    assert with_upload_positions(run, 4, out) == out  # again: nothing to do
+    assert with_upload(run, out, 4) == out  # again: nothing to do
     # --refit-epochs 0: the same phone, and the cloud as the last stage left it
     assert main(["choose-upload", str(run), "--positions", "4", "--refit-epochs", "0",
                  "--out", str(tmp_path / "k4-as-trained"), "--quiet"]) == 0
@@ -316,14 +316,14 @@ def test_choose_upload_is_the_run_trained_with_that_count(sparse_export, tmp_pat
     assert torch.equal(as_trained.encoder.upload_mask, chosen.encoder.upload_mask)
     assert not all(torch.equal(v, last[k]) for k, v in chosen.classifier.state_dict().items())
     with pytest.raises(RunError, match="already exists"):
-        with_upload_positions(run, 2, out)
+        with_upload(run, out, 2)
     with pytest.raises(ConfigError, match="must be >= 0"):
-        with_upload_positions(run, -1, tmp_path / "negative")
+        with_upload(run, tmp_path / "negative", -1)
     unfinished = tmp_path / "unfinished"
     shutil.copytree(run, unfinished)
     (unfinished / "run.json").unlink()
     with pytest.raises(RunError, match="not a finished run"):
-        with_upload_positions(unfinished, 4, tmp_path / "from-unfinished")
+        with_upload(unfinished, tmp_path / "from-unfinished", 4)
 
 
 def test_the_fewest_positions_halve_until_the_task_score_falls_short():

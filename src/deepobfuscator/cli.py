@@ -50,9 +50,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_choose_upload(args: argparse.Namespace) -> int:
     from .models.budget import phone_budget
     from .runs import read_run_config
-    from .training.reuse import with_upload_positions
+    from .training.reuse import with_upload
 
-    why = None
+    why, k = None, None
+    if args.positions is None and args.noise is None:
+        raise ConfigError("choose-upload changes nothing without --positions or --noise: "
+                          "give the count to send, the noise std, or both")
+    if args.positions == "auto" and args.noise is not None:
+        # auto compares counts under the noise the cloud was trained with
+        raise ConfigError("--positions auto and --noise in one command: choose the count "
+                          "first, then run choose-upload on that folder with --noise")
     if args.positions == "auto":
         from .training.reuse import fewest_upload_positions
 
@@ -63,14 +70,14 @@ def cmd_choose_upload(args: argparse.Namespace) -> int:
         why = {"rule": "fewest positions, halving from most, whose validation task AUC "
                        "is within tolerance of the full upload's",
                "most": args.most, "tolerance": args.tolerance, "val_task_auc": tried}
-    else:
+    elif args.positions is not None:
         try:
             k = int(args.positions)
         except ValueError:
             raise ConfigError(f"--positions {args.positions!r}: give a count or 'auto'") \
                 from None
-    out = with_upload_positions(Path(args.run), k, Path(args.out), progress=not args.quiet,
-                                why=why, refit_epochs=args.refit_epochs)
+    out = with_upload(Path(args.run), Path(args.out), positions=k, noise=args.noise,
+                      progress=not args.quiet, why=why, refit_epochs=args.refit_epochs)
     print(f"done: {out}")
     print(f"split: {phone_budget(read_run_config(out)).line()}")
     return 0
@@ -147,16 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     u = sub.add_parser("choose-upload",
-                       help="a finished run sending its K strongest numbers instead, as a new "
-                       "run folder (the same phone; only the cloud re-fits to them)")
+                       help="a finished run with another upload, as a new run folder: its K "
+                       "strongest numbers, a tighter cap (more noise), or both (the same "
+                       "phone weights; only the cloud re-fits)")
     u.add_argument("run", help="a finished run folder from `deepobfuscator train`")
-    u.add_argument("--positions", required=True, metavar="K",
-                   help="numbers to send (model.upload_positions; 0 = every number), or "
+    u.add_argument("--positions", metavar="K",
+                   help="numbers to send (model.upload_positions; 0 = every number; "
+                   "default: the run's own), or "
                    "auto: the fewest, halving from --most, whose task AUC on the "
                    "defender's validation split is within --tolerance of every number's")
     u.add_argument("--most", type=int, default=16, help="auto: the count to start from")
     u.add_argument("--tolerance", type=float, default=0.005,
                    help="auto: task AUC it may lose (default 0.005)")
+    u.add_argument("--noise", type=float, default=None, metavar="STD",
+                   help="feature noise std (privacy.feature_noise), at least the run's own: "
+                   "a tighter information cap without retraining the phone (the upload is "
+                   "the old one plus independent noise, so no attacker learns more)")
     u.add_argument("--refit-epochs", type=int, default=None, metavar="N",
                    help="epochs of the cloud's re-fit to the new upload "
                    "(train.upload_tune_epochs; default: the run's own, 0 for runs trained "

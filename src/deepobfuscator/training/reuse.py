@@ -9,6 +9,7 @@ training per privacy run this way.
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -78,20 +79,23 @@ def _same_attackers(a: Config, b: Config) -> bool:
     return method_for(a).attackers == method_for(b).attackers
 
 
-def with_upload_positions(run_dir: Path, positions: int, out_dir: Path,
-                          progress: bool = False, why: dict | None = None,
-                          refit_epochs: int | None = None) -> Path:
-    """A finished run that sends its `positions` strongest numbers instead, as a new run
-    folder: the same phone, the sparse upload chosen again (`model.upload_positions`).
+def with_upload(run_dir: Path, out_dir: Path, positions: int | None = None,
+                noise: float | None = None, progress: bool = False, why: dict | None = None,
+                refit_epochs: int | None = None) -> Path:
+    """A finished run with another upload, as a new run folder: the same phone weights,
+    sending its `positions` strongest numbers (`model.upload_positions`; None keeps the
+    run's count) under feature noise of std `noise` (`privacy.feature_noise`; None keeps
+    the run's; only a tighter cap is allowed, see `_raised_noise`).
 
-    The choice is a pure function of the trained obfuscator and the defender's training
-    images, so the result is bit for bit the run that training with that setting would
-    have produced; the phone is not retrained (only the cloud re-fits to the new upload,
-    train.upload_tune_epochs). The source is never modified; the new folder is
-    built beside `out_dir` and moved into place when complete. `why` (how the count was
-    chosen) goes into the new folder's upload_choice.json. `refit_epochs` sets
-    train.upload_tune_epochs (the cloud's re-fit to the new upload; None keeps the run's):
-    E and every uploaded number are the same either way."""
+    The choice of positions is a pure function of the trained obfuscator and the
+    defender's training images, so with the run's own noise the result is bit for bit the
+    run that training with that count would have produced; the phone is not retrained
+    (only the cloud re-fits to the new upload, train.upload_tune_epochs). The source is
+    never modified; the new folder is built beside `out_dir` and moved into place when
+    complete. `why` (how the count was chosen) goes into the new folder's
+    upload_choice.json. `refit_epochs` sets train.upload_tune_epochs (the cloud's re-fit
+    to the new upload; None keeps the run's): E and every uploaded number are the same
+    either way."""
     from ..config import config_from_dict
     from ..errors import RunError
     from ..runs import read_info
@@ -104,7 +108,10 @@ def with_upload_positions(run_dir: Path, positions: int, out_dir: Path,
         raise RunError(f"{src.root} is not a finished run with its checkpoint.pt: finish "
                        "training it first (run the same train command again to resume)")
     d = cfg.to_dict()
-    d["model"]["upload_positions"] = positions
+    if positions is not None:
+        d["model"]["upload_positions"] = positions
+    if noise is not None:
+        d["privacy"]["feature_noise"] = _raised_noise(cfg, noise)
     if refit_epochs is not None:
         d["train"]["upload_tune_epochs"] = refit_epochs
     new = config_from_dict(d)  # validates the counts (ConfigError for a negative one)
@@ -125,13 +132,35 @@ def with_upload_positions(run_dir: Path, positions: int, out_dir: Path,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copytree(src.splits, RunPaths(tmp).splits)
-    save_checkpoint(RunPaths(tmp).checkpoint, {k: v for k, v in ckpt.items()
-                                               if k not in ("format", "versions")})
+    kept = {k: v for k, v in ckpt.items() if k not in ("format", "versions")}
+    if new.privacy.feature_noise != cfg.privacy.feature_noise:
+        kept["refit_cloud"] = True  # every upload changed, even with no mask to choose
+    save_checkpoint(RunPaths(tmp).checkpoint, kept)
     if why is not None:
         atomic_write_json(tmp / "upload_choice.json", {"source": str(src.root), **why})
     train(new, tmp, progress=progress)  # resumes at the end: chooses, writes the weights
     tmp.rename(out.root)
     return out.root
+
+
+def _raised_noise(cfg: Config, noise: float) -> float:
+    """`noise` if it tightens the run's information cap. More noise on the same unit-RMS
+    features is the old upload plus independent noise, so no attacker of the new upload
+    can learn more than one of the old (data processing): a sound change without
+    retraining the phone. Less noise, or noise on features the phone can scale, would
+    loosen or void the cap the obfuscator was trained and audited under."""
+    from ..config import ConfigError
+
+    if not cfg.privacy.normalize_features or cfg.privacy.feature_noise <= 0:
+        raise ConfigError("--noise needs a run trained with the information cap "
+                          "(privacy.normalize_features=true and privacy.feature_noise > 0): "
+                          "without it the phone sets its own signal scale and no noise std "
+                          "means anything; train with the cap instead")
+    if not math.isfinite(noise) or noise < cfg.privacy.feature_noise:
+        raise ConfigError(f"--noise {noise}: give at least the run's own "
+                          f"privacy.feature_noise={cfg.privacy.feature_noise} (only a tighter "
+                          "cap keeps the trained obfuscator's privacy; retrain for less noise)")
+    return float(noise)
 
 
 # noise draws per validation image when counts are compared: the same draws for every

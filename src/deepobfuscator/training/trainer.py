@@ -199,8 +199,10 @@ class _Loop:
         pos = {"stage": 0, "epoch": 0, "batch": 0}
         running: dict[str, float] = {}
         opt_state = None
+        refit = False  # `choose-upload --noise` asks the cloud to re-fit to the new noise
         if self.paths.checkpoint.is_file():
             ckpt = load_checkpoint(self.paths.checkpoint)
+            refit = bool(ckpt.get("refit_cloud"))
             for name, module in self.models.named().items():
                 module.load_state_dict(ckpt["models"][name])
             self.history, self.timings = list(ckpt["history"]), dict(ckpt["timings"])
@@ -251,11 +253,13 @@ class _Loop:
                 nxt = ({"stage": s_idx, "epoch": epoch + 1, "batch": 0}
                        if epoch + 1 < scfg.epochs else {"stage": s_idx + 1, "epoch": 0, "batch": 0})
                 self._checkpoint(nxt, {}, {} if nxt["stage"] != s_idx else optimizers)
-        if self._unchosen():
+        if self._unchosen() or refit:
             # the sparse upload is chosen on the trained obfuscator and changes none of its
             # weights (a pure function of them: a resumed run chooses the same); then the
             # cloud re-fits to it. The run's final figures are those of what it sends
-            choose_upload_positions(self.models.encoder, self.images, sent_positions(cfg))
+            if self._unchosen():
+                choose_upload_positions(self.models.encoder, self.images,
+                                        sent_positions(cfg))
             tuned = self._tune_cloud(len(stages))
             if self.d.is_main:
                 self.history.append({"stage": "upload", "epoch": 0,

@@ -33,7 +33,9 @@ def capped_runs(tmp_path_factory):
         root = tmp_path_factory.mktemp("capped")
         sparse = train(load_config("cpu", [*TINY, *CAPPED, "model.upload_positions=4"]),
                        root / "sparse", progress=False)
-        full = train(load_config("cpu", [*TINY, *CAPPED, "model.upload_positions=0"]),
+        # a full upload trained without a re-fit stage: --noise must add one
+        full = train(load_config("cpu", [*TINY, *CAPPED, "model.upload_positions=0",
+                                         "train.upload_tune_epochs=0"]),
                      root / "full", progress=False)
         return sparse, full
     finally:
@@ -57,6 +59,7 @@ def test_more_noise_keeps_the_phone_and_refits_the_cloud(capped_runs, tmp_path, 
     assert not all(torch.equal(v, last[k]) for k, v in new.classifier.state_dict().items()), \
         "the cloud did not re-fit to the noisier upload"
     assert read_run_config(out).privacy.feature_noise == 3.0
+    assert read_run_config(out).train.upload_tune_epochs >= 1
     bits = [json.loads((r / "run.json").read_text())["budget"]["info_cap_bits"]
             for r in (run, out)]
     assert bits[1] < bits[0]

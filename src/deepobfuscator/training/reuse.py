@@ -114,6 +114,8 @@ def with_upload(run_dir: Path, out_dir: Path, positions: int | None = None,
         d["privacy"]["feature_noise"] = _raised_noise(cfg, noise)
     if refit_epochs is not None:
         d["train"]["upload_tune_epochs"] = refit_epochs
+    elif noise is not None and d["train"]["upload_tune_epochs"] <= 0:
+        d["train"]["upload_tune_epochs"] = 1  # the cloud never saw this noise: re-fit it
     new = config_from_dict(d)  # validates the counts (ConfigError for a negative one)
     if out.root.exists():
         if read_info(out.root).get("status") == "complete" and \

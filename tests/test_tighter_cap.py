@@ -114,3 +114,18 @@ def test_looser_or_meaningless_noise_is_refused(capped_runs, tmp_path, capsys):
         assert not (tmp_path / name).exists()
     with pytest.raises(ConfigError, match="at least the run's own"):
         with_upload(run, tmp_path / "f", noise=1.5)
+
+
+def test_refit_alone_refits_a_full_upload_cloud_and_keeps_the_phone(capped_runs, tmp_path):
+    """`choose-upload RUN --refit-epochs 1` on a run that sends every number: the cloud
+    re-fits to the phone as deployed; nothing the phone sends changes."""
+    _, run = capped_runs
+    out = tmp_path / "refit"
+    assert main(["choose-upload", str(run), "--refit-epochs", "1", "--out", str(out),
+                 "--quiet"]) == 0
+    (_, src), (_, new) = load_run(run), load_run(out)
+    assert _same(src.encoder, new.encoder) and new.encoder.noise_std == src.encoder.noise_std
+    assert not _same(src.classifier, new.classifier)
+    assert read_run_config(out).train.upload_tune_epochs == 1
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["stage"] == "upload" and "tune_task_loss" in history[-1]

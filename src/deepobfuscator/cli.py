@@ -53,9 +53,10 @@ def cmd_choose_upload(args: argparse.Namespace) -> int:
     from .training.reuse import with_upload
 
     why, k = None, None
-    if args.positions is None and args.noise is None:
-        raise ConfigError("choose-upload changes nothing without --positions or --noise: "
-                          "give the count to send, the noise std, or both")
+    if args.positions is None and args.noise is None and not args.refit_epochs:
+        raise ConfigError("choose-upload changes nothing without --positions, --noise or "
+                          "--refit-epochs: give the count to send, the noise std, or the "
+                          "cloud's re-fit")
     if args.positions == "auto" and args.noise is not None:
         # auto compares counts under the noise the cloud was trained with
         raise ConfigError("--positions auto and --noise in one command: choose the count "
@@ -173,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--refit-epochs", type=int, default=None, metavar="N",
                    help="epochs of the cloud's re-fit to the new upload "
                    "(train.upload_tune_epochs; default: the run's own, 0 for runs trained "
-                   "before the re-fit existed)")
+                   "before the re-fit existed); alone, a re-fit of the cloud to the run's "
+                   "own upload")
     u.add_argument("--out", required=True, help="the new run folder (must not exist)")
     u.add_argument("--quiet", action="store_true", help="no progress bars")
     u.set_defaults(func=cmd_choose_upload)

@@ -95,7 +95,7 @@ def with_upload(run_dir: Path, out_dir: Path, positions: int | None = None,
     complete. `why` (how the count was chosen) goes into the new folder's
     upload_choice.json. `refit_epochs` sets train.upload_tune_epochs (the cloud's re-fit
     to the new upload; None keeps the run's): E and every uploaded number are the same
-    either way."""
+    either way; given alone (> 0) it re-fits the cloud to the run's own upload."""
     from ..config import config_from_dict
     from ..errors import RunError
     from ..runs import read_info
@@ -135,8 +135,10 @@ def with_upload(run_dir: Path, out_dir: Path, positions: int | None = None,
     tmp.mkdir(parents=True)
     shutil.copytree(src.splits, RunPaths(tmp).splits)
     kept = {k: v for k, v in ckpt.items() if k not in ("format", "versions")}
-    if new.privacy.feature_noise != cfg.privacy.feature_noise:
-        kept["refit_cloud"] = True  # every upload changed, even with no mask to choose
+    if new.privacy.feature_noise != cfg.privacy.feature_noise or (refit_epochs or 0) > 0:
+        # every upload changed, or the cloud is asked to re-fit what it has (its BatchNorm
+        # statistics can trail an E trained in training mode): even with no mask to choose
+        kept["refit_cloud"] = True
     save_checkpoint(RunPaths(tmp).checkpoint, kept)
     if why is not None:
         atomic_write_json(tmp / "upload_choice.json", {"source": str(src.root), **why})

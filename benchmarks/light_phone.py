@@ -45,10 +45,12 @@ def arm_overrides(arm: str, noise: float) -> list[str]:
     return {"none": ["privacy.method=none"],
             "control": NO_ATTACKERS,
             "paper": ["privacy.method=deepobfuscator"],
-            "robust": ["privacy.method=robust"],
+            # the robust game's cloud re-fits to the finished phone: its BatchNorm
+            # statistics can trail E (split 3, seed 0: 0.66 task accuracy as trained)
+            "robust": ["privacy.method=robust", "train.refit_cloud=true"],
             "cap": [*cap, "privacy.method=none"],
             "cap-control": [*cap, *NO_ATTACKERS],
-            "robust-cap": [*cap, "privacy.method=robust"],
+            "robust-cap": [*cap, "privacy.method=robust", "train.refit_cloud=true"],
             # the far end of the frontier: every conv block on the phone (--config on-device)
             "on-device": ["model.split_block=5", "privacy.method=none"]}[arm]
 

@@ -129,3 +129,41 @@ def test_refit_alone_refits_a_full_upload_cloud_and_keeps_the_phone(capped_runs,
     assert read_run_config(out).train.upload_tune_epochs == 1
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert history[-1]["stage"] == "upload" and "tune_task_loss" in history[-1]
+
+
+def test_training_with_refit_cloud_equals_the_refit_after_training(capped_runs, tmp_path):
+    """`train.refit_cloud=true` re-fits the cloud of a full-upload run at the end of
+    training, bit for bit what `choose-upload --refit-epochs 1` does to the run trained
+    without it, and under the same fingerprint (so that command on it is a no-op)."""
+    from conftest import TINY
+
+    _, run = capped_runs
+    after = tmp_path / "after"
+    assert main(["choose-upload", str(run), "--refit-epochs", "1", "--out", str(after),
+                 "--quiet"]) == 0
+    cfg = load_config("cpu", [*TINY, *CAPPED, "model.upload_positions=0",
+                              "train.upload_tune_epochs=1", "train.refit_cloud=true"])
+    assert read_run_config(after).fingerprint() == cfg.fingerprint()
+    during = train(cfg, tmp_path / "during", progress=False)
+    (_, a), (_, b), (_, plain) = load_run(after), load_run(during), load_run(run)
+    assert _same(a.encoder, b.encoder) and _same(a.classifier, b.classifier)
+    assert _same(plain.encoder, b.encoder) and not _same(plain.classifier, b.classifier)
+    history = [json.loads(line) for line in (during / "metrics.jsonl").read_text().splitlines()]
+    assert history[-1]["stage"] == "upload" and "tune_task_loss" in history[-1]
+    assert main(["choose-upload", str(run), "--refit-epochs", "1", "--out", str(during),
+                 "--quiet"]) == 0  # the same run already: nothing is retrained
+
+
+def test_refit_cloud_needs_epochs_and_leaves_old_hashes_alone():
+    from deepobfuscator.config import NO_PRIVACY_OVERRIDES, config_from_dict
+
+    with pytest.raises(ConfigError, match="refit_cloud"):
+        load_config("robust", ["train.upload_tune_epochs=0"])
+    assert load_config("robust").train.refit_cloud
+    assert not load_config("robust", list(NO_PRIVACY_OVERRIDES)).train.refit_cloud
+    # a config saved before the key existed reads false, with its old hash
+    d = load_config("cpu").to_dict()
+    del d["train"]["refit_cloud"]
+    old = config_from_dict(d)
+    assert not old.train.refit_cloud and old.fingerprint() == load_config("cpu").fingerprint()
+    assert load_config("cpu", ["train.refit_cloud=true"]).fingerprint() != old.fingerprint()

@@ -116,6 +116,11 @@ def with_upload(run_dir: Path, out_dir: Path, positions: int | None = None,
         d["train"]["upload_tune_epochs"] = refit_epochs
     elif noise is not None and d["train"]["upload_tune_epochs"] <= 0:
         d["train"]["upload_tune_epochs"] = 1  # the cloud never saw this noise: re-fit it
+    if d["train"]["upload_tune_epochs"] > 0 and (
+            (noise is not None and noise != cfg.privacy.feature_noise) or refit_epochs):
+        # every upload changed, or the cloud is asked to re-fit what it has (its BatchNorm
+        # statistics can trail an E trained in training mode): even with no mask to choose
+        d["train"]["refit_cloud"] = True
     new = config_from_dict(d)  # validates the counts (ConfigError for a negative one)
     if out.root.exists():
         if read_info(out.root).get("status") == "complete" and \
@@ -134,11 +139,7 @@ def with_upload(run_dir: Path, out_dir: Path, positions: int | None = None,
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copytree(src.splits, RunPaths(tmp).splits)
-    kept = {k: v for k, v in ckpt.items() if k not in ("format", "versions")}
-    if new.privacy.feature_noise != cfg.privacy.feature_noise or (refit_epochs or 0) > 0:
-        # every upload changed, or the cloud is asked to re-fit what it has (its BatchNorm
-        # statistics can trail an E trained in training mode): even with no mask to choose
-        kept["refit_cloud"] = True
+    kept = {k: v for k, v in ckpt.items() if k not in ("format", "versions", "refit_cloud")}
     save_checkpoint(RunPaths(tmp).checkpoint, kept)
     if why is not None:
         atomic_write_json(tmp / "upload_choice.json", {"source": str(src.root), **why})

@@ -199,10 +199,10 @@ class _Loop:
         pos = {"stage": 0, "epoch": 0, "batch": 0}
         running: dict[str, float] = {}
         opt_state = None
-        refit = False  # `choose-upload --noise` asks the cloud to re-fit to the new noise
+        refit = cfg.train.refit_cloud  # C re-fits after the last stage (also `choose-upload`)
         if self.paths.checkpoint.is_file():
             ckpt = load_checkpoint(self.paths.checkpoint)
-            refit = bool(ckpt.get("refit_cloud"))
+            refit = refit or bool(ckpt.get("refit_cloud"))  # the mark of runs before the key
             for name, module in self.models.named().items():
                 module.load_state_dict(ckpt["models"][name])
             self.history, self.timings = list(ckpt["history"]), dict(ckpt["timings"])

@@ -53,10 +53,11 @@ def cmd_choose_upload(args: argparse.Namespace) -> int:
     from .training.reuse import with_upload
 
     why, k = None, None
-    if args.positions is None and args.noise is None and not args.refit_epochs:
-        raise ConfigError("choose-upload changes nothing without --positions, --noise or "
-                          "--refit-epochs: give the count to send, the noise std, or the "
-                          "cloud's re-fit")
+    if args.positions is None and args.noise is None and not args.refit_epochs \
+            and args.erase is None:
+        raise ConfigError("choose-upload changes nothing without --positions, --noise, "
+                          "--erase or --refit-epochs: give the count to send, the noise std, "
+                          "the attributes to erase, or the cloud's re-fit")
     if args.positions == "auto" and args.noise is not None:
         # auto compares counts under the noise the cloud was trained with
         raise ConfigError("--positions auto and --noise in one command: choose the count "
@@ -78,10 +79,24 @@ def cmd_choose_upload(args: argparse.Namespace) -> int:
             raise ConfigError(f"--positions {args.positions!r}: give a count or 'auto'") \
                 from None
     out = with_upload(Path(args.run), Path(args.out), positions=k, noise=args.noise,
-                      progress=not args.quiet, why=why, refit_epochs=args.refit_epochs)
+                      progress=not args.quiet, why=why, refit_epochs=args.refit_epochs,
+                      erase=_erase_list(args.erase))
     print(f"done: {out}")
     print(f"split: {phone_budget(read_run_config(out)).line()}")
     return 0
+
+
+def _erase_list(value: str | None) -> list[str] | None:
+    """--erase Male,Young -> ["Male", "Young"]; "none" -> [] (no erasure); None: unset."""
+    if value is None:
+        return None
+    if value.strip().lower() == "none":
+        return []
+    names = [a.strip() for a in value.split(",") if a.strip()]
+    if not names:
+        raise ConfigError(f"--erase {value!r}: give attribute names separated by commas "
+                          "(from the run's data.private), or none")
+    return names
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -176,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(train.upload_tune_epochs; default: the run's own, 0 for runs trained "
                    "before the re-fit existed); alone, a re-fit of the cloud to the run's "
                    "own upload")
+    u.add_argument("--erase", metavar="ATTRS",
+                   help="private attributes to project out of the upload, comma-separated "
+                   "(privacy.erase; from the run's data.private; none: no erasure): fitted "
+                   "on the defender's data inside each task class, then the cloud re-fits")
     u.add_argument("--out", required=True, help="the new run folder (must not exist)")
     u.add_argument("--quiet", action="store_true", help="no progress bars")
     u.set_defaults(func=cmd_choose_upload)

@@ -31,6 +31,7 @@ NO_PRIVACY_OVERRIDES = ("privacy.method=none", "model.split_block=2", "model.bot
                         "model.position_gain=0", "model.upload_positions=0",
                         "privacy.feature_noise=0", "privacy.dcor_weight=0",
                         "privacy.normalize_features=false", "train.refit_cloud=false",
+                        "privacy.erase=[]",
                         # inert without noise or a second stage; pinned to the values every
                         # baseline had before these keys existed, so its hash stays put
                         "privacy.noise_warmup=0", "train.adversarial.lr_schedule=constant")
@@ -179,6 +180,11 @@ class PrivacyConfig:
     # (a curriculum: at full noise from the first step some seeds learn the task slowly);
     # every evaluation, checkpoint and later stage sees the full noise
     noise_warmup: float = 4.0
+    # private attributes (from data.private) whose linear trace the phone projects out of
+    # the upload, fitted when training ends on the defender's data within each task class
+    # (a closed-form adversary; privacy/erasure.py); the cloud then re-fits
+    # (train.upload_tune_epochs). [] = none
+    erase: list[str] = field(default_factory=list)
     robust: RobustConfig = field(default_factory=RobustConfig)
 
 
@@ -227,8 +233,9 @@ class Config:
             sec = _section(d, section)
             if sec is not None and sec.get(key) == default:
                 del sec[key]
-        if d["model"].get("upload_positions", 0) == 0 and not d["train"].get("refit_cloud"):
-            # no sparse upload and no re-fit asked for: the re-fit's keys change nothing
+        if d["model"].get("upload_positions", 0) == 0 and not d["train"].get("refit_cloud") \
+                and not d["privacy"].get("erase"):
+            # no sparse upload, erasure or re-fit asked for: the re-fit's keys change nothing
             for key in ("upload_tune_epochs", "upload_tune_lr"):
                 d["train"].pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -239,6 +246,7 @@ _LATE_KEYS = (("model", "upload_pool", 1), ("model", "bottleneck_context", False
               ("model", "position_gain", 0.0), ("model", "upload_positions", 0),
               ("privacy", "noise_warmup", 0.0), ("train", "upload_tune_epochs", 0),
               ("train", "upload_tune_lr", 1e-4), ("train", "refit_cloud", False),
+              ("privacy", "erase", []),
               *((f"train.{stage}", "lr_schedule", "constant")
                 for stage in ("task", "reconstructor", "adversaries", "adversarial")))
 
@@ -445,6 +453,21 @@ def _check_upload_positions(cfg: Config) -> None:
                           "set train.refit_cloud=false")
 
 
+def _check_erase(cfg: Config) -> None:
+    erase, private = cfg.privacy.erase, cfg.data.private
+    unknown = [a for a in erase if a not in private]
+    if unknown:
+        raise ConfigError(f"privacy.erase names {unknown}, not in data.private {private}: "
+                          "erase only attributes the defender has labels for (add them to "
+                          "data.private), or set privacy.erase=[] for no erasure")
+    if len(set(erase)) != len(erase):
+        raise ConfigError(f"privacy.erase lists an attribute twice: {erase}")
+    if erase and cfg.train.upload_tune_epochs == 0:
+        raise ConfigError("privacy.erase changes every upload when training ends, and the "
+                          "cloud re-fits to it for train.upload_tune_epochs epochs, which is "
+                          "0: give it 1 or more")
+
+
 def validate(cfg: Config) -> None:
     # enumerated keys are checked against their Literal when built; a Config made in
     # code (or changed with dataclasses.replace) is checked here
@@ -480,6 +503,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"model.position_gain={cfg.model.position_gain} must be >= 0 (0: no "
                           "gain; 1: the gain learns at E's rate, 10: ten times faster)")
     _check_upload_positions(cfg)
+    _check_erase(cfg)
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width must be positive, got {cfg.model.width}")
     p = cfg.privacy

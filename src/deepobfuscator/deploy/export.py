@@ -162,6 +162,7 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
                          "rule": "features hold the numbers at these C-order indices of "
                                  "the obfuscator's (C, H, W) map; the rest are 0 and not "
                                  "sent (model.upload_positions)"},
+                     "erased": _erasure_note(cfg),
                      "noise": "none" if noise_std == 0 else "the device adds Gaussian noise "
                      f"of std {noise_std} to every value of obfuscator.onnx's output before "
                      "encoding (privacy.feature_noise; the classifier was trained with it)",
@@ -186,6 +187,16 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
     for f in [out / MANIFEST, *(out / e["file"] for e in models_entry.values() if e)]:
         f.chmod(0o644)  # temp files are created 0600; an export is meant to be shipped
     load_export(out)  # what serve and classify will do: fail here, not there
+
+
+def _erasure_note(cfg) -> dict | None:
+    """What obfuscator.onnx projects out (privacy.erase), or None."""
+    if not cfg.privacy.erase:
+        return None
+    return {"attributes": list(cfg.privacy.erase),
+            "rule": "obfuscator.onnx projects out, after the unit-RMS cap and before the "
+                    "noise, the direction along which each of these attributes moves the "
+                    "upload inside each task class on the defender's data (privacy.erase)"}
 
 
 def _cap_note(normalized: bool, noise_std: float, elements: int, sent: int) -> str:

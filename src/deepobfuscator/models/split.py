@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from ..config import Config
 from ..errors import UserError
 from ..methods import method_for
+from ..privacy.erasure import erase, erase_width
 from .vgg import MLPHead, block_widths, pooled_size, vgg_block
 
 
@@ -28,7 +29,8 @@ class Obfuscator(nn.Module):
                  noise_std: float = 0.0, normalize: bool = False, upload_pool: int = 1,
                  context: bool = False,
                  gain_shape: tuple[int, int, int] | None = None, gain_rate: float = 1.0,
-                 upload_shape: tuple[int, int, int] | None = None) -> None:
+                 upload_shape: tuple[int, int, int] | None = None,
+                 erase_shape: tuple[int, int] | None = None) -> None:
         super().__init__()
         # Shredder-like defence: Gaussian noise on every upload, in training and in use (the
         # attacker sees noisy features). Export leaves it out of the ONNX graph (parity needs
@@ -71,6 +73,16 @@ class Obfuscator(nn.Module):
             self.register_buffer("upload_mask", torch.ones(1, *upload_shape))
         else:
             self.upload_mask = None
+        # privacy.erase: orthonormal directions (C*H*W, k) the phone projects out of the
+        # upload, after the cap and before the noise. Zeros (the identity) until the trainer
+        # fits them after the last stage (privacy/erasure.py), so training computes exactly
+        # what it would without them
+        self.erase_basis: torch.Tensor | None
+        if erase_shape is not None:
+            self.register_buffer("erase_basis", torch.zeros(*erase_shape))
+        else:
+            self.erase_basis = None
+        self.erase_fitted = False  # a plain flag (not the basis's values): export traces it
         self.out_channels = bottleneck if bottleneck > 0 else c_in
         self.normalize = bool(normalize)
 
@@ -80,6 +92,11 @@ class Obfuscator(nn.Module):
         key = prefix + "upload_mask"
         if self.upload_mask is not None and key not in state_dict:
             state_dict[key] = torch.ones_like(self.upload_mask)
+        key = prefix + "erase_basis"  # a checkpoint from before the fit: the identity
+        if self.erase_basis is not None:
+            if key not in state_dict:
+                state_dict[key] = torch.zeros_like(self.erase_basis)
+            self.erase_fitted = bool(state_dict[key].any())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
@@ -99,6 +116,10 @@ class Obfuscator(nn.Module):
             z = z * (1 + self.gain_rate * self.gain_delta)
         if self.normalize:
             z = unit_rms(z)
+        if self.erase_basis is not None and self.erase_fitted:
+            # after the cap: a projection only removes power, so the cap's bound holds.
+            # Skipped until fitted, so training computes exactly what it would without it
+            z = erase(z, self.erase_basis)
         if self.noise_std > 0:
             z = z + self.noise_std * torch.randn_like(z)
         if self.upload_mask is not None:
@@ -241,7 +262,8 @@ def build_models(cfg: Config) -> Models:
     encoder = Obfuscator(widths, m.split_block, m.bottleneck, cfg.privacy.feature_noise,
                          cfg.privacy.normalize_features, m.upload_pool, m.bottleneck_context,
                          feature_shape(cfg) if m.position_gain > 0 else None, m.position_gain,
-                         feature_shape(cfg) if sent_positions(cfg) else None)
+                         feature_shape(cfg) if sent_positions(cfg) else None,
+                         erase_width(cfg, feature_shape(cfg)))
     c_feat = encoder.out_channels
     classifier = Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout,
                             m.upload_pool)

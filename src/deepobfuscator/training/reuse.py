@@ -81,7 +81,7 @@ def _same_attackers(a: Config, b: Config) -> bool:
 
 def with_upload(run_dir: Path, out_dir: Path, positions: int | None = None,
                 noise: float | None = None, progress: bool = False, why: dict | None = None,
-                refit_epochs: int | None = None) -> Path:
+                refit_epochs: int | None = None, erase: list[str] | None = None) -> Path:
     """A finished run with another upload, as a new run folder: the same phone weights,
     sending its `positions` strongest numbers (`model.upload_positions`; None keeps the
     run's count) under feature noise of std `noise` (`privacy.feature_noise`; None keeps
@@ -95,7 +95,9 @@ def with_upload(run_dir: Path, out_dir: Path, positions: int | None = None,
     complete. `why` (how the count was chosen) goes into the new folder's
     upload_choice.json. `refit_epochs` sets train.upload_tune_epochs (the cloud's re-fit
     to the new upload; None keeps the run's): E and every uploaded number are the same
-    either way; given alone (> 0) it re-fits the cloud to the run's own upload."""
+    either way; given alone (> 0) it re-fits the cloud to the run's own upload. `erase`
+    sets privacy.erase (None keeps the run's): the erasure is fitted on the chosen upload
+    and the cloud re-fits to it; the phone's weights stay."""
     from ..config import config_from_dict
     from ..errors import RunError
     from ..runs import read_info
@@ -112,12 +114,15 @@ def with_upload(run_dir: Path, out_dir: Path, positions: int | None = None,
         d["model"]["upload_positions"] = positions
     if noise is not None:
         d["privacy"]["feature_noise"] = _raised_noise(cfg, noise)
+    if erase is not None:
+        d["privacy"]["erase"] = list(erase)
+    more_noise = noise is not None and noise != cfg.privacy.feature_noise
     if refit_epochs is not None:
         d["train"]["upload_tune_epochs"] = refit_epochs
-    elif noise is not None and d["train"]["upload_tune_epochs"] <= 0:
-        d["train"]["upload_tune_epochs"] = 1  # the cloud never saw this noise: re-fit it
-    if d["train"]["upload_tune_epochs"] > 0 and (
-            (noise is not None and noise != cfg.privacy.feature_noise) or refit_epochs):
+    elif (more_noise or erase) and d["train"]["upload_tune_epochs"] <= 0:
+        d["train"]["upload_tune_epochs"] = 1  # the cloud never saw this upload: re-fit it
+    # (an erasure re-fits the cloud by itself: the trainer fits it, then re-fits C)
+    if d["train"]["upload_tune_epochs"] > 0 and (more_noise or refit_epochs):
         # every upload changed, or the cloud is asked to re-fit what it has (its BatchNorm
         # statistics can trail an E trained in training mode): even with no mask to choose
         d["train"]["refit_cloud"] = True
@@ -132,9 +137,10 @@ def with_upload(run_dir: Path, out_dir: Path, positions: int | None = None,
     if ckpt["position"] != end:
         raise RunError(f"{src.checkpoint} is not the end of training ({ckpt['position']}); "
                        "resume the run's training first")
-    # the mask is chosen after the last checkpoint: drop any, the encoder loads all ones
+    # the mask is chosen and the erasure fitted after the last checkpoint: drop both, the
+    # encoder loads all ones and the identity, and the trainer chooses and fits them anew
     ckpt["models"]["encoder"] = {k: v for k, v in ckpt["models"]["encoder"].items()
-                                 if k != "upload_mask"}
+                                 if k not in ("upload_mask", "erase_basis")}
     tmp = out.root.with_name(f".{out.root.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -35,6 +35,7 @@ from ..models.split import sent_positions
 from ..models.upload import choose_upload_positions
 from ..precision import autocast, memory_format, resolve_precision
 from ..privacy import fixed_noise_image, settings_for_size
+from ..privacy.erasure import fit_erasure
 from ..runs import RunError, RunPaths
 from ..threads import use_threads
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, versions
@@ -253,17 +254,24 @@ class _Loop:
                 nxt = ({"stage": s_idx, "epoch": epoch + 1, "batch": 0}
                        if epoch + 1 < scfg.epochs else {"stage": s_idx + 1, "epoch": 0, "batch": 0})
                 self._checkpoint(nxt, {}, {} if nxt["stage"] != s_idx else optimizers)
-        if self._unchosen() or refit:
+        if self._unchosen() or self._unerased() or refit:
             # the sparse upload is chosen on the trained obfuscator and changes none of its
-            # weights (a pure function of them: a resumed run chooses the same); then the
-            # cloud re-fits to it. The run's final figures are those of what it sends
+            # weights (a pure function of them: a resumed run chooses the same), then the
+            # erasure is fitted to the numbers sent (the same); then the cloud re-fits to
+            # what the phone now sends. The run's final figures are those of that upload
             if self._unchosen():
                 choose_upload_positions(self.models.encoder, self.images,
                                         sent_positions(cfg))
+            if self._unerased():
+                cols = [cfg.data.private.index(a) for a in cfg.privacy.erase]
+                fit_erasure(self.models.encoder, self.images, self.task,
+                            self.private[:, cols])
             tuned = self._tune_cloud(len(stages))
             if self.d.is_main:
                 self.history.append({"stage": "upload", "epoch": 0,
-                                     "upload_positions": sent_positions(cfg), **tuned,
+                                     "upload_positions": sent_positions(cfg),
+                                     **({"erased": list(cfg.privacy.erase)}
+                                        if cfg.privacy.erase else {}), **tuned,
                                      **self._validation(stages[-1])})
         self._finish()
         return self.paths.root
@@ -329,6 +337,10 @@ class _Loop:
     def _unchosen(self) -> bool:
         mask = getattr(self.models.encoder, "upload_mask", None)
         return mask is not None and bool((mask == 1).all())
+
+    def _unerased(self) -> bool:
+        basis = getattr(self.models.encoder, "erase_basis", None)
+        return basis is not None and not bool(basis.any())
 
     def broadcast_models(self) -> None:
         for module in self.models.named().values():

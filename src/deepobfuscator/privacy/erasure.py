@@ -1,0 +1,120 @@
+"""Linear erasure of private attributes from the upload (privacy.erase): a closed-form
+adversary, fitted once when training ends.
+
+Inside each class of the task label, the uploaded numbers' mean differs between, say,
+men and women along some direction; a linear attacker reads the attribute there. The
+phone projects that direction out: an orthogonal projection I - Q Q^T, with Q an
+orthonormal basis of the within-task-class cross-covariance between the upload and the
+attributes (pooled over the classes: one direction per attribute). On the defender's
+data, the erased upload then has no covariance with the attribute inside the task
+classes, so a linear read-out learns it only through the task answer itself, which the
+projection keeps. Per-class directions (two per attribute) and a whitened, oblique
+projection were tried; the first cost 13 task points on CelebA, the second gained
+nothing measurable and can add power (docs/results.md "Erasing Male").
+
+Where it sits: after the information cap (unit RMS), before the feature noise. An
+orthogonal projection never adds power, so the cap's bound on what the upload carries
+still holds; the noise then falls on every sent number as before, and the exported graph
+stays deterministic (the device adds the noise after it, as it always did).
+
+Fitting is a pure function of the trained obfuscator and the defender's training images
+(float64, a fixed image count), so a resumed run or `choose-upload --erase` computes the
+same basis; the cloud then re-fits to the erased upload (train.upload_tune_epochs).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..models.split import Obfuscator
+
+# images of the defender's training split the erasure is fitted on (the first ones)
+ERASE_IMAGES = 10_000
+# singular values below this share of the largest span no direction worth removing
+_RANK_TOL = 1e-6
+
+
+def erasure_basis(features: np.ndarray, task: np.ndarray, private: np.ndarray,
+                  positions: np.ndarray | None = None) -> np.ndarray:
+    """Orthonormal directions (D, k <= r) to project out of `features` (N, D): the span of
+    the cross-covariance between the features and the columns of `private` (N, r),
+    computed inside each class of the binary `task` (N,) and summed over the classes.
+    Only the `positions` (flat indices; None: all) are fitted; Q is zero elsewhere, so the
+    numbers that are not sent stay untouched."""
+    x = np.asarray(features, dtype=np.float64)
+    z = np.asarray(private, dtype=np.float64).reshape(len(x), -1)
+    t = np.asarray(task).astype(bool)
+    if len(x) != len(t) or len(x) != len(z):
+        raise ValueError(f"{len(x)} feature rows, {len(t)} task labels and {len(z)} "
+                         "attribute rows: give one of each per image")
+    cols = np.arange(x.shape[1]) if positions is None else np.asarray(positions)
+    xs = x[:, cols]
+    cross = np.zeros((xs.shape[1], z.shape[1]))
+    for cls in (False, True):
+        m = t == cls
+        if m.sum() < 2:
+            continue  # a class with one image has no spread to remove
+        cross += (xs[m] - xs[m].mean(0)).T @ (z[m] - z[m].mean(0)) / len(x)
+    q = np.zeros((x.shape[1], 0))
+    u, s, _ = np.linalg.svd(cross, full_matrices=False)
+    if s.size == 0 or s[0] <= 0:
+        return q
+    u = u[:, s > _RANK_TOL * s[0]]
+    # a sign convention, so that the same data gives the same stored basis everywhere
+    u = u * np.where(u[np.abs(u).argmax(0), np.arange(u.shape[1])] < 0, -1.0, 1.0)
+    q = np.zeros((x.shape[1], u.shape[1]))
+    q[cols] = u
+    return q
+
+
+def erase(features: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """features (N, ...) with the directions of `basis` (D, k) projected out; D is the
+    product of the feature dimensions. A zero basis leaves the features as they are."""
+    flat = features.flatten(1)
+    b = basis.to(flat.dtype)
+    return (flat - (flat @ b) @ b.T).view_as(features)
+
+
+@torch.no_grad()
+def fit_erasure(encoder: Obfuscator, images: torch.Tensor, task: torch.Tensor,
+                private: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Fit the encoder's erasure on its noise-free, unerased upload of the first ERASE_IMAGES of
+    `images` (N, H, W, 3) uint8, with their `task` (N,) and `private` (N, r) labels (the
+    attributes to erase); store it in the encoder and return the basis (D, k). The mask
+    of a sparse upload must be chosen first: only the sent numbers are fitted."""
+    basis = encoder.erase_basis
+    if basis is None:
+        raise ValueError("the obfuscator was built without privacy.erase")
+    was_training, std = encoder.training, encoder.noise_std
+    basis.zero_()
+    encoder.erase_fitted = False  # the features before any erasure
+    encoder.eval()
+    encoder.noise_std = 0.0
+    try:
+        n = min(len(images), ERASE_IMAGES)
+        feats = []
+        for i in range(0, n, batch_size):
+            x = images[i:i + batch_size].permute(0, 3, 1, 2).float().div(255.0)
+            feats.append(encoder(x.to(basis.device)).float().flatten(1).cpu().double())
+        x_all = torch.cat(feats).numpy()
+    finally:
+        encoder.train(was_training)
+        encoder.noise_std = std
+    mask = encoder.upload_mask
+    positions = None if mask is None else np.flatnonzero(mask.flatten().cpu().numpy() > 0.5)
+    q = erasure_basis(x_all, task[:n].cpu().numpy(), private[:n].cpu().numpy(), positions)
+    k = min(q.shape[1], basis.shape[1])
+    basis[:, :k] = torch.from_numpy(q[:, :k]).to(basis)
+    encoder.erase_fitted = bool(basis.any())
+    return q[:, :k]
+
+
+def erase_width(cfg: Config, shape: tuple[int, int, int]) -> tuple[int, int] | None:
+    """The shape (C*H*W, k) of a config's erasure basis (privacy.erase), or None."""
+    k = len(cfg.privacy.erase)
+    return (int(np.prod(shape)), k) if k else None

@@ -180,3 +180,13 @@ def test_the_exported_phone_carries_the_erasure(plain_run, tmp_path):
     f = client.features(np.random.default_rng(0).random((8, 3, 32, 32), np.float32),
                         noise=False)
     assert float(np.abs(f.reshape(8, -1) @ direction).max()) < 1e-4
+
+
+def test_the_phone_budget_counts_the_projection():
+    from deepobfuscator.models.budget import phone_budget
+
+    plain = phone_budget(load_config("cpu", ["data.private=[Male,Young]"]))
+    erased = phone_budget(load_config("cpu", ["data.private=[Male,Young]",
+                                              "privacy.erase=[Male,Young]"]))
+    assert erased.phone_macs - plain.phone_macs == 2 * 256 * 2  # x Q, then (x Q) Q^T
+    assert erased.upload_bytes == plain.upload_bytes and erased.cloud_macs == plain.cloud_macs

@@ -81,6 +81,8 @@ def phone_budget(cfg: Config) -> PhoneBudget:
     x = torch.zeros(1, 3, *cfg.data.image_size)
     phone = count_macs(models.encoder, x)
     c, h, w = feature_shape(cfg)
+    # privacy.erase: x @ Q and (x Q) @ Q^T over the flat upload, k directions
+    phone += 2 * c * h * w * len(cfg.privacy.erase)
     cloud = count_macs(models.classifier, torch.zeros(1, c, h, w))
     n, k = c * h * w, sent_positions(cfg)
     cap = (capacity_bits(n, cfg.privacy.feature_noise, k) if cfg.privacy.normalize_features

@@ -41,6 +41,12 @@ NO_ATTACKERS = ["privacy.method=robust", "privacy.robust.adversary_steps=0",
 
 
 def arm_overrides(arm: str, noise: float) -> list[str]:
+    # the arms erase nothing (the protocol configs name what their default erases;
+    # `deepobfuscator choose-upload RUN --erase` adds it to a finished arm)
+    return [*_arm_keys(noise)[arm], "privacy.erase=[]"]
+
+
+def _arm_keys(noise: float) -> dict[str, list[str]]:
     cap = ["privacy.normalize_features=true", f"privacy.feature_noise={noise}"]
     return {"none": ["privacy.method=none"],
             "control": NO_ATTACKERS,
@@ -52,7 +58,7 @@ def arm_overrides(arm: str, noise: float) -> list[str]:
             "cap-control": [*cap, *NO_ATTACKERS],
             "robust-cap": [*cap, "privacy.method=robust", "train.refit_cloud=true"],
             # the far end of the frontier: every conv block on the phone (--config on-device)
-            "on-device": ["model.split_block=5", "privacy.method=none"]}[arm]
+            "on-device": ["model.split_block=5", "privacy.method=none"]}
 
 
 def stage1_source(arm: str) -> str | None:

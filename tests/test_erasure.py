@@ -69,6 +69,13 @@ def test_the_basis_removes_the_attribute_inside_task_classes_and_keeps_the_task(
     assert before > 0.8 and after < from_task_only + 0.02 < before - 0.1
 
 
+def test_an_attribute_that_is_the_task_answer_leaves_nothing_to_erase():
+    """Inside a task class the task answer never varies: the erasure cannot remove the
+    task (or what only the task tells) whatever it is asked."""
+    x, task, _ = _planted(2000, 3)
+    assert erasure_basis(x, task, task[:, None]).shape == (6, 0)
+
+
 def test_the_basis_keeps_unsent_numbers_and_never_adds_power():
     x, task, attr = _planted(3000, 2)
     q = erasure_basis(x, task, attr[:, None], positions=np.array([1, 2, 4]))

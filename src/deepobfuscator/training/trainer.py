@@ -264,8 +264,12 @@ class _Loop:
                                         sent_positions(cfg))
             if self._unerased():
                 cols = [cfg.data.private.index(a) for a in cfg.privacy.erase]
-                fit_erasure(self.models.encoder, self.images, self.task,
-                            self.private[:, cols])
+                basis = fit_erasure(self.models.encoder, self.images, self.task,
+                                    self.private[:, cols])
+                if not basis.any() and self.d.is_main:
+                    log.warning(f"privacy.erase={cfg.privacy.erase}: the upload does not "
+                                "move with them inside the task classes on the defender's "
+                                "images (or they never vary there): nothing was erased")
             tuned = self._tune_cloud(len(stages))
             if self.d.is_main:
                 self.history.append({"stage": "upload", "epoch": 0,

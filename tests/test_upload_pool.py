@@ -102,6 +102,7 @@ def test_the_fingerprint_of_an_unpooled_config_does_not_name_the_key():
     for late in ("upload_pool", "bottleneck_context", "position_gain", "upload_positions"):
         del d["model"][late]
     del d["privacy"]["noise_warmup"]
+    del d["privacy"]["erase"]
     for late in ("upload_tune_epochs", "upload_tune_lr", "refit_cloud"):  # 1: nothing re-fits
         del d["train"][late]
     for stage in ("task", "reconstructor", "adversaries", "adversarial"):

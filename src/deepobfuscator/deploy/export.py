@@ -196,7 +196,8 @@ def _erasure_note(cfg) -> dict | None:
     return {"attributes": list(cfg.privacy.erase),
             "rule": "obfuscator.onnx projects out, after the unit-RMS cap and before the "
                     "noise, the direction along which each of these attributes moves the "
-                    "upload inside each task class on the defender's data (privacy.erase)"}
+                    "upload inside each task class on the defender's data, less its part "
+                    "along the task's own direction, which is kept (privacy.erase)"}
 
 
 def _cap_note(normalized: bool, noise_std: float, elements: int, sent: int) -> str:

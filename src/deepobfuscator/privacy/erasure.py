@@ -12,8 +12,8 @@ smiles differ along the smile's own direction, the erasure took 85% of the task'
 separation with it (validation accuracy 0.88 -> 0.61). What the guard leaves, the
 attribute's trace along the task's direction, an attacker can still read; on the
 defender's data nothing else of it is linear. Per-class directions (two per attribute)
-and a whitened, oblique projection were tried; the first cost 13 task points on CelebA,
-the second gained nothing measurable and can add power (docs/results.md "Erasing
+and a whitened, oblique projection were tried; the first cost a fresh task probe 12.5
+points on CelebA, the second gained nothing measurable and can add power (docs/results.md "Erasing
 Male").
 
 Where it sits: after the information cap (unit RMS), before the feature noise. An

@@ -1,7 +1,7 @@
 """The light-phone experiment: learned obfuscation at the paper's split, fresh attackers.
 
     python benchmarks/light_phone.py --out runs/light-phone [--split 2] [--pool 1] [--seeds 0 1 2]
-        [--arms none control paper robust cap cap-control robust-cap] [--noise 2.0]
+        [--arms none control paper robust cap cap-control robust-cap default] [--noise 2.0]
         [--arch model.bottleneck_context=true --tag -ctx]
         [--max-epochs 30] [--whitebox-images 8 --whitebox-steps 100] [--threads 1]
         [--device auto] [--precision auto]
@@ -22,6 +22,9 @@ baseline (`train --baseline`, trained once). Arms:
   cap-control  cap + the step-matched task-only continuation
   robust-cap   cap + privacy.method=robust
   on-device    every conv block on the phone, 4-number upload (the on-device reference)
+  default      the product as shipped: the --data-config file as it is (with what it
+               erases), only --split, the seed and the machine keys set; its own task
+               stage, so it shares nothing with the other arms
 
 Arms that share the task stage start from the same stage-1 checkpoint (training/reuse.py),
 so they differ only in what follows it. Runs and audits resume: finished ones are
@@ -35,13 +38,14 @@ import json
 import os
 from pathlib import Path
 
-ARMS = ("none", "control", "paper", "robust", "cap", "cap-control", "robust-cap", "on-device")
+ARMS = ("none", "control", "paper", "robust", "cap", "cap-control", "robust-cap", "on-device",
+        "default")
 NO_ATTACKERS = ["privacy.method=robust", "privacy.robust.adversary_steps=0",
                 "privacy.robust.attribute_weight=0", "privacy.robust.reconstruction_weight=0"]
 
 
 def arm_overrides(arm: str, noise: float) -> list[str]:
-    # the arms erase nothing (the protocol configs name what their default erases;
+    # the arms but `default` erase nothing (the protocol configs name what their default erases;
     # `deepobfuscator choose-upload RUN --erase` adds it to a finished arm)
     return [*_arm_keys(noise)[arm], "privacy.erase=[]"]
 
@@ -59,6 +63,13 @@ def _arm_keys(noise: float) -> dict[str, list[str]]:
             "robust-cap": [*cap, "privacy.method=robust", "train.refit_cloud=true"],
             # the far end of the frontier: every conv block on the phone (--config on-device)
             "on-device": ["model.split_block=5", "privacy.method=none"]}
+
+
+def default_overrides(args: argparse.Namespace, seed: int) -> list[str]:
+    """The `default` arm: what a user's `deepobfuscator train --config DATA_CONFIG seed=S`
+    trains, none of the grid's pins (they hold the other arms still when the preset moves)."""
+    return [f"model.split_block={args.split}", f"seed={seed}", f"threads={args.threads}",
+            f"device={args.device}", f"precision={args.precision}"]
 
 
 def stage1_source(arm: str) -> str | None:
@@ -147,8 +158,10 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
             # --extra acts on the arms' own stages only: the baseline and the stage-1 runs
             # they share stay what they are
             own = args.extra if stage1_source(arm) else []
-            cfg = load_config(args.data_config, [*common, *arch, f"seed={seed}",
-                                                 *arm_overrides(arm, args.noise), *own])
+            cfg = (load_config(args.data_config, default_overrides(args, seed))
+                   if arm == "default" else
+                   load_config(args.data_config, [*common, *arch, f"seed={seed}",
+                                                  *arm_overrides(arm, args.noise), *own]))
             src = stage1_source(arm)
             if src is not None:
                 src_dir = folder(src)
@@ -328,7 +341,7 @@ def plot(rows: dict, floors: dict, chance: dict, path: Path, attrs: list[str],
                 for a in attrs],
               ("reid_top1", "re-identification top-1", chance.get("reid_top1"))]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.25 * len(panels), 4.2))
-    marks = dict(zip([*ARMS, "baseline"], "osDv^<P*X", strict=False))
+    marks = dict(zip([*ARMS, "baseline"], "osDv^<P*hX", strict=True))
     for ax, (key, label, floor) in zip(axes, panels, strict=True):
         series = {arm: [f["obfuscated"] for f in per.values()] for arm, per in rows.items()}
         # one baseline point per training and attacker seed (each arm's audits repeat it)

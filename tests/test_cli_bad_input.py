@@ -71,3 +71,21 @@ def test_a_folder_it_may_not_write_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: permission denied: {tmp_path / 'ro' / 'run'}; choose a folder you "
                    "can write to (or fix its permissions)"]
+
+
+def test_overrides_may_follow_a_flag(capsys):
+    """`train --config F seed=1 --quiet x=2` is a natural way to type it: every key=value
+    word is an override, in the order given (the last of a key wins)."""
+    assert main(["config", "--config", "cpu", "seed=3", "--baseline", "threads=1",
+                 "seed=4"]) == 0
+    out = capsys.readouterr().out
+    assert "seed: 4" in out and "threads: 1" in out
+
+
+@pytest.mark.parametrize("argv", [["config", "--config", "cpu", "seed=1", "--baseline", "oops"],
+                                  ["audit", "/nonexistent-run", "seed=1"]])
+def test_stray_words_are_still_refused(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err

@@ -245,8 +245,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """argparse reads positionals in one run, so `train --config F seed=1 --quiet x=2` would
+    refuse x=2; key=value words after a flag are overrides too, in the order given."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    stray = [w for w in rest if w.startswith("-") or "=" not in w]
+    if stray or (rest and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or rest)}")
+    if rest:
+        args.overrides = [*args.overrides, *rest]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     return run_command(args, "\ninterrupted: run the same command again to resume from the "
                        "last checkpoint")
 

@@ -126,7 +126,7 @@ def main() -> None:
 
 def run_all(args: argparse.Namespace, out: Path) -> None:
     from deepobfuscator.audit.runner import AuditSettings, audit
-    from deepobfuscator.config import NO_PRIVACY_OVERRIDES, load_config
+    from deepobfuscator.config import load_config, no_privacy_overrides
     from deepobfuscator.training import train
     from deepobfuscator.training.reuse import start_from_baseline
 
@@ -148,7 +148,7 @@ def run_all(args: argparse.Namespace, out: Path) -> None:
     for seed in args.seeds:
         # the seed draws the defender's splits, so each seed has its own no-privacy baseline
         base_dir = baseline_folder(out, seed)
-        train(load_config(args.data_config, [*common, f"seed={seed}", *NO_PRIVACY_OVERRIDES]),
+        train(load_config(args.data_config, [*common, f"seed={seed}", *no_privacy_overrides()]),
               base_dir, progress=False)
         def folder(arm: str, seed: int = seed) -> Path:
             return out / f"{arm}{args.tag if 'cap' in arm else ''}-s{seed}"

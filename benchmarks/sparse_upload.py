@@ -48,7 +48,7 @@ def main() -> None:
     from deepobfuscator.audit.attacks.utility import CloudUtility
     from deepobfuscator.audit.runner import AuditJob, _load, _splits, attack_context
     from deepobfuscator.audit.settings import AuditSettings
-    from deepobfuscator.models.upload import choose_upload_positions
+    from deepobfuscator.defences.sparse_upload import UploadMask, choose_upload_positions
 
     scratch = Path(tempfile.mkdtemp(prefix="sparse-upload-"))
     for run in args.runs:
@@ -68,8 +68,7 @@ def main() -> None:
             enc = models.encoder
             if k:  # a run trained without a mask: give it the buffer training would have
                 shape = _map_shape(models, roles)
-                del enc.upload_mask
-                enc.register_buffer("upload_mask", torch.ones(1, *shape))
+                enc.stages["upload"] = UploadMask(shape)
                 choose_upload_positions(enc, train_images, k)
             s = AuditSettings(seed=cfg.seed, wire="int8", progress=False, threads=args.threads)
             job = AuditJob("obfuscated", cfg, models, roles, [cfg.data.task, *cfg.data.private],

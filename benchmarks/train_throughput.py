@@ -22,11 +22,11 @@ from pathlib import Path
 import torch
 
 from deepobfuscator.config import load_config
+from deepobfuscator.devices import resolve_device
 from deepobfuscator.models import build_models
 from deepobfuscator.precision import autocast, cpu_has_bf16, memory_format
 from deepobfuscator.privacy import fixed_noise_image, settings_for_size
 from deepobfuscator.training import steps, train
-from deepobfuscator.training.trainer import resolve_device
 
 STAGES = ("task", "continuation", "adversarial", "robust")
 

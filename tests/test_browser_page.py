@@ -154,11 +154,11 @@ def tiny_audit(tiny_run, tmp_path_factory):
     from deploy_helpers import DEPLOY_TINY
 
     from deepobfuscator.audit import AuditSettings, audit
-    from deepobfuscator.config import NO_PRIVACY_OVERRIDES, load_config
+    from deepobfuscator.config import load_config, no_privacy_overrides
     from deepobfuscator.training import train
 
     tmp = tmp_path_factory.mktemp("attacker-view")
-    base = train(load_config("cpu", [*DEPLOY_TINY, *NO_PRIVACY_OVERRIDES]), tmp / "baseline",
+    base = train(load_config("cpu", [*DEPLOY_TINY, *no_privacy_overrides()]), tmp / "baseline",
                  progress=False)
     return audit(tiny_run, base, tmp / "audit",
                  AuditSettings(max_epochs=2, whitebox_images=2, whitebox_steps=2,

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from deepobfuscator.config import NO_PRIVACY_OVERRIDES, ConfigError, load_config
+from deepobfuscator.config import ConfigError, load_config, no_privacy_overrides
 from deepobfuscator.models import build_models, feature_shape
 from deepobfuscator.models.budget import phone_budget
 from deepobfuscator.models.vgg import block_widths
@@ -28,8 +28,9 @@ def _reach(cfg, seed: int = 0) -> float:
     training init is small, and the wiring is what is tested."""
     torch.manual_seed(seed)
     enc = build_models(cfg).encoder.eval()
-    if enc.context is not None:
-        torch.nn.init.normal_(enc.context.weight, std=enc.context.in_features ** -0.5)
+    context = enc.stage("bottleneck").context
+    if context is not None:
+        torch.nn.init.normal_(context.weight, std=context.in_features ** -0.5)
     x = torch.rand(2, 3, *cfg.data.image_size)
     y = x.clone()
     h, w = cfg.data.image_size
@@ -65,7 +66,7 @@ def test_context_without_a_bottleneck_is_refused_with_the_fix():
 @pytest.mark.parametrize("key", [CONTEXT, GAIN])
 def test_each_changes_the_fingerprint_and_the_baseline_never_has_it(key):
     assert _cfg(key).fingerprint() != _cfg().fingerprint()
-    base = _cfg(key, *NO_PRIVACY_OVERRIDES).model
+    base = _cfg(key, *no_privacy_overrides()).model
     assert not (base.bottleneck_context or base.position_gain)
 
 
@@ -74,7 +75,8 @@ def test_the_gain_starts_at_one_and_leaves_the_encoder_as_it_was():
     plain = build_models(_cfg(*CAP)).encoder.eval()
     gained = build_models(_cfg(*CAP, GAIN)).encoder.eval()
     assert gained.gain.shape == (1, *feature_shape(_cfg()))
-    gained.load_state_dict({**plain.state_dict(), "gain_delta": gained.gain_delta.detach()})
+    delta = gained.stage("gain").delta.detach()
+    gained.load_state_dict({**plain.state_dict(), "stages.gain.delta": delta})
     assert torch.all(gained.gain == 1)
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
@@ -89,7 +91,8 @@ def test_under_the_cap_a_zero_gain_moves_that_power_to_the_other_positions():
     x = torch.rand(4, 3, 64, 64)
     with torch.no_grad():
         before = enc(x)
-        enc.gain_delta[..., 8:, :] = -1 / enc.gain_rate  # the bottom half of the map
+        gain = enc.stage("gain")
+        gain.delta[..., 8:, :] = -1 / gain.rate  # the bottom half of the map
         after = enc(x)
     assert torch.all(after[..., 8:, :] == 0)
     rms = after.pow(2).mean(dim=(1, 2, 3)).sqrt()

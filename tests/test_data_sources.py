@@ -365,12 +365,14 @@ def test_lfw_protocol_is_identity_disjoint_with_repeat_people_on_both_attack_sid
 # -- the source registry -------------------------------------------------------------------
 
 
-def test_the_configs_source_choices_are_the_registered_sources():
-    from typing import get_args
+def test_the_config_accepts_exactly_the_registered_sources():
+    from deepobfuscator.config import ConfigError, load_config
 
-    from deepobfuscator.config import SourceName
-
-    assert list(source_kinds()) == list(get_args(SourceName))
+    assert list(source_kinds()) == ["synthfaces", "celeba", "lfw", "folder"]
+    for name in source_kinds():
+        assert load_config("cpu", [f"data.source={name}"]).data.source == name
+    with pytest.raises(ConfigError, match="data.source='nope' is not valid; choose one of"):
+        load_config("cpu", ["data.source=nope"])
 
 
 @pytest.mark.parametrize("name", list(source_kinds()))

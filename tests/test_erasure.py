@@ -1,5 +1,5 @@
 """privacy.erase: the phone projects a private attribute's direction out of the upload,
-fitted inside each task class on the defender's data (privacy/erasure.py).
+fitted inside each task class on the defender's data (defences/erasure.py).
 
 Known answers on planted signals first (the basis, what a linear probe can still read,
 that no power is added), then the trained obfuscator: the erasure is fitted when training
@@ -16,9 +16,9 @@ import torch
 
 from deepobfuscator.cli import main
 from deepobfuscator.config import ConfigError, config_from_dict, load_config
+from deepobfuscator.defences.erasure import erase, erasure_basis
 from deepobfuscator.deploy.client import DeviceObfuscator
 from deepobfuscator.deploy.export import export_run
-from deepobfuscator.privacy.erasure import erase, erasure_basis
 from deepobfuscator.runs import load_run, read_run_config
 from deepobfuscator.training import train
 
@@ -125,10 +125,10 @@ def test_the_key_is_checked_and_leaves_old_hashes_alone():
     assert old.privacy.erase == [] and old.fingerprint() == load_config(
         "cpu", ["privacy.erase=[]"]).fingerprint()
     assert load_config("cpu", ["privacy.erase=[Male]"]).fingerprint() != old.fingerprint()
-    from deepobfuscator.config import NO_PRIVACY_OVERRIDES
+    from deepobfuscator.config import no_privacy_overrides
 
     # the no-privacy baseline erases nothing, whatever the defended run asks for
-    assert load_config("cpu", ["privacy.erase=[Male]", *NO_PRIVACY_OVERRIDES]).privacy.erase == []
+    assert load_config("cpu", ["privacy.erase=[Male]", *no_privacy_overrides()]).privacy.erase == []
 
 
 CAPPED = ["model.bottleneck=1", "privacy.normalize_features=true", "privacy.feature_noise=2",
@@ -168,13 +168,13 @@ def test_training_with_erase_equals_erasing_after_training(plain_run, tmp_path):
     during = train(cfg, tmp_path / "during", progress=False)
     (_, a), (_, b), (_, plain) = load_run(after), load_run(during), load_run(plain_run)
     assert _same(a.encoder, b.encoder) and _same(a.classifier, b.classifier)
-    basis = b.encoder.erase_basis
+    basis = b.encoder.stage("erase").basis
     assert basis is not None and basis.shape == (64, 1)
     np.testing.assert_allclose(float(basis.norm()), 1.0, atol=1e-5)
-    mask = b.encoder.upload_mask.flatten()
+    mask = b.encoder.stage("upload").mask.flatten()
     assert torch.all(basis[mask == 0] == 0)  # fitted on the 8 numbers sent only
     # the phone's weights and its chosen numbers are the plain run's; the cloud re-fitted
-    weights = {k: v for k, v in plain.encoder.state_dict().items() if k != "erase_basis"}
+    weights = {k: v for k, v in plain.encoder.state_dict().items() if k != "stages.erase.basis"}
     assert all(torch.equal(v, b.encoder.state_dict()[k]) for k, v in weights.items())
     assert not _same(plain.classifier, b.classifier)
     history = [json.loads(line) for line in (during / "metrics.jsonl").read_text().splitlines()]
@@ -204,7 +204,7 @@ def test_the_exported_phone_carries_the_erasure(plain_run, tmp_path):
     assert manifest["features"]["erased"]["attributes"] == ["Male"]
     _, models = load_run(erased)
     positions = np.array(manifest["features"]["positions"]["flat_indices"])
-    direction = models.encoder.erase_basis.numpy()[positions, 0]  # on the 8 numbers sent
+    direction = models.encoder.stage("erase").basis.numpy()[positions, 0]  # on the 8 numbers sent
     client = DeviceObfuscator(out)
     f = client.features(np.random.default_rng(0).random((8, 3, 32, 32), np.float32),
                         noise=False)

@@ -10,10 +10,10 @@ from safetensors.torch import load_file
 
 from deepobfuscator.attacks.attribute_probe import AttributeProbe
 from deepobfuscator.attacks.base import FeatureSet, FitSettings
+from deepobfuscator.defences.cap import capacity_bits, unit_rms
 from deepobfuscator.metrics import balanced_accuracy
 from deepobfuscator.models import build_models
 from deepobfuscator.models.attackers import Ensemble
-from deepobfuscator.models.split import capacity_bits, unit_rms
 from deepobfuscator.privacy import settings_for_size
 from deepobfuscator.runs import RunPaths, load_run
 from deepobfuscator.training import robust, train
@@ -43,8 +43,8 @@ def test_cap_fixes_the_signal_power_so_the_encoder_cannot_scale_the_noise_away(t
         rms = z.pow(2).mean((1, 2, 3)).sqrt()
         assert torch.allclose(rms, torch.ones(6), atol=1e-4)
         # what a defence trained to "shout over the noise" would do: scale its last layer up
-        enc.bottleneck[1].weight.mul_(100.0)
-        enc.bottleneck[1].bias.mul_(100.0)
+        enc.stage("bottleneck").net[1].weight.mul_(100.0)
+        enc.stage("bottleneck").net[1].bias.mul_(100.0)
         assert torch.allclose(enc(x).pow(2).mean((1, 2, 3)).sqrt(), torch.ones(6), atol=1e-4)
     assert (z < 0).any()  # the capped bottleneck is linear: signed values
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from deepobfuscator.audit import AuditSettings, audit
-from deepobfuscator.config import NO_PRIVACY_OVERRIDES, load_config
+from deepobfuscator.config import load_config, no_privacy_overrides
 from deepobfuscator.training import train
 
 SMALL = ["data.synth_images=1500", "model.width=0.125",  # 64 px: the default's 288 B upload
@@ -15,7 +15,7 @@ SMALL = ["data.synth_images=1500", "model.width=0.125",  # 64 px: the default's 
 
 @pytest.mark.slow
 def test_the_default_leaks_less_than_the_baseline_to_the_same_fresh_attackers(tmp_path):
-    base = train(load_config("cpu", [*NO_PRIVACY_OVERRIDES, *SMALL]), tmp_path / "base",
+    base = train(load_config("cpu", [*no_privacy_overrides(), *SMALL]), tmp_path / "base",
                  progress=False)
     run = train(load_config("cpu", SMALL), tmp_path / "default", progress=False)
     out = audit(run, base, tmp_path / "audit",

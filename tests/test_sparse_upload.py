@@ -15,22 +15,22 @@ import pytest
 import torch
 
 from deepobfuscator.config import (
-    NO_PRIVACY_OVERRIDES,
     ConfigError,
     config_from_dict,
     load_config,
+    no_privacy_overrides,
 )
+from deepobfuscator.defences import sparse_upload as sparse_mod
+from deepobfuscator.defences.cap import capacity_bits
+from deepobfuscator.defences.sparse_upload import choose_upload_positions
 from deepobfuscator.deploy import wire
 from deepobfuscator.deploy.export import export_run, load_export
 from deepobfuscator.models import build_models, feature_shape
 from deepobfuscator.models.budget import phone_budget
-from deepobfuscator.models.split import capacity_bits, sent_positions
-from deepobfuscator.models.upload import (
-    choose_upload_positions,
-    kept_positions,
-    unpack_numpy,
-)
+from deepobfuscator.models.split import sent_positions
+from deepobfuscator.models.upload import kept_positions, unpack_numpy
 from deepobfuscator.runs import load_run
+from deepobfuscator.training import finish as finish_mod
 from deepobfuscator.training import train
 from deepobfuscator.training import trainer as trainer_mod
 from deepobfuscator.training.reuse import shares_task_stage, start_from_baseline
@@ -49,12 +49,12 @@ def test_config_bounds(tiny_config):
     # a map of at most K numbers is sent whole: no mask, the full budget
     for k in (64, 100):
         whole = tiny_config(*SPARSE, f"model.upload_positions={k}")
-        assert sent_positions(whole) == 0 and build_models(whole).encoder.upload_mask is None
+        assert sent_positions(whole) == 0 and build_models(whole).encoder.stage("upload") is None
         assert phone_budget(whole).upload_numbers == 64
     # absent and 0 are the same run (a late key: old runs keep their hash)
     assert tiny_config(*SPARSE).fingerprint() == \
         tiny_config(*SPARSE, "model.upload_positions=0").fingerprint()
-    assert "model.upload_positions=0" in NO_PRIVACY_OVERRIDES
+    assert "model.upload_positions=0" in no_privacy_overrides()
 
 
 def test_cloud_refit_moves_only_the_cloud_and_fits_the_sparse_upload(tmp_path, tiny_config,
@@ -66,8 +66,8 @@ def test_cloud_refit_moves_only_the_cloud_and_fits_the_sparse_upload(tmp_path, t
     from deepobfuscator.privacy import bce_logits
 
     steps = []
-    real = trainer_mod.classifier_step
-    monkeypatch.setattr(trainer_mod, "classifier_step",
+    real = finish_mod.classifier_step
+    monkeypatch.setattr(finish_mod, "classifier_step",
                         lambda ctx, batch: steps.append(len(batch.x)) or real(ctx, batch))
     # a cap loose enough for the tiny model to learn the task
     base = [*SPARSE, f"model.upload_positions={K}", "train.upload_tune_lr=1e-3",
@@ -84,7 +84,7 @@ def test_cloud_refit_moves_only_the_cloud_and_fits_the_sparse_upload(tmp_path, t
     for name in ("encoder", "reconstructor", "adversaries"):
         want, got = a.named()[name].state_dict(), b.named()[name].state_dict()
         assert all(torch.equal(want[k], got[k]) for k in want), name
-    assert torch.equal(a.encoder.upload_mask, b.encoder.upload_mask)
+    assert torch.equal(a.encoder.stage("upload").mask, b.encoder.stage("upload").mask)
     assert any(not torch.equal(v, b.classifier.state_dict()[k])
                for k, v in a.classifier.state_dict().items())
     train_split = make_splits(cfg)["defender_train"]
@@ -134,7 +134,7 @@ def test_an_unchosen_mask_changes_nothing(tiny_config):
     _, plain = _encoder(tiny_config, "model.upload_positions=0")
     _, sparse = _encoder(tiny_config)
     sparse.load_state_dict(plain.state_dict())  # no mask in there: it loads as all ones
-    assert torch.equal(sparse.upload_mask, torch.ones_like(sparse.upload_mask))
+    assert torch.equal(sparse.stage("upload").mask, torch.ones_like(sparse.stage("upload").mask))
     x = torch.rand(4, 3, 32, 32)
     for net in (plain, sparse):
         net.train()
@@ -148,8 +148,8 @@ def test_the_chosen_positions_are_the_strongest_and_the_rest_are_exact_zeros(tin
     _, enc = _encoder(tiny_config)
     planted = [5, 17, 18, 40, 41, 42, 60, 63]
     with torch.no_grad():
-        enc.gain_delta.fill_(-0.099)  # gain 0.01 everywhere ...
-        enc.gain_delta.view(-1)[planted] = 0.9  # ... and 10 on the planted positions
+        enc.stage("gain").delta.fill_(-0.099)  # gain 0.01 everywhere ...
+        enc.stage("gain").delta.view(-1)[planted] = 0.9  # ... and 10 on the planted positions
     images = torch.randint(0, 256, (64, 32, 32, 3), dtype=torch.uint8)
     choose_upload_positions(enc, images, K)
     assert kept_positions(enc).tolist() == planted
@@ -166,7 +166,7 @@ def test_the_sent_numbers_are_exactly_those_of_the_full_upload(tiny_config):
     _, sparse = _encoder(tiny_config)
     sparse.load_state_dict(plain.state_dict())
     choose_upload_positions(sparse, torch.randint(0, 256, (32, 32, 32, 3), dtype=torch.uint8), K)
-    mask = sparse.upload_mask
+    mask = sparse.stage("upload").mask
     assert int(mask.sum()) == K
     x = torch.rand(4, 3, 32, 32)
     torch.manual_seed(3)
@@ -179,20 +179,21 @@ def test_the_sent_numbers_are_exactly_those_of_the_full_upload(tiny_config):
 def test_training_chooses_once_at_the_end_and_changes_no_weight(tmp_path, tiny_config, monkeypatch,
                                                         method):
     calls = []
-    real = trainer_mod.choose_upload_positions
+    real = sparse_mod.choose_upload_positions
     task_steps = []
     real_step = trainer_mod.task_step
 
     def spy(encoder, images, k):
         calls.append((k, len(task_steps)))
-        assert torch.equal(encoder.upload_mask, torch.ones_like(encoder.upload_mask))
+        mask = encoder.stage("upload").mask
+        assert torch.equal(mask, torch.ones_like(mask))
         return real(encoder, images, k)
 
     def counting(ctx, batch):
         task_steps.append(1)
         return real_step(ctx, batch)
 
-    monkeypatch.setattr(trainer_mod, "choose_upload_positions", spy)
+    monkeypatch.setattr(sparse_mod, "choose_upload_positions", spy)
     monkeypatch.setattr(trainer_mod, "task_step", counting)
     no_refit = "train.upload_tune_epochs=0"
     cfg = tiny_config(*SPARSE, f"model.upload_positions={K}", f"privacy.method={method}",
@@ -208,7 +209,7 @@ def test_training_chooses_once_at_the_end_and_changes_no_weight(tmp_path, tiny_c
         got = b.named()[name].state_dict()
         for key, value in net.state_dict().items():
             assert torch.equal(value, got[key]), f"{name}.{key}"
-    assert set(b.encoder.state_dict()) - set(a.encoder.state_dict()) == {"upload_mask"}
+    assert set(b.encoder.state_dict()) - set(a.encoder.state_dict()) == {"stages.upload.mask"}
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert history[-1]["stage"] == "upload" and history[-1]["upload_positions"] == K
     _, models = load_run(run)
@@ -313,7 +314,7 @@ def test_choose_upload_is_the_run_trained_with_that_count(sparse_export, tmp_pat
 
     last = load_checkpoint(run / "checkpoint.pt")["models"]["classifier"]
     assert all(torch.equal(v, last[k]) for k, v in as_trained.classifier.state_dict().items())
-    assert torch.equal(as_trained.encoder.upload_mask, chosen.encoder.upload_mask)
+    assert torch.equal(as_trained.encoder.stage("upload").mask, chosen.encoder.stage("upload").mask)
     assert not all(torch.equal(v, last[k]) for k, v in chosen.classifier.state_dict().items())
     with pytest.raises(RunError, match="already exists"):
         with_upload(run, out, 2)
@@ -327,28 +328,27 @@ def test_choose_upload_is_the_run_trained_with_that_count(sparse_export, tmp_pat
 
 
 def test_the_fewest_positions_halve_until_the_task_score_falls_short():
-    from types import SimpleNamespace
 
-    from deepobfuscator.models.upload import fewest_positions
+    from deepobfuscator.defences.sparse_upload import fewest_positions
 
-    enc = SimpleNamespace(upload_mask=torch.ones(1, 1, 4, 4))
+    mask = torch.ones(1, 1, 4, 4)
     power = torch.arange(16.0).flip(0).view(1, 4, 4)  # position 0 strongest, then 1, ...
 
     def score():  # the task needs positions 0 and 1; 2 helps a little
-        m = enc.upload_mask.flatten()
+        m = mask.flatten()
         return 0.8 + 0.1 * float(m[0] * m[1]) + 0.003 * float(m[2])
 
-    k, tried = fewest_positions(enc, power, 8, score, tolerance=0.005)
+    k, tried = fewest_positions(mask, power, 8, score, tolerance=0.005)
     assert k == 2 and list(tried) == ["all", "8", "4", "2", "1"]
     assert tried["2"] == pytest.approx(tried["all"] - 0.003)
-    assert torch.equal(enc.upload_mask, torch.ones(1, 1, 4, 4))  # left at all ones
-    assert fewest_positions(enc, power, 8, score, tolerance=0.001)[0] == 4  # 2 costs 0.003
+    assert torch.equal(mask, torch.ones(1, 1, 4, 4))  # left at all ones
+    assert fewest_positions(mask, power, 8, score, tolerance=0.001)[0] == 4  # 2 costs 0.003
     # it stops at the first count that falls short, even if a smaller one would pass
     calls = iter([0.9, 0.9, 0.7, 0.95])
-    assert fewest_positions(enc, power, 8, lambda: next(calls), 0.01) == \
+    assert fewest_positions(mask, power, 8, lambda: next(calls), 0.01) == \
         (8, {"all": 0.9, "8": 0.9, "4": 0.7})
     # the most it may send falls short: it sends that many anyway
-    assert fewest_positions(enc, power, 8, iter([0.9, 0.5]).__next__, 0.01)[0] == 8
+    assert fewest_positions(mask, power, 8, iter([0.9, 0.5]).__next__, 0.01)[0] == 8
 
 
 def test_choose_upload_auto_records_how_it_chose(sparse_export, tmp_path, capsys):

@@ -155,12 +155,12 @@ def test_training_with_refit_cloud_equals_the_refit_after_training(capped_runs, 
 
 
 def test_refit_cloud_needs_epochs_and_leaves_old_hashes_alone():
-    from deepobfuscator.config import NO_PRIVACY_OVERRIDES, config_from_dict
+    from deepobfuscator.config import config_from_dict, no_privacy_overrides
 
     with pytest.raises(ConfigError, match="refit_cloud"):
         load_config("robust", ["train.upload_tune_epochs=0"])
     assert load_config("robust").train.refit_cloud
-    assert not load_config("robust", list(NO_PRIVACY_OVERRIDES)).train.refit_cloud
+    assert not load_config("robust", no_privacy_overrides()).train.refit_cloud
     # a config saved before the key existed reads false, with its old hash
     d = load_config("cpu").to_dict()
     del d["train"]["refit_cloud"]

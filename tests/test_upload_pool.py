@@ -7,9 +7,9 @@ import torch
 from torch.nn import functional as F
 
 from deepobfuscator.config import ConfigError, load_config
+from deepobfuscator.defences.cap import unit_rms
 from deepobfuscator.models import build_models, feature_shape
 from deepobfuscator.models.budget import phone_budget
-from deepobfuscator.models.split import unit_rms
 
 # no cap and no gain (the default's gain is sized to the upload: its weights differ pooled)
 PLAIN = ["privacy.normalize_features=false", "privacy.feature_noise=0", "model.position_gain=0",
@@ -76,7 +76,7 @@ def test_the_upload_is_the_average_of_the_unpooled_map_before_the_cap():
                 capped = build_models(load_config("cpu", overrides)).encoder
                 capped.load_state_dict(plain.state_dict())
                 capped.eval()
-                expected = F.avg_pool2d(capped.bottleneck(capped.blocks(x)), 2)
+                expected = F.avg_pool2d(capped.stage("bottleneck")(capped.blocks(x)), 2)
             torch.testing.assert_close(pooled(x), finish(expected))
 
 
@@ -103,6 +103,7 @@ def test_the_fingerprint_of_an_unpooled_config_does_not_name_the_key():
         del d["model"][late]
     del d["privacy"]["noise_warmup"]
     del d["privacy"]["erase"]
+    del d["privacy"]["extra_defences"]
     for late in ("upload_tune_epochs", "upload_tune_lr", "refit_cloud"):  # 1: nothing re-fits
         del d["train"][late]
     for stage in ("task", "reconstructor", "adversaries", "adversarial"):
@@ -120,9 +121,9 @@ def test_a_pool_that_does_not_divide_the_map_is_refused_with_the_fix(pool):
 
 
 def test_the_baseline_is_never_pooled():
-    from deepobfuscator.config import NO_PRIVACY_OVERRIDES
+    from deepobfuscator.config import no_privacy_overrides
 
-    cfg = load_config("cpu", ["model.upload_pool=2", *NO_PRIVACY_OVERRIDES])
+    cfg = load_config("cpu", ["model.upload_pool=2", *no_privacy_overrides()])
     assert cfg.model.upload_pool == 1
 
 

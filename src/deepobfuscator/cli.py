@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import NO_PRIVACY_OVERRIDES, ConfigError, load_config, preset_names
+from .config import ConfigError, load_config, no_privacy_overrides, preset_names
 from .deploy.cli_commands import register, run_command
 
 
@@ -22,7 +22,7 @@ def default_run_dir(cfg) -> Path:
 
 def resolve_config(args: argparse.Namespace):
     """--config <- overrides, then (with --baseline) the no-privacy reference's settings."""
-    extra = list(NO_PRIVACY_OVERRIDES) if args.baseline else []
+    extra = no_privacy_overrides() if args.baseline else []
     return load_config(args.config, [*args.overrides, *extra])
 
 

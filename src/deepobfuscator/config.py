@@ -17,36 +17,32 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import yaml
 
-from .errors import UserError
-from .preprocessing import parse_crop
+from .errors import ConfigError
+from .preprocessing import OnBadImage, parse_crop
 
 ROTATION_STEPS = ("noise", "reconstruction", "attribute", "adversaries", "classifier")
 
 # The no-privacy reference every privacy figure is compared with: trained for the task
 # alone, split where the paper splits (after VGG block 2) and uploading the full feature
-# map. A defended run's own split point and bottleneck are part of its defence, so the
-# reference drops them; data, width and training settings stay the defended run's.
-NO_PRIVACY_OVERRIDES = ("privacy.method=none", "model.split_block=2", "model.bottleneck=0",
-                        "model.upload_pool=1", "model.bottleneck_context=false",
-                        "model.position_gain=0", "model.upload_positions=0",
-                        "privacy.feature_noise=0", "privacy.dcor_weight=0",
-                        "privacy.normalize_features=false", "train.refit_cloud=false",
-                        "privacy.erase=[]",
-                        # inert without noise or a second stage; pinned to the values every
-                        # baseline had before these keys existed, so its hash stays put
-                        "privacy.noise_warmup=0", "train.adversarial.lr_schedule=constant")
+# map. A defended run's own split point and defences are part of its defence, so the
+# reference drops them (each defence declares how: defences/); data, width and training
+# settings stay the defended run's.
+_NO_PRIVACY_BASE = ("privacy.method=none", "model.split_block=2", "privacy.dcor_weight=0",
+                    "train.refit_cloud=false", "privacy.extra_defences={}",
+                    # inert without a second stage; pinned to the value every baseline had
+                    # before the key existed, so its hash stays put
+                    "train.adversarial.lr_schedule=constant")
 
 
-class ConfigError(UserError):
-    """A bad configuration value or key; the message says what is valid."""
+def no_privacy_overrides() -> list[str]:
+    """The overrides that turn a config into its no-privacy reference (`train --baseline`)."""
+    from .defences import baseline_overrides
+
+    return [*_NO_PRIVACY_BASE, *baseline_overrides()]
 
 
 # the choices of the config's enumerated keys: the one place they are listed (a value
 # outside its Literal is refused when the config is built, naming the valid ones)
-SourceName = Literal["synthfaces", "celeba", "lfw", "folder"]  # = data.factory's registry
-OnBadImage = Literal["error", "skip"]
-# = methods' registry
-PrivacyMethod = Literal["deepobfuscator", "robust", "none", "task-continuation"]
 Precision = Literal["auto", "bf16", "fp32"]
 AttributeLoss = Literal["neg_ce", "entropy"]
 RobustAttributeLoss = Literal["entropy", "capped_ce"]
@@ -56,7 +52,7 @@ RobustAttributeLoss = Literal["entropy", "capped_ce"]
 class RoleSource:
     """Where one data role comes from when it is not drawn from the main source."""
 
-    source: SourceName = "celeba"
+    source: str = "celeba"  # a registered data source (data/factory.py)
     root: str = ""
     partitions: list[int] | None = None
     csv: str = ""
@@ -64,7 +60,7 @@ class RoleSource:
 
 @dataclass
 class DataConfig:
-    source: SourceName = "synthfaces"
+    source: str = "synthfaces"  # a registered data source (data/factory.py)
     root: str = ""  # data folder (not used by synthfaces)
     csv: str = ""  # folder source: the CSV with file, attribute and identity columns
     attributes_file: str = ""  # lfw: lfw_attributes.txt (default: looked up beside root)
@@ -156,7 +152,7 @@ class PrivacyConfig:
     # the no-privacy baseline, `train --baseline`); task-continuation: `none` with the second
     # stage's steps (E and C go on training for the task under the cap): the default, since
     # at its cap the robust game measured level with no game (docs/results.md)
-    method: PrivacyMethod = "task-continuation"
+    method: str = "task-continuation"  # a registered privacy method (methods.py)
     attribute_loss: AttributeLoss = "neg_ce"  # neg_ce: the paper's
     rotation: list[str] = field(
         default_factory=lambda: list(ROTATION_STEPS)
@@ -185,6 +181,9 @@ class PrivacyConfig:
     # (a closed-form adversary; privacy/erasure.py); the cloud then re-fits
     # (train.upload_tune_epochs). [] = none
     erase: list[str] = field(default_factory=list)
+    # defences registered outside the package (defences/: `register_defence`), by name,
+    # each with its own settings: {name: {key: value}}. {} = none (docs/defences.md)
+    extra_defences: dict[str, dict] = field(default_factory=dict)
     robust: RobustConfig = field(default_factory=RobustConfig)
 
 
@@ -246,7 +245,7 @@ _LATE_KEYS = (("model", "upload_pool", 1), ("model", "bottleneck_context", False
               ("model", "position_gain", 0.0), ("model", "upload_positions", 0),
               ("privacy", "noise_warmup", 0.0), ("train", "upload_tune_epochs", 0),
               ("train", "upload_tune_lr", 1e-4), ("train", "refit_cloud", False),
-              ("privacy", "erase", []),
+              ("privacy", "erase", []), ("privacy", "extra_defences", {}),
               *((f"train.{stage}", "lr_schedule", "constant")
                 for stage in ("task", "reconstructor", "adversaries", "adversarial")))
 
@@ -383,6 +382,14 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if value not in args:
             raise ConfigError(f"{where}={value!r} is not valid; choose one of {list(args)}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of names to settings, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of keys to values, got {value!r}")
+        return value
     if origin is list:
         if not isinstance(value, list):
             value = [value]
@@ -436,14 +443,10 @@ def _enumerated(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
-def _check_upload_positions(cfg: Config) -> None:
-    # K >= the map's size sends it whole (models.split.sent_positions): a default K holds
-    # for any split; any method can choose (at the end of its task stage)
-    if cfg.model.upload_positions < 0:
-        raise ConfigError(f"model.upload_positions={cfg.model.upload_positions} must be >= 0 "
-                          "(0: upload every number)")
+def _check_finish(cfg: Config) -> None:
+    # the finish phase's cloud re-fit (training/finish.py)
     t = cfg.train
-    if t.upload_tune_epochs < 0 or t.upload_tune_lr <= 0:
+    if t.upload_tune_epochs < 0 or not t.upload_tune_lr > 0:
         raise ConfigError(f"train.upload_tune_epochs={t.upload_tune_epochs} and "
                           f"train.upload_tune_lr={t.upload_tune_lr}: give epochs >= 0 (0: the "
                           "cloud is not re-fitted to the sparse upload) and a learning rate > 0")
@@ -451,21 +454,6 @@ def _check_upload_positions(cfg: Config) -> None:
         raise ConfigError("train.refit_cloud=true re-fits the cloud for "
                           "train.upload_tune_epochs epochs, which is 0: give it 1 or more, or "
                           "set train.refit_cloud=false")
-
-
-def _check_erase(cfg: Config) -> None:
-    erase, private = cfg.privacy.erase, cfg.data.private
-    unknown = [a for a in erase if a not in private]
-    if unknown:
-        raise ConfigError(f"privacy.erase names {unknown}, not in data.private {private}: "
-                          "erase only attributes the defender has labels for (add them to "
-                          "data.private), or set privacy.erase=[] for no erasure")
-    if len(set(erase)) != len(erase):
-        raise ConfigError(f"privacy.erase lists an attribute twice: {erase}")
-    if erase and cfg.train.upload_tune_epochs == 0:
-        raise ConfigError("privacy.erase changes every upload when training ends, and the "
-                          "cloud re-fits to it for train.upload_tune_epochs epochs, which is "
-                          "0: give it 1 or more")
 
 
 def validate(cfg: Config) -> None:
@@ -490,27 +478,24 @@ def validate(cfg: Config) -> None:
     if not 1 <= cfg.model.split_block <= 5:
         raise ConfigError(f"model.split_block must be 1..5 (blocks kept on the device), "
                           f"got {cfg.model.split_block}")
-    pool = cfg.model.upload_pool
-    h, w = (n >> cfg.model.split_block for n in cfg.data.image_size)
-    if pool < 1 or h % pool or w % pool:
-        raise ConfigError(f"model.upload_pool={pool} must be >= 1 and divide the split's "
-                          f"feature map ({h} x {w} at split_block={cfg.model.split_block}); "
-                          "try 1 or 2")
-    if cfg.model.bottleneck_context and cfg.model.bottleneck <= 0:
-        raise ConfigError("model.bottleneck_context=true needs a bottleneck to add the context "
-                          "to; set model.bottleneck >= 1")
-    if cfg.model.position_gain < 0:
-        raise ConfigError(f"model.position_gain={cfg.model.position_gain} must be >= 0 (0: no "
-                          "gain; 1: the gain learns at E's rate, 10: ten times faster)")
-    _check_upload_positions(cfg)
-    _check_erase(cfg)
+    # names of kinds are checked against their registries, the one list of each
+    from .data.factory import SOURCES
+    from .defences import validate_defences  # each defence checks its own keys
+    from .methods import METHODS
+
+    for key, name in (("data.source", cfg.data.source), *(
+            (f"data.{role}.source", r.source) for role in ("attacker", "test")
+            if (r := getattr(cfg.data, role)) is not None)):
+        if name not in SOURCES:
+            raise ConfigError(f"{key}={name!r} is not valid; choose one of {SOURCES.names()}")
+    METHODS.lookup(cfg.privacy.method)
+    validate_defences(cfg)
+    _check_finish(cfg)
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width must be positive, got {cfg.model.width}")
     p = cfg.privacy
     limits: dict[str, float] = {
-        "privacy.feature_noise": p.feature_noise,
         "privacy.dcor_weight": p.dcor_weight,
-        "privacy.noise_warmup": p.noise_warmup,
         "privacy.adversary_refresh": p.adversary_refresh,
         "privacy.robust.adversary_steps": p.robust.adversary_steps,
         "privacy.robust.refresh_steps": p.robust.refresh_steps,

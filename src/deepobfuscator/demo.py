@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from .audit import AuditSettings, audit, summary_table
-from .config import NO_PRIVACY_OVERRIDES, Config, load_config
+from .config import Config, load_config, no_privacy_overrides
 from .log import log
 from .training import train
 from .training.reuse import start_from_baseline
@@ -37,7 +37,7 @@ def demo_configs(quick: bool = False, threads: int = 0) -> dict[str, Config]:
     extra = [f"data.synth_images={DEMO_IMAGES}", *(QUICK_OVERRIDES if quick else []),
              f"threads={threads}"]
     return {
-        "baseline": load_config("cpu", [*NO_PRIVACY_OVERRIDES, *extra]),
+        "baseline": load_config("cpu", [*no_privacy_overrides(), *extra]),
         "obfuscated": load_config("cpu", extra),
     }
 

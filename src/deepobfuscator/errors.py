@@ -9,6 +9,10 @@ class UserError(ValueError):
     status 2), never a traceback."""
 
 
+class ConfigError(UserError):
+    """A bad configuration value or key; the message says what is valid."""
+
+
 class RunError(UserError):
     """A run folder that is missing, unfinished or inconsistent."""
 

@@ -7,11 +7,11 @@ it builds and whether it trains any; and supplies each later stage's optimizers 
 function. The trainer (training/trainer.py) runs whatever method the config names through
 this interface and names none of them.
 
-Registered by name in `METHODS`; the built-ins live beside their steps:
+Registered by name in `METHODS` (registry.py); the built-ins live beside their steps:
 `deepobfuscator` (the paper's rotation) in training/paper.py, `robust` in
 training/robust.py, `none` here. A new method is one module with a `@register_method`
-class, its module in `BUILTIN` and its name in `config.PrivacyMethod` (the config
-refuses names outside it; a test keeps the two equal). docs/robust.md has an example.
+class (and, for a built-in, its module in `BUILTIN`); the config accepts the names the
+registry holds. docs/robust.md has an example.
 
 The feature-level defences (privacy.normalize_features + feature_noise: the information
 cap; privacy.dcor_weight: NoPeek's penalty) are not methods: they live in the obfuscator
@@ -22,11 +22,11 @@ This module imports only the config: the model builder reads `attackers` from it
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from .config import ConfigError
+from .errors import ConfigError
+from .registry import Registry
 
 if TYPE_CHECKING:
     from .config import Config
@@ -85,15 +85,15 @@ class PrivacyMethod:
         return {}
 
 
-METHODS: dict[str, PrivacyMethod] = {}
 # name -> the module that registers it (imported when the registry is first asked)
 BUILTIN = {"deepobfuscator": "deepobfuscator.training.paper",
            "robust": "deepobfuscator.training.robust", "none": __name__,
            "task-continuation": "deepobfuscator.training.robust"}
+METHODS: Registry[PrivacyMethod] = Registry("privacy.method", BUILTIN, error=ConfigError)
 
 
 def register_method(cls: type[PrivacyMethod]) -> type[PrivacyMethod]:
-    METHODS[cls.name] = cls()
+    METHODS.register(cls.name, cls())
     return cls
 
 
@@ -105,17 +105,11 @@ class NoPrivacy(PrivacyMethod):
 
 def method_kinds() -> dict[str, PrivacyMethod]:
     """The registry with the built-in methods loaded, built-ins first in BUILTIN's order."""
-    for module in BUILTIN.values():
-        importlib.import_module(module)
-    return {**{name: METHODS[name] for name in BUILTIN}, **METHODS}
+    return METHODS.entries()
 
 
 def method_for(cfg: Config) -> PrivacyMethod:
-    kinds = method_kinds()
-    name = cfg.privacy.method
-    if name not in kinds:
-        raise ConfigError(f"unknown privacy.method {name!r}; valid: {', '.join(kinds)}")
-    return kinds[name]
+    return METHODS.lookup(cfg.privacy.method)
 
 
 def inert_keys(cfg: Config, keys: list[str]) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -37,6 +38,9 @@ RESAMPLE = {
 }
 CROP_HELP = ("use square, none, center:F (a share of the shorter side, 0 < F <= 1, e.g. "
              "center:0.4) or center:Npx (e.g. center:100px)")
+
+# what decoding does with an image it cannot read (data.on_bad_image)
+OnBadImage = Literal["error", "skip"]
 
 
 def parse_crop(crop: str) -> tuple[str, float]:

@@ -137,6 +137,7 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu") -> tuple[Config,
     for name, module in models.named().items():
         module.load_state_dict(load_file(str(paths.weight_file(name)), device="cpu"))
         module.eval()
+    models.encoder.mark_finished()  # final weights hold the finish phase's fits
     return cfg, models.to(torch.device(device))
 
 

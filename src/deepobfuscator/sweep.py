@@ -29,11 +29,11 @@ from .audit import AuditSettings, audit
 from .audit.attacks import figure_by_key
 from .audit.result import AuditResult
 from .config import (
-    NO_PRIVACY_OVERRIDES,
     Config,
     ConfigError,
     config_from_dict,
     load_config,
+    no_privacy_overrides,
 )
 from .io import atomic_write, atomic_write_json, atomic_write_text
 from .log import log
@@ -130,7 +130,7 @@ def sweep(config: str | Path = "cpu", grid: dict[str, list[str]] | list[str] = (
     `config` and `overrides` give the base config (as for `train`); `grid` maps
     config keys to the values to try (or is a list of 'key=v1,v2' strings).
     The baseline is `baseline_run` or, if None, the base config's no-privacy reference
-    (NO_PRIVACY_OVERRIDES) trained into OUT/baseline.
+    (config.no_privacy_overrides) trained into OUT/baseline.
     """
     if env_world_size() > 1:
         raise RunError("a sweep runs in one process; use torchrun for single `train` runs")
@@ -152,7 +152,7 @@ def sweep(config: str | Path = "cpu", grid: dict[str, list[str]] | list[str] = (
 
     if baseline_run is None:
         log.info(f"== no-privacy baseline: {out / 'baseline'}")
-        baseline_run = train(load_config(config, [*overrides, *NO_PRIVACY_OVERRIDES]),
+        baseline_run = train(load_config(config, [*overrides, *no_privacy_overrides()]),
                              out / "baseline", progress=progress)
     elif read_info(baseline_run).get("status") != "complete":
         raise RunError(f"baseline {baseline_run} is not a finished training run; "

@@ -21,6 +21,7 @@ from ..attacks.base import FeatureSet
 from ..attacks.reid import IdentityEmbedder
 from ..config import Config
 from ..data.splits import check_splits_match, make_splits
+from ..devices import resolve_device
 from ..errors import UserError
 from ..io import atomic_write, atomic_write_json
 from ..log import log
@@ -29,7 +30,6 @@ from ..models.budget import phone_budget
 from ..precision import resolve_precision
 from ..runs import RunError, RunPaths, load_run
 from ..threads import use_threads
-from ..training.trainer import resolve_device
 from .attacks import AttackContext, run_attacks
 from .attacks._weights import save_weights
 from .features import check_wire, extract, through_wire, wire_change

@@ -18,9 +18,8 @@ from typing import get_args
 import numpy as np
 from PIL import Image
 
-from ..config import OnBadImage
 from ..errors import UserError
-from ..preprocessing import RESAMPLE, ImageRefused, decode, parse_crop, to_uint8
+from ..preprocessing import RESAMPLE, ImageRefused, OnBadImage, decode, parse_crop, to_uint8
 
 NO_IDENTITY = -1
 NO_PARTITION = -1

@@ -2,20 +2,22 @@
 
 Sources come in kinds with one interface: a loader that takes a `SourceRequest` (where
 the data is and how to prepare it) and returns a FaceDataset, registered by name in
-`SOURCES`. A new source is one module with a `@register_source` loader plus its name in
-`BUILTIN` below (and in `config.SourceName`, which the config validates against; a test
-keeps the two equal).
+`SOURCES` (registry.py). A new source is one module with a `@register_source` loader (and,
+for a built-in, its name in `BUILTIN` below); the config accepts the registered names.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..config import DataConfig, RoleSource
+from ..registry import Registry
 from .base import DataError, FaceDataset, Preprocess
+
+if TYPE_CHECKING:
+    from ..config import DataConfig, RoleSource
 
 
 @dataclass(frozen=True)
@@ -39,14 +41,15 @@ class SourceKind:
     needs_csv: str = ""  # why a CSV is required, when it is
 
 
-SOURCES: dict[str, SourceKind] = {}
 BUILTIN = ("synthfaces", "celeba", "lfw", "folder")
+SOURCES: Registry[SourceKind] = Registry(
+    "data source", {name: f"{__package__}.{name}" for name in BUILTIN}, error=DataError)
 
 
 def register_source(name: str, needs_root: bool = True, needs_csv: str = ""):
     def deco(fn: Callable[[SourceRequest], FaceDataset]) -> Callable[[SourceRequest],
                                                                       FaceDataset]:
-        SOURCES[name] = SourceKind(name, fn, needs_root, needs_csv)
+        SOURCES.register(name, SourceKind(name, fn, needs_root, needs_csv))
         return fn
 
     return deco
@@ -55,10 +58,7 @@ def register_source(name: str, needs_root: bool = True, needs_csv: str = ""):
 def source_kinds() -> dict[str, SourceKind]:
     """The registry, with the built-in sources loaded (their modules import lazily: a
     source's dependencies are paid for only when it is used)."""
-    for mod in BUILTIN:
-        importlib.import_module(f"{__package__}.{mod}")
-    # built-ins in BUILTIN's order whatever imported them first, then any others
-    return {**{name: SOURCES[name] for name in BUILTIN}, **SOURCES}
+    return SOURCES.entries()
 
 
 def preprocess_from_config(data: DataConfig) -> Preprocess:
@@ -75,10 +75,7 @@ def load_source(
     images prepared exactly as the phone will prepare them.
     """
     name = role.source if role else data.source
-    kinds = source_kinds()
-    if name not in kinds:
-        raise DataError(f"unknown data source {name!r}; valid sources: {', '.join(kinds)}")
-    kind = kinds[name]
+    kind = SOURCES.lookup(name)
     root_str = role.root if role else data.root
     csv_str = role.csv if role else data.csv
     if role is not None and role.partitions is not None:

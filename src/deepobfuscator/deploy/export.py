@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..defences.base import manifest_entries
 from ..io import atomic_write, atomic_write_json
 from ..models.budget import phone_budget
 from ..models.upload import PackUpload, UnpackUpload, kept_positions
@@ -109,6 +110,7 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
 
     encoder, noise_std = without_noise(models.encoder.float().eval())
     normalized = bool(getattr(models.encoder, "normalize", False))
+    defences = manifest_entries(cfg, models.encoder)
     task = task_probability(models.classifier.float()).eval()
     c, h, w = feature_shape(cfg)
     positions = kept_positions(models.encoder)
@@ -162,7 +164,9 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
                          "rule": "features hold the numbers at these C-order indices of "
                                  "the obfuscator's (C, H, W) map; the rest are 0 and not "
                                  "sent (model.upload_positions)"},
-                     "erased": _erasure_note(cfg),
+                     "erased": next((e for e in defences if e["name"] == "erase"), None),
+                     # every stage between the VGG blocks and the wire, in order
+                     "defences": defences,
                      "noise": "none" if noise_std == 0 else "the device adds Gaussian noise "
                      f"of std {noise_std} to every value of obfuscator.onnx's output before "
                      "encoding (privacy.feature_noise; the classifier was trained with it)",
@@ -189,20 +193,9 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
     load_export(out)  # what serve and classify will do: fail here, not there
 
 
-def _erasure_note(cfg) -> dict | None:
-    """What obfuscator.onnx projects out (privacy.erase), or None."""
-    if not cfg.privacy.erase:
-        return None
-    return {"attributes": list(cfg.privacy.erase),
-            "rule": "obfuscator.onnx projects out, after the unit-RMS cap and before the "
-                    "noise, the direction along which each of these attributes moves the "
-                    "upload inside each task class on the defender's data, less its part "
-                    "along the task's own direction, which is kept (privacy.erase)"}
-
-
 def _cap_note(normalized: bool, noise_std: float, elements: int, sent: int) -> str:
     """The information cap, in words: part of the export's contract with the device."""
-    from ..models.split import capacity_bits
+    from ..defences.cap import capacity_bits
 
     if not normalized:
         return "none"

@@ -73,16 +73,17 @@ def count_macs(module: nn.Module, x: torch.Tensor) -> int:
 
 def phone_budget(cfg: Config) -> PhoneBudget:
     """The budget of a config's split model (weights do not matter, shapes do)."""
+    from ..defences.base import extra_macs
+    from ..defences.cap import capacity_bits
     from ..deploy.wire import encoded_size
-    from .split import build_models, capacity_bits, feature_shape, sent_positions
+    from .split import build_models, feature_shape, sent_positions, split_shape
 
     with torch.random.fork_rng(devices=[]):
         models = build_models(cfg)
     x = torch.zeros(1, 3, *cfg.data.image_size)
     phone = count_macs(models.encoder, x)
     c, h, w = feature_shape(cfg)
-    # privacy.erase: x @ Q and (x Q) @ Q^T over the flat upload, k directions
-    phone += 2 * c * h * w * len(cfg.privacy.erase)
+    phone += extra_macs(cfg, split_shape(cfg))  # stages that are matrix products
     cloud = count_macs(models.classifier, torch.zeros(1, c, h, w))
     n, k = c * h * w, sent_positions(cfg)
     cap = (capacity_bits(n, cfg.privacy.feature_noise, k) if cfg.privacy.normalize_features

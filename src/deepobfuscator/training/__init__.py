@@ -1,5 +1,6 @@
 """The four-stage DeepObfuscator training and its checkpoints."""
 
-from .trainer import STAGES, resolve_device, stages_for, train
+from ..devices import resolve_device
+from .trainer import STAGES, stages_for, train
 
 __all__ = ["STAGES", "resolve_device", "stages_for", "train"]

@@ -19,24 +19,43 @@ from ..methods import method_for
 from ..runs import RunPaths, read_run_config
 from .checkpoint import load_checkpoint
 
+# privacy settings of the task stage that are losses, not upload stages (NoPeek's penalty)
+_TASK_STAGE_LOSSES = ("privacy.dcor_weight",)
+
 
 def shares_task_stage(cfg: Config, baseline_cfg: Config) -> bool:
-    """True when both configs train stage 1 identically. The privacy settings that act in
-    stage 1 (the information cap, feature noise, NoPeek's penalty) must be equal."""
+    """True when both configs train stage 1 identically: every key equal except the
+    privacy method's, the later stages' and those of defences that act only when training
+    ends (defences/: `in_task_stage`)."""
+    from ..defences import all_defences, task_stage_keys
+
     a, b = cfg.to_dict(), baseline_cfg.to_dict()
     for d in (a, b):  # a warm-up of no noise is no warm-up
         if d["privacy"]["feature_noise"] <= 0:
             d["privacy"]["noise_warmup"] = 0.0
-    stage1_privacy = ("feature_noise", "dcor_weight", "normalize_features", "noise_warmup")
-    if any(a["privacy"][k] != b["privacy"][k] for k in stage1_privacy):
-        return False
+    for key in (*task_stage_keys(), *_TASK_STAGE_LOSSES):
+        if _get(a, key) != _get(b, key):
+            return False
     same_train = (a["train"]["task"] == b["train"]["task"]
                   and a["train"]["checkpoint_every_s"] == b["train"]["checkpoint_every_s"]
                   and a["train"]["eval_max_images"] == b["train"]["eval_max_images"])
-    for d in (a, b):  # chosen when the task stage ends: stage 1 never sees it
-        d["model"].pop("upload_positions", None)
+    for d in (a, b):  # keys of defences that act after the task stage: stage 1 never sees them
+        for key in (k for df in all_defences() if not df.in_task_stage for k in df.keys):
+            section, _, name = key.rpartition(".")
+            _section(d, section).pop(name, None)
     strip = lambda d: {k: v for k, v in d.items() if k not in ("privacy", "train")}  # noqa: E731
     return same_train and strip(a) == strip(b)
+
+
+def _section(d: dict, dotted: str) -> dict:
+    for part in dotted.split("."):
+        d = d[part]
+    return d
+
+
+def _get(d: dict, dotted: str):
+    section, _, name = dotted.rpartition(".")
+    return _section(d, section).get(name)
 
 
 def start_from_baseline(cfg: Config, out_dir: Path, baseline_dir: Path) -> bool:
@@ -85,73 +104,73 @@ def with_upload(run_dir: Path, out_dir: Path, positions: int | None = None,
     """A finished run with another upload, as a new run folder: the same phone weights,
     sending its `positions` strongest numbers (`model.upload_positions`; None keeps the
     run's count) under feature noise of std `noise` (`privacy.feature_noise`; None keeps
-    the run's; only a tighter cap is allowed, see `_raised_noise`).
+    the run's; only a tighter cap is allowed, see `_raised_noise`), erasing `erase`
+    (`privacy.erase`; None keeps the run's), the cloud re-fitting for `refit_epochs`
+    (train.upload_tune_epochs; None keeps the run's; given alone (> 0) it re-fits the
+    cloud to the run's own upload).
 
-    The choice of positions is a pure function of the trained obfuscator and the
-    defender's training images, so with the run's own noise the result is bit for bit the
-    run that training with that count would have produced; the phone is not retrained
-    (only the cloud re-fits to the new upload, train.upload_tune_epochs). The source is
-    never modified; the new folder is built beside `out_dir` and moved into place when
-    complete. `why` (how the count was chosen) goes into the new folder's
-    upload_choice.json. `refit_epochs` sets train.upload_tune_epochs (the cloud's re-fit
-    to the new upload; None keeps the run's): E and every uploaded number are the same
-    either way; given alone (> 0) it re-fits the cloud to the run's own upload. `erase`
-    sets privacy.erase (None keeps the run's): the erasure is fitted on the chosen upload
-    and the cloud re-fits to it; the phone's weights stay."""
-    from ..config import config_from_dict
+    Nothing is retrained: the new run restores the source's end-of-training checkpoint
+    and runs the finish phase (training/finish.py) with the new config's plan, exactly as
+    training with that config would have; with the run's own noise the result is bit for
+    bit that run. The source is never modified; the new folder is built beside `out_dir`
+    and moved into place when complete. `why` (how the count was chosen) goes into the
+    new folder's upload_choice.json."""
     from ..errors import RunError
     from ..runs import read_info
-    from .checkpoint import save_checkpoint
-    from .trainer import stages_for, train
 
     src, out = RunPaths(Path(run_dir)), RunPaths(Path(out_dir))
     cfg = read_run_config(src.root)
     if read_info(src.root).get("status") != "complete" or not src.checkpoint.is_file():
         raise RunError(f"{src.root} is not a finished run with its checkpoint.pt: finish "
                        "training it first (run the same train command again to resume)")
-    d = cfg.to_dict()
-    if positions is not None:
-        d["model"]["upload_positions"] = positions
-    if noise is not None:
-        d["privacy"]["feature_noise"] = _raised_noise(cfg, noise)
-    if erase is not None:
-        d["privacy"]["erase"] = list(erase)
-    more_noise = noise is not None and noise != cfg.privacy.feature_noise
-    if refit_epochs is not None:
-        d["train"]["upload_tune_epochs"] = refit_epochs
-    elif (more_noise or erase) and d["train"]["upload_tune_epochs"] <= 0:
-        d["train"]["upload_tune_epochs"] = 1  # the cloud never saw this upload: re-fit it
-    # (an erasure re-fits the cloud by itself: the trainer fits it, then re-fits C)
-    if d["train"]["upload_tune_epochs"] > 0 and (more_noise or refit_epochs):
-        # every upload changed, or the cloud is asked to re-fit what it has (its BatchNorm
-        # statistics can trail an E trained in training mode): even with no mask to choose
-        d["train"]["refit_cloud"] = True
-    new = config_from_dict(d)  # validates the counts (ConfigError for a negative one)
+    new = _upload_config(cfg, positions, noise, refit_epochs, erase)
     if out.root.exists():
         if read_info(out.root).get("status") == "complete" and \
                 read_run_config(out.root).fingerprint() == new.fingerprint():
             return out.root  # done before: the same command again is a no-op
         raise RunError(f"{out.root} already exists; pass a new --out folder")
     ckpt = load_checkpoint(src.checkpoint)
-    end = {"stage": len(stages_for(cfg)), "epoch": 0, "batch": 0}
-    if ckpt["position"] != end:
-        raise RunError(f"{src.checkpoint} is not the end of training ({ckpt['position']}); "
-                       "resume the run's training first")
-    # the mask is chosen and the erasure fitted after the last checkpoint: drop both, the
-    # encoder loads all ones and the identity, and the trainer chooses and fits them anew
-    ckpt["models"]["encoder"] = {k: v for k, v in ckpt["models"]["encoder"].items()
-                                 if k not in ("upload_mask", "erase_basis")}
+    from .trainer import finish_from_checkpoint
+
     tmp = out.root.with_name(f".{out.root.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copytree(src.splits, RunPaths(tmp).splits)
-    kept = {k: v for k, v in ckpt.items() if k not in ("format", "versions", "refit_cloud")}
-    save_checkpoint(RunPaths(tmp).checkpoint, kept)
+    # the phone's training state, shared: a later choose-upload can start from this folder
+    shutil.copyfile(src.checkpoint, RunPaths(tmp).checkpoint)
     if why is not None:
         atomic_write_json(tmp / "upload_choice.json", {"source": str(src.root), **why})
-    train(new, tmp, progress=progress)  # resumes at the end: chooses, writes the weights
+    finish_from_checkpoint(new, tmp, ckpt, progress=progress)
     tmp.rename(out.root)
     return out.root
+
+
+def _upload_config(cfg: Config, positions: int | None, noise: float | None,
+                   refit_epochs: int | None, erase: list[str] | None) -> Config:
+    """The source's config with the finish-phase settings `with_upload` was given."""
+    from dataclasses import replace
+
+    from ..config import validate
+
+    model, privacy, train = cfg.model, cfg.privacy, cfg.train
+    if positions is not None:
+        model = replace(model, upload_positions=positions)
+    if noise is not None:
+        privacy = replace(privacy, feature_noise=_raised_noise(cfg, noise))
+    if erase is not None:
+        privacy = replace(privacy, erase=list(erase))
+    more_noise = noise is not None and noise != cfg.privacy.feature_noise
+    if refit_epochs is not None:
+        train = replace(train, upload_tune_epochs=refit_epochs)
+    elif (more_noise or erase) and train.upload_tune_epochs <= 0:
+        train = replace(train, upload_tune_epochs=1)  # the cloud never saw this upload
+    if train.upload_tune_epochs > 0 and (more_noise or refit_epochs):
+        # every upload changed, or the cloud is asked to re-fit what it has (its BatchNorm
+        # statistics can trail an E trained in training mode): even with nothing to fit
+        train = replace(train, refit_cloud=True)
+    new = replace(cfg, model=model, privacy=privacy, train=train)
+    validate(new)  # a negative count, an attribute outside data.private: one line
+    return new
 
 
 def _raised_noise(cfg: Config, noise: float) -> float:
@@ -191,8 +210,8 @@ def fewest_upload_positions(run_dir: Path, most: int, tolerance: float
 
     from ..config import ConfigError, config_from_dict
     from ..data.splits import make_splits
+    from ..defences.sparse_upload import fewest_positions, position_power
     from ..models import build_models
-    from ..models.upload import fewest_positions, position_power
     from ..runs import load_run
     from .evaluate import evaluate
 
@@ -204,22 +223,27 @@ def fewest_upload_positions(run_dir: Path, most: int, tolerance: float
     d["model"]["upload_positions"] = most  # the same networks, with a mask to move
     cfg = config_from_dict(d)
     models = build_models(cfg)
-    if models.encoder.upload_mask is None:
+    upload = models.encoder.stage("upload")
+    if upload is None:
         raise ConfigError(f"the run's upload has no more than {most} numbers: nothing to "
                           "drop; give a smaller --most")
     for name, module in models.named().items():
-        module.load_state_dict({k: v for k, v in trained.named()[name].state_dict().items()
-                                if k != "upload_mask"})  # a missing mask loads as all ones
+        state = trained.named()[name].state_dict()
+        if name == "encoder":  # every number sent, until fewest_positions moves the mask
+            state["stages.upload.mask"] = torch.ones_like(upload.mask)
+        module.load_state_dict(state)
         module.eval()
+    models.encoder.mark_finished()
     roles = make_splits(cfg)
     power = position_power(models.encoder, torch.from_numpy(roles["defender_train"].images))
 
     def auc() -> float:  # the same noise draws for every count
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            return sum(evaluate(models, roles["defender_val"], cfg.data.task, [], "task",
+            draws = [float(evaluate(models, roles["defender_val"], cfg.data.task, [], "task",
                                 None, torch.device("cpu"),  # type: ignore[arg-type]
-                                attackers=False)["val_task_auc"]
-                       for _ in range(COMPARE_DRAWS)) / COMPARE_DRAWS
+                                    attackers=False)["val_task_auc"])
+                     for _ in range(COMPARE_DRAWS)]
+            return sum(draws) / COMPARE_DRAWS
 
-    return fewest_positions(models.encoder, power, most, auc, tolerance)
+    return fewest_positions(upload.mask, power, most, auc, tolerance)

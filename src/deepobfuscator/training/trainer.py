@@ -17,6 +17,7 @@ gradients are averaged before each step; only rank 0 writes. See distributed.py.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,25 +27,23 @@ from tqdm.auto import tqdm
 from ..config import Config, StageConfig, config_from_dict, save_config
 from ..data.base import FaceDataset
 from ..data.splits import check_splits_match, make_splits, split_summary, write_splits
+from ..devices import resolve_device
 from ..io import atomic_write_json, atomic_write_text
 from ..log import log
 from ..methods import Stage, StepFn, method_for
 from ..models import build_models, feature_shape
 from ..models.budget import phone_budget
-from ..models.split import sent_positions
-from ..models.upload import choose_upload_positions
 from ..precision import autocast, memory_format, resolve_precision
 from ..privacy import fixed_noise_image, settings_for_size
-from ..privacy.erasure import fit_erasure
 from ..runs import RunError, RunPaths
 from ..threads import use_threads
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, versions
 from .distributed import Dist, GradSync, shard, state_checksum
 from .evaluate import evaluate
+from .finish import FinishPlan, FinishRecord, finish_plan, history_record, run_finish
 from .steps import (
     Batch,
     StepContext,
-    classifier_step,
     cosine_fraction,
     make_optimizers,
     scaled_noise,
@@ -57,18 +56,6 @@ STAGES: tuple[Stage, ...] = ("task", "reconstructor", "adversaries", "adversaria
 
 def stages_for(cfg: Config) -> tuple[Stage, ...]:
     return method_for(cfg).stages(cfg)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError(f"device={name!r} but no CUDA GPU is visible; use device=auto or cpu")
-    return torch.device(name)
 
 
 def train(cfg: Config, out_dir: Path, progress: bool = True, restart: bool = False) -> Path:
@@ -114,6 +101,27 @@ def _train(cfg: Config, out_dir: Path, progress: bool, restart: bool, d: Dist) -
 
     d.main_only(write_run_files)
     return _Loop(cfg, paths, roles, device, progress, d).run()
+
+
+def finish_from_checkpoint(cfg: Config, out_dir: Path, ckpt: dict,
+                           progress: bool = False) -> Path:
+    """A run of `cfg` in `out_dir` from another run's end-of-training checkpoint `ckpt`
+    (the same phone training): only the finish phase runs, with `cfg`'s plan. For
+    `choose-upload` (training/reuse.py); the folder must hold the source's splits."""
+    paths = RunPaths(Path(out_dir))
+    use_threads(cfg.threads)
+    roles = make_splits(cfg)
+    check_splits_match(roles, paths.splits)
+    save_config(cfg, paths.config)
+    _write_preprocessing(cfg, paths)
+    loop = _Loop(cfg, paths, roles, resolve_device(cfg.device), progress)
+    end = {"stage": len(loop.stages), "epoch": 0, "batch": 0}
+    if ckpt["position"] != end:
+        raise RunError(f"{paths.checkpoint} is not the end of training ({ckpt['position']}); "
+                       "resume the run's training first")
+    loop.restore(ckpt)
+    loop.finish(finish_plan(cfg))
+    return paths.root
 
 
 def _prepare_folder(cfg: Config, paths: RunPaths, restart: bool) -> None:
@@ -164,6 +172,16 @@ def _write_preprocessing(cfg: Config, paths: RunPaths) -> None:
     atomic_write_json(paths.preprocessing, pre)
 
 
+@dataclass
+class _Resume:
+    """Where a checkpoint left training (the start, without one)."""
+
+    position: dict = field(default_factory=lambda: {"stage": 0, "epoch": 0, "batch": 0})
+    running: dict = field(default_factory=dict)
+    optimizers: dict | None = None
+    refit_mark: bool = False
+
+
 class _Loop:
     def __init__(self, cfg: Config, paths: RunPaths, roles: dict[str, FaceDataset],
                  device: torch.device, progress: bool, d: Dist | None = None) -> None:
@@ -193,36 +211,53 @@ class _Loop:
         self.mean_face = (self.images.float().mean(0).permute(2, 0, 1) / 255.0)[None]
         self.history: list[dict] = []
         self.timings: dict[str, float] = {}
+        self.stages = stages_for(cfg)
 
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> Path:
-        cfg = self.cfg
-        pos = {"stage": 0, "epoch": 0, "batch": 0}
-        running: dict[str, float] = {}
-        opt_state = None
-        refit = cfg.train.refit_cloud  # C re-fits after the last stage (also `choose-upload`)
-        if self.paths.checkpoint.is_file():
-            ckpt = load_checkpoint(self.paths.checkpoint)
-            refit = refit or bool(ckpt.get("refit_cloud"))  # the mark of runs before the key
-            for name, module in self.models.named().items():
-                module.load_state_dict(ckpt["models"][name])
-            self.history, self.timings = list(ckpt["history"]), dict(ckpt["timings"])
-            pos, running, opt_state = dict(ckpt["position"]), dict(ckpt["running"]), \
-                ckpt["optimizers"]
-            if not self.d.is_main:
-                running = {}  # rank 0 holds the summed losses of all ranks so far
-            ranks = ckpt.get("rng_ranks") or []
-            if len(ranks) == self.d.world:
-                set_rng_state(ranks[self.d.rank])
-            elif self.d.is_main:
-                set_rng_state(ckpt["rng"])
-            if self.progress:
-                names = stages_for(cfg)
-                log.info(f"resuming {self.paths.root} at stage {names[pos['stage']]}, "
-                         f"epoch {pos['epoch']}, batch {pos['batch']}"
-                         if pos["stage"] < len(names) else
-                         f"resuming {self.paths.root} after its last stage")
-        stages = stages_for(cfg)
+        """Train what the checkpoint has not, run the finish phase, write the run."""
+        state = self.restore(load_checkpoint(self.paths.checkpoint)
+                             if self.paths.checkpoint.is_file() else None)
+        self.train_stages(state)
+        self.finish(finish_plan(self.cfg, refit_mark=state.refit_mark))
+        return self.paths.root
+
+    def restore(self, ckpt: dict | None) -> _Resume:
+        """Load a checkpoint's weights, RNG states, history and position."""
+        if ckpt is None:
+            return _Resume()
+        if "gain_delta" in ckpt["models"]["encoder"] and ckpt["optimizers"]:
+            # the gain was the encoder's first parameter then and is its last now, so the
+            # optimizers' states would land on the wrong weights
+            raise RunError(f"{self.paths.checkpoint} stopped mid-training with code from "
+                           "before 2026-12-07, when the upload's defences moved to defences/ "
+                           "(CHANGELOG.md); finish it with that code, or pass --restart to "
+                           "train it again")
+        for name, module in self.models.named().items():
+            module.load_state_dict(ckpt["models"][name])
+        self.history, self.timings = list(ckpt["history"]), dict(ckpt["timings"])
+        ranks = ckpt.get("rng_ranks") or []
+        if len(ranks) == self.d.world:
+            set_rng_state(ranks[self.d.rank])
+        elif self.d.is_main:
+            set_rng_state(ckpt["rng"])
+        state = _Resume(dict(ckpt["position"]),
+                        # rank 0 holds the summed losses of all ranks so far
+                        dict(ckpt["running"]) if self.d.is_main else {},
+                        ckpt["optimizers"],
+                        # the mark of runs from before train.refit_cloud existed
+                        bool(ckpt.get("refit_cloud")))
+        if self.progress:
+            pos = state.position
+            log.info(f"resuming {self.paths.root} at stage {self.stages[pos['stage']]}, "
+                     f"epoch {pos['epoch']}, batch {pos['batch']}"
+                     if pos["stage"] < len(self.stages) else
+                     f"resuming {self.paths.root} after its last stage")
+        return state
+
+    def train_stages(self, state: _Resume) -> None:
+        cfg, stages = self.cfg, self.stages
+        pos, running, opt_state = state.position, state.running, state.optimizers
         for s_idx in range(pos["stage"], len(stages)):
             stage = stages[s_idx]
             scfg: StageConfig = getattr(cfg.train, stage)  # train.<stage>
@@ -254,57 +289,14 @@ class _Loop:
                 nxt = ({"stage": s_idx, "epoch": epoch + 1, "batch": 0}
                        if epoch + 1 < scfg.epochs else {"stage": s_idx + 1, "epoch": 0, "batch": 0})
                 self._checkpoint(nxt, {}, {} if nxt["stage"] != s_idx else optimizers)
-        if self._unchosen() or self._unerased() or refit:
-            # the sparse upload is chosen on the trained obfuscator and changes none of its
-            # weights (a pure function of them: a resumed run chooses the same), then the
-            # erasure is fitted to the numbers sent (the same); then the cloud re-fits to
-            # what the phone now sends. The run's final figures are those of that upload
-            if self._unchosen():
-                choose_upload_positions(self.models.encoder, self.images,
-                                        sent_positions(cfg))
-            if self._unerased():
-                cols = [cfg.data.private.index(a) for a in cfg.privacy.erase]
-                basis = fit_erasure(self.models.encoder, self.images, self.task,
-                                    self.private[:, cols])
-                if not basis.any() and self.d.is_main:
-                    log.warning(f"privacy.erase={cfg.privacy.erase}: the upload does not "
-                                "move with them inside the task classes on the defender's "
-                                "images (or they never vary there): nothing was erased")
-            tuned = self._tune_cloud(len(stages))
-            if self.d.is_main:
-                self.history.append({"stage": "upload", "epoch": 0,
-                                     "upload_positions": sent_positions(cfg),
-                                     **({"erased": list(cfg.privacy.erase)}
-                                        if cfg.privacy.erase else {}), **tuned,
-                                     **self._validation(stages[-1])})
-        self._finish()
-        return self.paths.root
 
-    def _tune_cloud(self, s_idx: int) -> dict[str, float]:
-        """C alone re-fits the task to the sparse upload (train.upload_tune_epochs; E
-        frozen). Runs after the last checkpoint, like the choice: a pure function of the
-        checkpoint (its weights, RNG state and the batch order of stage index `s_idx`), so a
-        resumed run or `choose-upload` repeats it exactly. Returns its mean loss."""
-        t = self.cfg.train
-        if t.upload_tune_epochs <= 0:
-            return {}
-        scfg = StageConfig(epochs=t.upload_tune_epochs, lr=t.upload_tune_lr,
-                           batch_size=t.adversarial.batch_size)
-        opt = torch.optim.Adam(self.models.classifier.parameters(), lr=scfg.lr)
-        ctx = StepContext(self.cfg, self.models, {"classifier": opt}, self.msssim, self.noise,
-                          amp=lambda: autocast(self.precision, self.device),
-                          sync_grads=self.sync)
-        total, count = 0.0, 0
-        t0 = time.time()
-        for epoch in range(scfg.epochs):
-            order, per, n_batches = self.order(scfg, s_idx, epoch)
-            for b in tqdm(range(n_batches), desc=f"cloud re-fit {epoch + 1}/{scfg.epochs}",
-                          unit="batch", leave=False, disable=not self.progress,
-                          mininterval=1.0):
-                total += classifier_step(ctx, self.batch(order, per, b))["task_loss"]
-                count += 1
-        self.timings["upload"] = self.timings.get("upload", 0.0) + time.time() - t0
-        return {"tune_task_loss": round(total / max(count, 1), 5)}
+    def finish(self, plan: FinishPlan) -> None:
+        """The finish phase (training/finish.py), then the run's final files."""
+        record = run_finish(self, plan)
+        if record is not None and self.d.is_main:
+            self.history.append({**history_record(self.cfg, record),
+                                 **self._validation(self.stages[-1])})
+        self._write_run(record)
 
     def order(self, scfg, s_idx: int, epoch: int, stream: int = 0):
         """(batch order, this rank's images per batch, batches per epoch): a pure function
@@ -337,14 +329,6 @@ class _Loop:
             stage, self.msssim, self.device, max_images=cfg.train.eval_max_images,
             amp=lambda: autocast(self.precision, self.device),
             attackers=self.method.trains_attackers(cfg))
-
-    def _unchosen(self) -> bool:
-        mask = getattr(self.models.encoder, "upload_mask", None)
-        return mask is not None and bool((mask == 1).all())
-
-    def _unerased(self) -> bool:
-        basis = getattr(self.models.encoder, "erase_basis", None)
-        return basis is not None and not bool(basis.any())
 
     def broadcast_models(self) -> None:
         for module in self.models.named().values():
@@ -428,7 +412,7 @@ class _Loop:
         atomic_write_text(self.paths.metrics,
                           "".join(_json_line(r) for r in self.history))
 
-    def _finish(self) -> None:
+    def _write_run(self, finish: FinishRecord | None) -> None:
         from safetensors.torch import save_file
 
         from ..io import atomic_write
@@ -460,6 +444,7 @@ class _Loop:
             "splits": split_summary(self.roles, self.cfg.data.task, self.cfg.data.private),
             "stage_seconds": {k: round(v, 2) for k, v in self.timings.items()},
             "final": self.history[-1] if self.history else {},
+            "finish": finish.to_dict() if finish is not None else {"plan": [], "steps": {}},
             "versions": versions(),
             "device": str(self.device),
             "precision": self.precision,

@@ -28,14 +28,17 @@ same basis; the cloud then re-fits to the erased upload (train.upload_tune_epoch
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .base import Defence, FitContext, Shape, register_defence
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..models.split import Obfuscator
 
 # images of the defender's training split the erasure is fitted on (the first ones)
 ERASE_IMAGES = 10_000
@@ -92,41 +95,108 @@ def erase(features: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return (flat - (flat @ b) @ b.T).view_as(features)
 
 
+class ErasureStage(nn.Module):
+    """Projects the fitted directions `basis` (C*H*W, k) out of the upload. Until the finish
+    phase fits them (`fitted`), the stage passes the upload through untouched, so training
+    computes exactly what it would without it."""
+
+    def __init__(self, elements: int, k: int) -> None:
+        super().__init__()
+        self.basis: torch.Tensor
+        self.register_buffer("basis", torch.zeros(elements, k))
+        self.fitted = False  # a plain flag: the finish phase and load_run set it
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # a state from before this stage existed (a reused task stage of a run without
+        # it): the stage starts unfitted
+        state_dict.setdefault(prefix + "basis", self.basis.clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return erase(z, self.basis) if self.fitted else z
+
+
 @torch.no_grad()
-def fit_erasure(encoder: Obfuscator, images: torch.Tensor, task: torch.Tensor,
+def fit_erasure(encoder: Any, images: torch.Tensor, task: torch.Tensor,
                 private: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """Fit the encoder's erasure on its noise-free, unerased upload of the first ERASE_IMAGES of
-    `images` (N, H, W, 3) uint8, with their `task` (N,) and `private` (N, r) labels (the
-    attributes to erase); store it in the encoder and return the basis (D, k). The mask
-    of a sparse upload must be chosen first: only the sent numbers are fitted."""
-    basis = encoder.erase_basis
-    if basis is None:
+    """Fit the encoder's erasure on its noise-free, unerased upload of the first
+    ERASE_IMAGES of `images` (N, H, W, 3) uint8, with their `task` (N,) and `private` (N, r)
+    labels (the attributes to erase); store it in the encoder's erase stage and return the
+    basis (D, k). The mask of a sparse upload must be chosen first: only the sent numbers
+    are fitted."""
+    stage = encoder.stage("erase")
+    if stage is None:
         raise ValueError("the obfuscator was built without privacy.erase")
-    was_training, std = encoder.training, encoder.noise_std
+    basis = stage.basis
     basis.zero_()
-    encoder.erase_fitted = False  # the features before any erasure
-    encoder.eval()
-    encoder.noise_std = 0.0
-    try:
+    stage.fitted = False  # the features before any erasure
+    with encoder.noise_free():
         n = min(len(images), ERASE_IMAGES)
         feats = []
         for i in range(0, n, batch_size):
             x = images[i:i + batch_size].permute(0, 3, 1, 2).float().div(255.0)
             feats.append(encoder(x.to(basis.device)).float().flatten(1).cpu().double())
         x_all = torch.cat(feats).numpy()
-    finally:
-        encoder.train(was_training)
-        encoder.noise_std = std
-    mask = encoder.upload_mask
-    positions = None if mask is None else np.flatnonzero(mask.flatten().cpu().numpy() > 0.5)
+    upload = encoder.stage("upload")
+    positions = None if upload is None else \
+        np.flatnonzero(upload.mask.flatten().cpu().numpy() > 0.5)
     q = erasure_basis(x_all, task[:n].cpu().numpy(), private[:n].cpu().numpy(), positions)
     k = min(q.shape[1], basis.shape[1])
     basis[:, :k] = torch.from_numpy(q[:, :k]).to(basis)
-    encoder.erase_fitted = bool(basis.any())
+    stage.fitted = True
     return q[:, :k]
 
 
-def erase_width(cfg: Config, shape: tuple[int, int, int]) -> tuple[int, int] | None:
-    """The shape (C*H*W, k) of a config's erasure basis (privacy.erase), or None."""
-    k = len(cfg.privacy.erase)
-    return (int(np.prod(shape)), k) if k else None
+def _check_erase(cfg: Config) -> None:
+    erase_, private = cfg.privacy.erase, cfg.data.private
+    unknown = [a for a in erase_ if a not in private]
+    if unknown:
+        raise ConfigError(f"privacy.erase names {unknown}, not in data.private {private}: "
+                          "erase only attributes the defender has labels for (add them to "
+                          "data.private), or set privacy.erase=[] for no erasure")
+    if len(set(erase_)) != len(erase_):
+        raise ConfigError(f"privacy.erase lists an attribute twice: {erase_}")
+    if erase_ and cfg.train.upload_tune_epochs == 0:
+        raise ConfigError("privacy.erase changes every upload when training ends, and the "
+                          "cloud re-fits to it for train.upload_tune_epochs epochs, which is "
+                          "0: give it 1 or more")
+
+
+@register_defence
+class Erasure(Defence):
+    name = "erase"
+    summary = ("project out of the upload the linear trace of the privacy.erase attributes "
+               "inside the task classes (fitted when training ends)")
+    order = 50  # after the cap (a projection only removes power), before the noise
+    keys = ("privacy.erase",)
+    baseline = ("privacy.erase=[]",)
+    in_task_stage = False
+    fit_order = 20
+    finish_step = "erasure"
+    legacy_state = {"erase_basis": "stages.erase.basis"}
+
+    def enabled(self, cfg: Config) -> bool:
+        return bool(cfg.privacy.erase)
+
+    def validate(self, cfg: Config) -> None:
+        _check_erase(cfg)
+
+    def build(self, cfg: Config, shape: Shape) -> nn.Module:
+        return ErasureStage(int(np.prod(shape)), len(cfg.privacy.erase))
+
+    def extra_macs(self, cfg: Config, shape: Shape) -> int:
+        # x @ Q and (x Q) @ Q^T over the flat upload, k directions
+        return 2 * int(np.prod(shape)) * len(cfg.privacy.erase)
+
+    def manifest(self, cfg: Config, stage: nn.Module) -> dict | None:
+        return {"attributes": list(cfg.privacy.erase),
+                "rule": "obfuscator.onnx projects out, after the unit-RMS cap and before the "
+                        "noise, the direction along which each of these attributes moves the "
+                        "upload inside each task class on the defender's data, less its part "
+                        "along the task's own direction, which is kept (privacy.erase)"}
+
+    def fit(self, stage: nn.Module, ctx: FitContext) -> dict:
+        cols = [ctx.cfg.data.private.index(a) for a in ctx.cfg.privacy.erase]
+        basis = fit_erasure(ctx.encoder, ctx.images, ctx.task, ctx.private[:, cols])
+        return {"erased": list(ctx.cfg.privacy.erase), "directions": int(basis.shape[1]),
+                "nothing_erased": not bool(basis.any())}

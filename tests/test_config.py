@@ -39,6 +39,9 @@ def test_fingerprint_tracks_changes():
     (["privacy.attribute_loss=kl"], "choose one of"),
     (["privacy.rotation=[noise,dance]"], "rotation step 'dance' unknown"),
     (["data.task=Male"], "also listed in data.private"),
+    (["data.task=[Smiling,Eyeglasses]"], "data.task: expected one name, got ['Smiling'"),
+    (["data.crop={a: 1}"], "data.crop: expected one name"),
+    (["privacy.extra_defences=[clip]"], "expected a mapping of names to settings"),
     (["seed"], "not of the form key=value"),
 ])
 def test_bad_values_say_what_is_valid(override, message):

@@ -418,6 +418,11 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is str:
         if value is None:
             return ""
+        if isinstance(value, (list, dict)):  # str() would turn it into one odd name
+            raise ConfigError(f"{where}: expected one name, got {value!r}; "
+                              + ("give one attribute (one task per run for now, e.g. "
+                                 "data.task=Smiling)" if where == "data.task" else
+                                 "give a single value"))
         return str(value)
     return value
 

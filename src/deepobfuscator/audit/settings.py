@@ -40,9 +40,10 @@ class AuditSettings:
     whitebox_steps: int = _h("optimisation steps per white-box reconstruction", 300)
     grid_images: int = _h("faces in the report's reconstruction grid", 8)
     # what the attackers and the cloud receive: the features after a round trip through
-    # the upload format ("int8" is the deployment default; "float32" is lossless)
+    # the upload format ("int8" is the deployment default and every published figure's;
+    # "float32" is lossless)
     wire: Wire = _h("audit the features after a round trip through this upload format "
-                    "(int8 is what `deepobfuscator serve` receives by default)", "float32")
+                    "(int8 is what `deepobfuscator serve` receives by default)", "int8")
     # a config file whose data section supplies the attacker and test roles (cross-dataset
     # audit: a run trained on one dataset attacked on faces it never saw); "" = the run's
     data_config: str = _h("attack and score on the data of this config file (its attacker "

@@ -10,7 +10,6 @@ docs/audit.md ("Adding an attack") has a short example.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from ...attacks.base import FeatureSet, FitResult, FitSettings
+from ...registry import Registry
 from ..figures import Figure, FigureSpec, Section, filled
 
 if TYPE_CHECKING:
@@ -122,13 +122,15 @@ class AuditAttack:
         raise NotImplementedError
 
 
-ATTACKS: dict[str, type[AuditAttack]] = {}
+# the registry, in the order the audit runs them (and the verdict lists their figures)
+BUILTIN = ("inversion", "whitebox", "attributes", "reidentification", "own_adversaries",
+           "utility")
+ATTACKS: Registry[type[AuditAttack]] = Registry(
+    "audit attack", {name: f"{__name__}.{name}" for name in BUILTIN})
 
 
 def register_attack(cls: type[AuditAttack]) -> type[AuditAttack]:
-    if cls.name in ATTACKS and ATTACKS[cls.name] is not cls:
-        raise ValueError(f"an audit attack named {cls.name!r} is already registered")
-    ATTACKS[cls.name] = cls
+    ATTACKS.register(cls.name, cls)
     return cls
 
 
@@ -176,9 +178,3 @@ def figure_by_key(key: str, task: str = "the task") -> Figure:
             return Figure(**{**spec.__dict__, **filled(spec, attr, task)})
     raise KeyError(f"no audit figure has the key {key!r}")
 
-
-# the registry, in the order the audit runs them (and the verdict lists their figures)
-BUILTIN = ("inversion", "whitebox", "attributes", "reidentification", "own_adversaries",
-           "utility")
-for _module in BUILTIN:
-    importlib.import_module(f"{__name__}.{_module}")

@@ -64,3 +64,25 @@ def majority_rate(labels: np.ndarray) -> float:
     """Accuracy of always answering the most common class: the chance level for accuracy."""
     y = np.asarray(labels).astype(bool)
     return float(max(y.mean(), 1 - y.mean())) if len(y) else float("nan")
+
+
+def answer_floor(train_answers: np.ndarray, train_target: np.ndarray,
+                 test_answers: np.ndarray, test_target: np.ndarray) -> float:
+    """The floor of a private attribute under a service that answers its tasks: the
+    balanced accuracy, on the test rows, of the best attacker that sees only the true
+    answers (N, k) of every task. The answers are discrete, so that attacker is a table:
+    for each combination of answers seen on the training rows it predicts the target's
+    class under which the combination is more likely (the rule that maximises balanced
+    accuracy); a tie or an unseen combination predicts 0. With one task this is what the
+    task's answer alone tells about the attribute."""
+    tr = np.asarray(train_answers).reshape(len(train_answers), -1)
+    te = np.asarray(test_answers).reshape(len(test_answers), -1)
+    y = np.asarray(train_target).astype(bool)
+    n1, n0 = max(int(y.sum()), 1), max(int((~y).sum()), 1)
+    cells, inverse = np.unique(tr, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    ones = np.bincount(inverse[y], minlength=len(cells)) / n1
+    zeros = np.bincount(inverse[~y], minlength=len(cells)) / n0
+    says_one = {tuple(c): bool(p1 > p0) for c, p1, p0 in zip(cells, ones, zeros, strict=True)}
+    pred = np.array([says_one.get(tuple(row), False) for row in te], dtype=float)
+    return balanced_accuracy(test_target, pred, threshold=0.5)

@@ -19,6 +19,20 @@ from ..io import atomic_write_text
 from .result import RUNS, AuditResult
 
 
+def floor_lines(results: dict) -> list[str]:
+    """The floors of the private attributes: what the service's true answers alone tell
+    an attacker (audit.json chance.attributes.<a>.task_answer_floor)."""
+    floors = {a: c["task_answer_floor"] for a, c in results["chance"]["attributes"].items()
+              if "task_answer_floor" in c}
+    if not floors:
+        return []
+    task = results.get("config", {}).get("data", {}).get("task", "the task")
+    return [f"Floor: an attacker who sees only the true answer of {task} (a table of "
+            "answers to attribute, trained on the attacker split, scored on test) reads "
+            + ", ".join(f"{a} at {v:.3f}" for a, v in floors.items())
+            + " balanced accuracy; no upload that answers the task can leak less.", ""]
+
+
 def verdict_rows(results: dict) -> list[dict]:
     """One row per privacy and utility figure (figures.py) that a run has: name, baseline,
     obfuscated, chance, and which way is better."""
@@ -199,6 +213,7 @@ def render_markdown(results: dict, figs: dict[str, Path], out: Path) -> str:
     lines += ["", "Chance: balanced accuracy and AUC 0.5; the majority-class rate for plain "
               "accuracy; for reconstruction, the attacker split's mean face used as every "
               "reconstruction; for re-identification, 1 / number of test identities.", ""]
+    lines += floor_lines(results)
     budget = budget_rows(results)
     if budget:
         lines += ["## Phone budget", "",

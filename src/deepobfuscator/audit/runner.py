@@ -95,7 +95,7 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
         grid[name] = recon[: s.grid_images]
     test = extract(loaded["obfuscated"][1], roles["test"], attrs, device)
     grid["original"] = test.images[: s.grid_images]
-    results["chance"] = _chance(roles, test, attrs, cfg)
+    results["chance"] = _chance(roles, test, attrs, cfg.data.task)
     results["warnings"] += _weak_attacker_warnings(results, cfg.data.task)
     results["settings"] = {**asdict(s), "device": str(device), "precision": precision,
                            "msssim": msssim_settings_for(*cfg.data.image_size)}
@@ -291,15 +291,23 @@ def _audit_baseline_cached(base_dir: Path, cfg: Config, job: AuditJob, out: Path
     return r, arr, recon
 
 
-def _chance(roles: dict, test: FeatureSet, attrs: list[str], cfg: Config) -> dict:
-    """Reference levels an attacker with no information reaches."""
+def _chance(roles: dict, test: FeatureSet, attrs: list[str], task: str) -> dict:
+    """Reference levels an attacker with no information reaches, and the floor an
+    attacker with the true answer of `task` reaches."""
     from ..data.base import to_tensor_batch
-    from ..metrics import majority_rate
+    from ..metrics import answer_floor, majority_rate
 
     mean_img = to_tensor_batch(roles["attacker"].images).mean(0, keepdim=True)
     mean_scores = summarize(image_scores(mean_img.expand_as(test.images), test.images))
     out = {"attributes": {a: {"balanced_accuracy": 0.5, "auc": 0.5,
-                              "majority_rate": majority_rate(test.attributes[a])}
+                              "majority_rate": majority_rate(test.attributes[a]),
+                              # what the service's true answer alone tells an attacker
+                              # (trained on the attacker split, scored on test)
+                              **({"task_answer_floor": answer_floor(
+                                  roles["attacker"].attribute(task),
+                                  roles["attacker"].attribute(a),
+                                  test.attributes[task], test.attributes[a])}
+                                 if a != task and task in test.attributes else {})}
                           for a in attrs},
            "reconstruction_mean_image": mean_scores}
     if test.identities is not None:

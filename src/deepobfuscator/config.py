@@ -178,7 +178,7 @@ class PrivacyConfig:
     noise_warmup: float = 4.0
     # private attributes (from data.private) whose linear trace the phone projects out of
     # the upload, fitted when training ends on the defender's data within each task class
-    # (a closed-form adversary; privacy/erasure.py); the cloud then re-fits
+    # (a closed-form adversary; defences/erasure.py); the cloud then re-fits
     # (train.upload_tune_epochs). [] = none
     erase: list[str] = field(default_factory=list)
     # defences registered outside the package (defences/: `register_defence`), by name,

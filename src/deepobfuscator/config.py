@@ -13,7 +13,8 @@ import json
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -66,7 +67,8 @@ class DataConfig:
     attributes_file: str = ""  # lfw: lfw_attributes.txt (default: looked up beside root)
     file_column: str = "file"
     identity_column: str = ""
-    task: str = "Smiling"
+    # the cloud's questions: one attribute, a list, or multi-class tasks (tasks.py)
+    task: str | list[str | dict[str, Any]] = "Smiling"
     private: list[str] = field(default_factory=lambda: ["Male"])
     image_size: tuple[int, int] = (64, 64)  # height, width ([h, w] in YAML)
     crop: str = "square"  # square | none | center:F | center:Npx (preprocessing.py)
@@ -85,6 +87,11 @@ class DataConfig:
     attacker: RoleSource | None = None
     test: RoleSource | None = None
     max_images: int = 0  # 0 = all; cap the main source (quick experiments)
+
+    def __post_init__(self) -> None:
+        # a list of one name is that name: the same run, the same fingerprint
+        if isinstance(self.task, list) and len(self.task) == 1 and isinstance(self.task[0], str):
+            self.task = self.task[0]
 
 
 @dataclass
@@ -371,6 +378,14 @@ def _build(cls: type, d: Any, where: str) -> Any:
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = get_origin(tp)
     args = get_args(tp)
+    if origin in (Union, UnionType) and type(None) not in args:
+        # e.g. data.task: a name, or a list of names and mappings; the shape of the value
+        # picks the alternative (tasks.py checks the contents)
+        for alt in args:
+            kind = get_origin(alt) or alt
+            if isinstance(value, list if kind is list else dict if kind is dict else str):
+                return _coerce(alt, value, where)
+        return _coerce(args[0], value, where)
     if origin is not None and type(None) in args:  # Optional[X]
         if value is None:
             return None
@@ -420,9 +435,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return ""
         if isinstance(value, (list, dict)):  # str() would turn it into one odd name
             raise ConfigError(f"{where}: expected one name, got {value!r}; "
-                              + ("give one attribute (one task per run for now, e.g. "
-                                 "data.task=Smiling)" if where == "data.task" else
-                                 "give a single value"))
+                              + "give a single value")
         return str(value)
     return value
 
@@ -513,8 +526,12 @@ def validate(cfg: Config) -> None:
     if p.robust.ensemble < 1 or p.robust.decoder_width < 4:
         raise ConfigError("privacy.robust.ensemble must be >= 1 and privacy.robust.decoder_width "
                           f">= 4, got {p.robust.ensemble} and {p.robust.decoder_width}")
-    if cfg.data.task in cfg.data.private:
-        raise ConfigError(f"data.task {cfg.data.task!r} is also listed in data.private")
+    from .tasks import parse_tasks
+
+    tasks = parse_tasks(cfg.data.task)
+    if both := [a for a in tasks.attributes if a in cfg.data.private]:
+        raise ConfigError(f"data.task uses {both}, also listed in data.private: a private "
+                          "attribute cannot be a task the cloud answers; drop it from one")
     fr = cfg.data
     if min(fr.val_fraction, fr.attacker_fraction, fr.test_fraction) < 0 or (
         fr.val_fraction + fr.attacker_fraction + fr.test_fraction >= 0.95

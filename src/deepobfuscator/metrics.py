@@ -60,6 +60,35 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def class_balanced_accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean recall over the classes present, predicting each row's most probable class
+    (probs (N, K)): 1/K for any constant guess."""
+    y = np.asarray(labels).astype(np.int64)
+    pred = np.asarray(probs).argmax(1)
+    return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
+
+
+def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """The mean over classes present (with a rest) of each class-vs-rest ROC AUC."""
+    y = np.asarray(labels).astype(np.int64)
+    p = np.asarray(probs)
+    aucs = [roc_auc(y == c, p[:, c]) for c in range(p.shape[1])
+            if 0 < int((y == c).sum()) < len(y)]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def task_scores(labels: np.ndarray, probs: np.ndarray,
+                threshold: float = 0.5) -> dict[str, float]:
+    """Accuracy, balanced accuracy and AUC of one task's answers: scores (N,) of a binary
+    task (P(yes) with threshold 0.5, or logits with 0), or (N, K) class probabilities."""
+    y, p = np.asarray(labels), np.asarray(probs)
+    if p.ndim == 1:
+        return {"accuracy": accuracy(y, p, threshold),
+                "balanced_accuracy": balanced_accuracy(y, p, threshold), "auc": roc_auc(y, p)}
+    return {"accuracy": float(np.mean(p.argmax(1) == y)),
+            "balanced_accuracy": class_balanced_accuracy(y, p), "auc": macro_auc(y, p)}
+
+
 def majority_rate(labels: np.ndarray) -> float:
     """Accuracy of always answering the most common class: the chance level for accuracy."""
     y = np.asarray(labels).astype(bool)

@@ -30,6 +30,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # Token -> 0/1 for the common spellings, built with parse_binary_label so the accepted
 # values stay defined in one place; other tokens go through it one by one (slow path).
 _LABELS: dict[str, int] = {t: parse_binary_label(t, "") for t in ("1", "-1", "0")}
+_CLASS_LABELS: dict[str, int] = dict(_LABELS)
 
 
 @contextmanager
@@ -86,23 +87,26 @@ def split_rows(
 
 
 def binary_table(
-    rows: Sequence[Sequence[str]], columns: Sequence[str], where: Callable[[int], str]
+    rows: Sequence[Sequence[str]], columns: Sequence[str], where: Callable[[int], str],
+    classes: bool = False,
 ) -> np.ndarray:
     """Rows of binary label tokens ('1', '-1', '0', ...) -> int8 0/1 array (rows, columns).
+    classes=True (a folder CSV) also takes class indices 2..127 of multi-class columns.
 
     where(i) names row i's origin (file and line) for error messages.
     """
+    labels = _CLASS_LABELS if classes else _LABELS
     shape = (len(rows), len(columns))
     try:
-        flat = map(_LABELS.__getitem__, chain.from_iterable(rows))
+        flat = map(labels.__getitem__, chain.from_iterable(rows))
         return np.fromiter(flat, np.int8, count=shape[0] * shape[1]).reshape(shape)
     except KeyError:
         pass
     for i, row in enumerate(rows):  # rare spellings ('true', ' 1'): validate and learn them
         for token, col in zip(row, columns, strict=True):
-            if token not in _LABELS:
-                _LABELS[token] = parse_binary_label(token, f"{where(i)}, column {col!r}")
-    return binary_table(rows, columns, where)
+            if token not in labels:
+                labels[token] = parse_binary_label(token, f"{where(i)}, column {col!r}", classes)
+    return binary_table(rows, columns, where, classes)
 
 
 def int_column(

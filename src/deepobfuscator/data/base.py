@@ -150,7 +150,18 @@ class FaceDataset:
         return bool(len(self.identities)) and bool((self.identities != NO_IDENTITY).all())
 
     def attribute(self, name: str) -> np.ndarray:
-        """Labels (0/1, int64) of one attribute; unknown names list the valid ones."""
+        """Labels (0/1, int64) of one binary attribute; unknown names list the valid ones."""
+        y = self.classes(name)
+        if y.size and int(y.max()) > 1:
+            raise DataError(
+                f"{self.source}: column {name!r} holds classes 0..{int(y.max())}, not a binary "
+                f"attribute; use it as a multi-class task, e.g. data.task=[{{name: {name}, "
+                f"column: {name}, classes: {int(y.max()) + 1}}}]")
+        return y
+
+    def classes(self, name: str) -> np.ndarray:
+        """Labels (int64) of one column as stored: 0/1, or the class index of a folder CSV's
+        multi-class column."""
         return self.attributes[:, self.attribute_index(name)].astype(np.int64)
 
     def attribute_index(self, name: str) -> int:
@@ -186,11 +197,19 @@ def to_tensor_batch(images: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def parse_binary_label(value: str, where: str) -> int:
-    """'1'/'-1'/'0' (CelebA and CSV conventions) -> 0/1; anything else is a DataError."""
+MAX_CLASS = 127  # labels are stored as int8
+
+
+def parse_binary_label(value: str, where: str, classes: bool = False) -> int:
+    """'1'/'-1'/'0' (CelebA and CSV conventions) -> 0/1; with `classes` (a folder CSV) also
+    a class index 2..127 of a multi-class column; anything else is a DataError."""
     v = value.strip()
     if v in ("1", "1.0", "true", "True"):
         return 1
     if v in ("-1", "0", "-1.0", "0.0", "false", "False"):
         return 0
-    raise DataError(f"{where}: expected a binary label (1, 0 or -1), got {value!r}")
+    if classes and v.isdigit() and 2 <= int(v) <= MAX_CLASS:
+        return int(v)
+    raise DataError(f"{where}: expected a binary label (1, 0 or -1)"
+                    + (f" or a class index (0..{MAX_CLASS})" if classes else "")
+                    + f", got {value!r}")

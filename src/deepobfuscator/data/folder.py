@@ -76,7 +76,7 @@ def load_folder(
             raise DataError(f"{csv_path}: {dup[0]} is listed more than once; keep one row each")
         names = [c for c in header if c not in (file_column, identity_column, PARTITION_COLUMN)]
         idx = [header.index(c) for c in names]
-        attributes = binary_table([[r[j] for j in idx] for r in rows], names, where)
+        attributes = binary_table([[r[j] for j in idx] for r in rows], names, where, classes=True)
         if identity_column:
             identities = stable_ids(column(identity_column))
         else:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..config import Config
 from ..io import atomic_write_json
+from ..tasks import task_set
 from .base import NO_PARTITION, DataError, FaceDataset, check_attribute_names
 from .factory import load_source
 
@@ -29,7 +30,9 @@ def make_splits(cfg: Config) -> dict[str, FaceDataset]:
     if d.max_images and len(main) > d.max_images:
         main = main.subset(np.sort(np.random.default_rng(cfg.seed).permutation(len(main))
                                    [: d.max_images]))
-    check_attribute_names([d.task, *d.private], main.attribute_names, main.source)
+    tasks = task_set(cfg)
+    check_attribute_names([*tasks.attributes, *d.private], main.attribute_names, main.source)
+    tasks.labels(main)  # a class group's overlaps, a column's classes: errors now, not later
     rng = np.random.default_rng(cfg.seed)
     roles = _split_main(main, cfg, rng, separate={"attacker": d.attacker is not None,
                                                   "test": d.test is not None})
@@ -39,7 +42,9 @@ def make_splits(cfg: Config) -> dict[str, FaceDataset]:
         if spec is None:
             continue
         ds = load_source(d, role=spec)
-        check_attribute_names([d.task, *d.private], ds.attribute_names, f"{name}: {ds.source}")
+        check_attribute_names([*tasks.attributes, *d.private], ds.attribute_names,
+                              f"{name}: {ds.source}")
+        tasks.labels(ds)
         keep = np.array([f not in defender_files for f in ds.files], dtype=bool)
         roles[name] = ds.subset(np.flatnonzero(keep))
     if d.attacker is not None and d.test is not None:
@@ -116,13 +121,14 @@ def check_splits_match(roles: dict[str, FaceDataset], folder: Path) -> None:
             )
 
 
-def split_summary(roles: dict[str, FaceDataset], task: str, private: list[str]) -> dict:
+def split_summary(roles: dict[str, FaceDataset], attributes: list[str]) -> dict:
+    """Images, identities and each binary attribute's rate per role (run.json)."""
     summary = {}
     for name, ds in roles.items():
         entry = {"images": len(ds), "source": ds.source}
         if ds.has_identities:
             entry["identities"] = int(len(np.unique(ds.identities)))
-        for attr in [task, *private]:
+        for attr in attributes:
             entry[f"{attr}_rate"] = round(float(ds.attribute(attr).mean()), 4)
         summary[name] = entry
     return summary

@@ -44,7 +44,7 @@ Shape = tuple[int, int, int]  # (C, H, W) of the upload at a point of the pipeli
 class FitContext:
     """What a defence's fit gets when training ends: the config, the trained obfuscator
     (its stages before this one already fitted), and the defender's training images
-    (N, H, W, 3) uint8 with their task labels (N,) and private labels (N, r), columns in
+    (N, H, W, 3) uint8 with their task labels (N, T) and private labels (N, r), columns in
     data.private's order. Fits must be pure functions of these (a resumed run and
     `choose-upload` fit the same)."""
 

@@ -1,7 +1,8 @@
 """Linear erasure of private attributes from the upload (privacy.erase): a closed-form
 adversary, fitted once when training ends.
 
-Inside each class of the task label, the uploaded numbers' mean differs between, say,
+Inside each class of the task labels (with several tasks: each combination of answers),
+the uploaded numbers' mean differs between, say,
 men and women along some direction; a linear attacker reads the attribute there. The
 phone projects that direction out: an orthogonal projection I - Q Q^T, with Q an
 orthonormal basis of the within-task-class cross-covariance between the upload and the
@@ -50,32 +51,41 @@ def erasure_basis(features: np.ndarray, task: np.ndarray, private: np.ndarray,
                   positions: np.ndarray | None = None) -> np.ndarray:
     """Orthonormal directions (D, k <= r) to project out of `features` (N, D): the span of
     the cross-covariance between the features and the columns of `private` (N, r),
-    computed inside each class of the binary `task` (N,) and summed over the classes,
-    less its component along the task's direction (the difference of the class means),
-    which the projection therefore keeps. Only the `positions` (flat indices; None: all)
-    are fitted; Q is zero elsewhere, so the numbers that are not sent stay untouched."""
+    computed inside each cell of the task labels and summed over the cells, less its
+    component along the tasks' own directions, which the projection therefore keeps.
+    `task` is (N,) for one task or (N, T) for several (0/1, or class indices); a cell is
+    one combination of answers, a task's directions are the differences between each of
+    its classes' mean features and the rest's (one for a binary task). Only the
+    `positions` (flat indices; None: all) are fitted; Q is zero elsewhere, so the numbers
+    that are not sent stay untouched."""
     x = np.asarray(features, dtype=np.float64)
     z = np.asarray(private, dtype=np.float64).reshape(len(x), -1)
-    t = np.asarray(task).astype(bool)
+    t = np.asarray(task).astype(np.int64).reshape(len(task), -1)
     if len(x) != len(t) or len(x) != len(z):
         raise ValueError(f"{len(x)} feature rows, {len(t)} task labels and {len(z)} "
                          "attribute rows: give one of each per image")
     cols = np.arange(x.shape[1]) if positions is None else np.asarray(positions)
     xs = x[:, cols]
     cross = np.zeros((xs.shape[1], z.shape[1]))
-    for cls in (False, True):
-        m = t == cls
+    _, cell = np.unique(t, axis=0, return_inverse=True)
+    cell = cell.reshape(-1)
+    for c in range(int(cell.max()) + 1 if len(cell) else 0):
+        m = cell == c
         if m.sum() < 2:
-            continue  # a class with one image has no spread to remove
+            continue  # a cell with one image has no spread to remove
         cross += (xs[m] - xs[m].mean(0)).T @ (z[m] - z[m].mean(0)) / len(x)
     q = np.zeros((x.shape[1], 0))
-    if t.any() and not t.all():
-        # the task guard: the directions removed are orthogonal to the task's own (the
-        # difference of the class means), so the projection leaves it exactly as it was
-        task_dir = xs[t].mean(0) - xs[~t].mean(0)
-        if (norm := np.linalg.norm(task_dir)) > 0:
-            task_dir /= norm
-            cross -= np.outer(task_dir, task_dir @ cross)
+    # the task guard: the directions removed are orthogonal to the tasks' own (the
+    # differences of class means), so the projection leaves them exactly as they were
+    dirs = [xs[y == k].mean(0) - xs[y != k].mean(0)
+            for y in t.T for k in np.unique(y)[1:]]
+    dirs = [d / n for d in dirs if (n := np.linalg.norm(d)) > 0]
+    if len(dirs) == 1:
+        cross -= np.outer(dirs[0], dirs[0] @ cross)
+    elif dirs:
+        g, sv, _ = np.linalg.svd(np.stack(dirs, 1), full_matrices=False)
+        g = g[:, sv > _RANK_TOL * sv[0]]
+        cross -= g @ (g.T @ cross)
     u, s, _ = np.linalg.svd(cross, full_matrices=False)
     if s.size == 0 or s[0] <= 0:
         return q
@@ -120,7 +130,7 @@ class ErasureStage(nn.Module):
 def fit_erasure(encoder: Any, images: torch.Tensor, task: torch.Tensor,
                 private: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """Fit the encoder's erasure on its noise-free, unerased upload of the first
-    ERASE_IMAGES of `images` (N, H, W, 3) uint8, with their `task` (N,) and `private` (N, r)
+    ERASE_IMAGES of `images` (N, H, W, 3) uint8, with their `task` (N, T) and `private` (N, r)
     labels (the attributes to erase); store it in the encoder's erase stage and return the
     basis (D, k). The mask of a sparse upload must be chosen first: only the sent numbers
     are fitted."""

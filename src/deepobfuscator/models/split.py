@@ -16,6 +16,7 @@ from ..config import Config
 from ..defences import all_defences, pipeline, upload_shape
 from ..errors import UserError
 from ..methods import method_for
+from ..tasks import task_set
 from .vgg import MLPHead, block_widths, pooled_size, vgg_block
 
 
@@ -106,7 +107,7 @@ class Classifier(nn.Module):
 
     def __init__(self, widths: list[list[int]], split_block: int, in_channels: int,
                  image_size: tuple[int, int], fc_hidden: int, dropout: float,
-                 upload_pool: int = 1) -> None:
+                 upload_pool: int = 1, outputs: int = 1) -> None:
         super().__init__()
         # a pooled upload is scaled back to the split's size: the cloud's blocks and head
         # stay those of the unpooled model
@@ -121,7 +122,7 @@ class Classifier(nn.Module):
         if h < 1 or w < 1:
             raise UserError(f"image size {image_size} is too small for {len(widths)} pooling "
                              "stages; use at least 32 px")
-        self.head = MLPHead(c_in * h * w, fc_hidden, dropout)
+        self.head = MLPHead(c_in * h * w, fc_hidden, dropout, outputs)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.expand(z)))
@@ -210,7 +211,7 @@ def build_models(cfg: Config) -> Models:
     encoder = Obfuscator(cfg)
     c_feat = encoder.out_channels
     classifier = Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout,
-                            m.upload_pool)
+                            m.upload_pool, task_set(cfg).outputs)
     names = cfg.data.private
     init_weights(encoder)
     init_weights(classifier)
@@ -248,7 +249,10 @@ def reinit_attackers(models: Models) -> None:
 
 
 def init_adversaries_from_classifier(models: Models) -> None:
-    """The paper starts each attribute adversary from the trained task classifier."""
+    """The paper starts each attribute adversary from the trained task classifier (all but
+    the output layer where the cloud answers several tasks: an adversary has one output)."""
     state = copy.deepcopy(models.classifier.state_dict())
     for adv in models.adversaries.values():
-        adv.load_state_dict(state)
+        own = adv.state_dict()
+        adv.load_state_dict({k: v if v.shape == own[k].shape else own[k]
+                             for k, v in state.items()})

@@ -50,16 +50,19 @@ def pooled_size(size: tuple[int, int], pools: int) -> tuple[int, int]:
 
 
 class MLPHead(nn.Module):
-    """Flatten -> FC hidden -> ReLU -> dropout -> FC hidden -> ReLU -> dropout -> 1 logit."""
+    """Flatten -> FC hidden -> ReLU -> dropout -> FC hidden -> ReLU -> dropout -> logits:
+    (B,) for one output, (B, outputs) for several (one per binary task, K per K-class)."""
 
-    def __init__(self, in_features: int, hidden: int, dropout: float) -> None:
+    def __init__(self, in_features: int, hidden: int, dropout: float, outputs: int = 1) -> None:
         super().__init__()
         self.net = nn.Sequential(
             nn.Flatten(),
             nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(hidden, 1),
+            nn.Linear(hidden, outputs),
         )
+        self.outputs = outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(1)
+        out = self.net(x)
+        return out.squeeze(1) if self.outputs == 1 else out

@@ -17,6 +17,7 @@ from ..config import Config
 from ..io import atomic_write_json
 from ..methods import method_for
 from ..runs import RunPaths, read_run_config
+from ..tasks import task_set
 from .checkpoint import load_checkpoint
 
 # privacy settings of the task stage that are losses, not upload stages (NoPeek's penalty)
@@ -240,7 +241,7 @@ def fewest_upload_positions(run_dir: Path, most: int, tolerance: float
     def auc() -> float:  # the same noise draws for every count
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            draws = [float(evaluate(models, roles["defender_val"], cfg.data.task, [], "task",
+            draws = [float(evaluate(models, roles["defender_val"], task_set(cfg), [], "task",
                                 None, torch.device("cpu"),  # type: ignore[arg-type]
                                     attackers=False)["val_task_auc"])
                      for _ in range(COMPARE_DRAWS)]

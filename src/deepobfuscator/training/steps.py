@@ -24,12 +24,13 @@ from ..privacy import (
     neg_ce_privacy,
     reconstruction_loss,
 )
+from ..tasks import task_set
 
 
 @dataclass
 class Batch:
     x: torch.Tensor  # (B, 3, H, W) in [0, 1]
-    task: torch.Tensor  # (B,) float 0/1
+    task: torch.Tensor  # (B, T) float: each task's label (0/1, or a class index)
     private: torch.Tensor  # (B, K) float 0/1, columns in cfg.data.private order
 
 
@@ -88,7 +89,7 @@ def task_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
     with ctx.amp():
         z = ctx.models.encoder(batch.x)
         logits = ctx.models.classifier(z)
-    loss = bce_logits(logits, batch.task)
+    loss = task_set(ctx.cfg).loss(logits, batch.task)
     out = {"task_loss": loss.item()}
     if (dcor := _dcor_term(ctx, batch, z)) is not None:
         loss = loss + dcor
@@ -148,7 +149,7 @@ def classifier_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
         z = ctx.models.encoder(batch.x)
     with ctx.amp():
         logits = ctx.models.classifier(z)
-    loss = bce_logits(logits, batch.task)
+    loss = task_set(ctx.cfg).loss(logits, batch.task)
     _update(ctx, "classifier", loss)
     return {"task_loss": loss.item()}
 
@@ -169,7 +170,7 @@ def encoder_step(ctx: StepContext, batch: Batch, kind: str, lam: float) -> dict[
         recon = ctx.models.reconstructor(z) if kind in ("noise", "reconstruction") else None
         adv_logits = ([adv(z) for adv in ctx.models.adversaries.values()]
                       if kind == "attribute" else [])
-    c_loss = bce_logits(logits, batch.task)
+    c_loss = task_set(ctx.cfg).loss(logits, batch.task)
     if kind == "noise":
         priv = p.reconstruction_weight * reconstruction_loss(
             recon, ctx.noise.expand_as(recon), ctx.msssim)

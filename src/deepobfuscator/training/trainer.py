@@ -36,6 +36,7 @@ from ..models.budget import phone_budget
 from ..precision import autocast, memory_format, resolve_precision
 from ..privacy import fixed_noise_image, settings_for_size
 from ..runs import RunError, RunPaths
+from ..tasks import task_set
 from ..threads import use_threads
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, versions
 from .distributed import Dist, GradSync, shard, state_checksum
@@ -203,7 +204,7 @@ class _Loop:
         self.noise = fixed_noise_image((3, *cfg.data.image_size), cfg.privacy.noise_seed).to(device)
         train = roles["defender_train"]
         self.images = torch.from_numpy(np.ascontiguousarray(train.images)).to(device)
-        self.task = torch.from_numpy(train.attribute(cfg.data.task)).float().to(device)
+        self.task = torch.from_numpy(task_set(cfg).labels(train)).float().to(device)  # (N, T)
         cols = [train.attribute(k) for k in cfg.data.private]
         priv = np.stack(cols, 1) if cols else np.zeros((len(train), 0), dtype=np.int64)
         self.private = torch.from_numpy(priv).float().to(device)
@@ -325,7 +326,7 @@ class _Loop:
     def _validation(self, stage: Stage) -> dict[str, float]:
         cfg = self.cfg
         return evaluate(
-            self.models, self.roles["defender_val"], cfg.data.task, cfg.data.private,
+            self.models, self.roles["defender_val"], task_set(cfg), cfg.data.private,
             stage, self.msssim, self.device, max_images=cfg.train.eval_max_images,
             amp=lambda: autocast(self.precision, self.device),
             attackers=self.method.trains_attackers(cfg))
@@ -441,7 +442,8 @@ class _Loop:
             "budget": phone_budget(self.cfg).to_dict(),
             "input_shape": [3, *self.cfg.data.image_size],
             "config_fingerprint": self.cfg.fingerprint(),
-            "splits": split_summary(self.roles, self.cfg.data.task, self.cfg.data.private),
+            "splits": split_summary(self.roles, [*task_set(self.cfg).binary_attributes,
+                                                 *self.cfg.data.private]),
             "stage_seconds": {k: round(v, 2) for k, v in self.timings.items()},
             "final": self.history[-1] if self.history else {},
             "finish": finish.to_dict() if finish is not None else {"plan": [], "steps": {}},

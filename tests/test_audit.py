@@ -305,9 +305,14 @@ def test_reid_chance_counts_only_the_people_the_gallery_can_hold():
     imgs = torch.rand(len(ids), 3, 16, 16)
     test = FeatureSet(torch.zeros(len(ids), 1, 2, 2), imgs, {"Smiling": np.zeros(len(ids))},
                       ids)
-    roles = {"attacker": type("R", (), {"images": (imgs * 255).byte().permute(0, 2, 3, 1)
-                                        .numpy()})()}
-    chance = _chance(roles, test, ["Smiling"], "Smiling")["reid"]
+    from deepobfuscator.config import load_config
+    from deepobfuscator.data.base import FaceDataset
+
+    role = FaceDataset((imgs * 255).byte().permute(0, 2, 3, 1).numpy(),
+                       np.zeros((len(ids), 1), np.int8), ["Smiling"], ids,
+                       [str(i) for i in range(len(ids))], np.zeros(len(ids), np.int8))
+    cfg = load_config("cpu", ["data.private=[]"])
+    chance = _chance({"attacker": role, "test": role}, test, cfg)["reid"]
     g, p = gallery_probe_split(ids, 0)
     emb = torch.randn(len(ids), 4)
     assert chance["identities"] == 2

@@ -17,28 +17,39 @@ from deepobfuscator.audit.attacks import (
     figures_for,
     run_attacks,
 )
-from deepobfuscator.audit.figures import FigureSpec
+from deepobfuscator.audit.figures import FigureSpec, Names
 from deepobfuscator.audit.result import AuditResult
 from deepobfuscator.audit.runner import AuditJob, _train_embedder, attack_context
 from deepobfuscator.data.splits import make_splits
 from deepobfuscator.runs import load_run
+from deepobfuscator.tasks import task_set
 from deepobfuscator.training import train
 
 FAST = AuditSettings(max_epochs=2, whitebox_images=4, whitebox_steps=5, grid_images=3,
                      progress=False, recogniser="off")
 
 
-@pytest.fixture(scope="module")
-def attacked(tmp_path_factory, tiny_config_module):
-    """Every registered attack run once, in registry order, on a tiny adversarial run:
+MULTI = ["data.task=[Smiling,Eyeglasses,{name: hair, classes: [Black_Hair, Blond_Hair, "
+         "Brown_Hair, other]}]", "data.held_out=[Bangs]"]
+# figures of a one-task audit only (several tasks are scored by the cloud, not a probe)
+ONE_TASK_ONLY = {"task_probe"}
+
+
+@pytest.fixture(scope="module", params=["one task", "several tasks"])
+def attacked(request, tmp_path_factory, tiny_config_module):
+    """Every registered attack run once, in registry order, on a tiny adversarial run (one
+    task; three tasks, one of them multi-class, and a held-out attribute):
     name -> the result entries it returned (None when it did not apply)."""
     tmp = tmp_path_factory.mktemp("registry")
-    run = train(tiny_config_module(), tmp / "run", progress=False)  # the cpu preset: robust
+    over = MULTI if request.param == "several tasks" else []
+    run = train(tiny_config_module(*over), tmp / "run", progress=False)
     cfg, models = load_run(run, torch.device("cpu"))
     roles = make_splits(cfg)
     emb, _ = _train_embedder(roles, cfg, FAST, torch.device("cpu"), "fp32", tmp)
-    job = AuditJob("obfuscated", cfg, models, roles, [cfg.data.task, *cfg.data.private],
-                   FAST, torch.device("cpu"), "fp32")
+    tasks = task_set(cfg)
+    job = AuditJob("obfuscated", cfg, models, roles,
+                   [*(tasks.names if tasks.single else []), *cfg.data.private,
+                    *cfg.data.held_out], FAST, torch.device("cpu"), "fp32")
     ctx = attack_context(job, tmp, emb)
     outputs = {}
     for name, cls in ATTACKS.items():
@@ -61,26 +72,36 @@ def test_every_registered_attack_fills_the_figures_it_declares(attacked, name):
     ctx, outputs = attacked
     out = outputs[name]
     assert out is not None, f"{name} did not apply to an adversarial run with identities"
+    tasks = task_set(ctx.cfg)
+    names = Names(tasks.names, list(ctx.cfg.data.private), list(ctx.cfg.data.held_out))
+    chances = {"reconstruction_mean_image": {m: {"mean": 0.0} for m in
+                                             ("msssim", "ssim", "psnr")},
+               "reid": {"top1": 0.1, "top5": 0.5},
+               "tasks": {n: {"majority_rate": 0.5, "chance": 0.5}
+                         for n in [*tasks.names, names.task]}}
     for spec in ATTACKS[name].figures:
-        for fig in spec.expand(ctx.cfg.data.task, list(ctx.cfg.data.private)):
+        for fig in spec.expand(names):
             v = fig.value(out)
-            if fig.optional and v is None:
+            if (fig.optional or (len(tasks) > 1 and fig.key in ONE_TASK_ONLY)) and v is None:
                 continue
             assert v is not None and math.isfinite(v), f"{name} left {fig.key} empty"
-            chance = fig.chance_in({"reconstruction_mean_image": {m: {"mean": 0.0} for m in
-                                                                  ("msssim", "ssim", "psnr")},
-                                    "reid": {"top1": 0.1, "top5": 0.5},
-                                    "attributes": {ctx.cfg.data.task: {"majority_rate": 0.5}}})
+            chance = fig.chance_in(chances)
             assert chance is not None, f"{fig.key} has no chance level"
 
 
 def test_figure_keys_are_unique_and_found_again_by_key():
-    figs = figures_for("Smiling", ["Male", "Young"])
+    figs = figures_for(Names(["Smiling", "Eyeglasses"], ["Male", "Young"], ["Bangs"]))
     keys = [f.key for f in figs]
     assert len(keys) == len(set(keys))
     for f in figs:
-        assert figure_by_key(f.key, task="Smiling") == f
+        assert figure_by_key(f.key, task="2 tasks (mean)") == f
     assert figure_by_key("attribute:Young").path == ("attributes", "Young", "balanced_accuracy")
+    assert figure_by_key("utility:Eyeglasses").path == (
+        "utility", "tasks", "Eyeglasses", "balanced_accuracy")
+    assert figure_by_key("held_out:Bangs").path == ("attributes", "Bangs", "roc_auc")
+    # one task: its figures are the "one" figures, with no per-task duplicates
+    one = [f.key for f in figures_for(Names(["Smiling"], ["Male"], []))]
+    assert not any(k.startswith(("utility:", "held_out:")) for k in one)
     with pytest.raises(KeyError, match="no audit figure"):
         figure_by_key("no_such_figure")
 

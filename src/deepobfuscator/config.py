@@ -70,6 +70,9 @@ class DataConfig:
     # the cloud's questions: one attribute, a list, or multi-class tasks (tasks.py)
     task: str | list[str | dict[str, Any]] = "Smiling"
     private: list[str] = field(default_factory=lambda: ["Male"])
+    # non-private attributes no model trains on: the audit's fresh probes read them from the
+    # upload (what a cloud could still learn later: task-independent utility)
+    held_out: list[str] = field(default_factory=list)
     image_size: tuple[int, int] = (64, 64)  # height, width ([h, w] in YAML)
     crop: str = "square"  # square | none | center:F | center:Npx (preprocessing.py)
     on_bad_image: OnBadImage = "error"
@@ -213,6 +216,10 @@ class TrainConfig:
     # against adversaries moves fast, and C's BatchNorm statistics can trail it (a robust
     # run at split 3 read 0.66 task accuracy as trained, 0.92 after one epoch)
     refit_cloud: bool = False
+    # weight each task's classes by their inverse frequency on the defender's training
+    # split, so the cloud aims at balanced accuracy: with a plain loss, rare answers
+    # (Eyeglasses, Wearing_Hat: 5-7% of CelebA) are rarely given at all
+    balance_tasks: bool = False
 
 
 @dataclass
@@ -253,6 +260,7 @@ _LATE_KEYS = (("model", "upload_pool", 1), ("model", "bottleneck_context", False
               ("privacy", "noise_warmup", 0.0), ("train", "upload_tune_epochs", 0),
               ("train", "upload_tune_lr", 1e-4), ("train", "refit_cloud", False),
               ("privacy", "erase", []), ("privacy", "extra_defences", {}),
+              ("data", "held_out", []), ("train", "balance_tasks", False),
               *((f"train.{stage}", "lr_schedule", "constant")
                 for stage in ("task", "reconstructor", "adversaries", "adversarial")))
 
@@ -532,6 +540,9 @@ def validate(cfg: Config) -> None:
     if both := [a for a in tasks.attributes if a in cfg.data.private]:
         raise ConfigError(f"data.task uses {both}, also listed in data.private: a private "
                           "attribute cannot be a task the cloud answers; drop it from one")
+    if both := [a for a in cfg.data.held_out if a in (*tasks.attributes, *cfg.data.private)]:
+        raise ConfigError(f"data.held_out {both} is also a task or private attribute: held-out "
+                          "attributes are the ones no model trains on; drop them from one")
     fr = cfg.data
     if min(fr.val_fraction, fr.attacker_fraction, fr.test_fraction) < 0 or (
         fr.val_fraction + fr.attacker_fraction + fr.test_fraction >= 0.95

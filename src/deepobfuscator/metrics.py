@@ -89,6 +89,13 @@ def task_scores(labels: np.ndarray, probs: np.ndarray,
             "balanced_accuracy": class_balanced_accuracy(y, p), "auc": macro_auc(y, p)}
 
 
+def finite_mean(values: list[float]) -> float:
+    """The mean of the finite values (a task whose AUC is undefined on a split with one
+    class is left out); NaN when none is."""
+    ok = [v for v in values if np.isfinite(v)]
+    return float(np.mean(ok)) if ok else float("nan")
+
+
 def majority_rate(labels: np.ndarray) -> float:
     """Accuracy of always answering the most common class: the chance level for accuracy."""
     y = np.asarray(labels).astype(bool)

@@ -184,19 +184,50 @@ class TaskSet:
         return [logits[:, a] if t.binary else logits[:, a:b]
                 for t, (a, b) in zip(self.tasks, self._slices, strict=True)]
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def answer_vectors(self, labels: np.ndarray) -> np.ndarray:
+        """Answers (N, T) as +-1 vectors (N, outputs): one number per binary task, one per
+        class of a multi-class task; their cosine similarity ranks by how many answers
+        agree (the identity floor's nearest neighbour)."""
+        y = np.asarray(labels).reshape(len(labels), -1)
+        cols = [(2 * y[:, k:k + 1] - 1) if t.binary else
+                (2 * (y[:, k:k + 1] == np.arange(t.outputs)) - 1)
+                for k, t in enumerate(self.tasks)]
+        return np.concatenate(cols, 1).astype(np.float32)
+
+    def class_weights(self, labels: np.ndarray) -> list[np.ndarray]:
+        """Per task, a weight per class (K,; 2 for a binary task) that makes every class
+        count as much in the loss: N / (K * n_class), from the labels (N, T) of the
+        training split (train.balance_tasks). A class that never occurs weighs 0."""
+        out = []
+        for t, y in zip(self.tasks, np.asarray(labels).reshape(len(labels), -1).T,
+                        strict=True):
+            k = max(t.outputs, 2)
+            counts = np.bincount(y.astype(np.int64), minlength=k)[:k].astype(np.float64)
+            out.append(np.where(counts > 0, len(y) / (k * np.maximum(counts, 1)), 0.0))
+        return out
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor,
+             class_weights: list[torch.Tensor] | None = None) -> torch.Tensor:
         """The weighted mean of the tasks' losses (BCE, or cross-entropy over K classes);
-        labels (B, T) as floats. One binary task: exactly its BCE."""
+        labels (B, T) as floats ((B,) for one task); `class_weights` (see
+        `class_weights`) weigh each example by its class. One binary task without class
+        weights: exactly its BCE."""
         import torch.nn.functional as F
 
         from .privacy import bce_logits
 
-        if self.single:
+        labels = labels.reshape(labels.shape[0], -1)
+        if self.single and class_weights is None:
             return bce_logits(logits, labels[:, 0])
         total = None
         for k, (t, out) in enumerate(zip(self.tasks, self.columns(logits), strict=True)):
             y = labels[:, k]
-            term = bce_logits(out, y) if t.binary else F.cross_entropy(out.float(), y.long())
+            w = None if class_weights is None else class_weights[k].to(out.device).float()
+            if t.binary:
+                term = bce_logits(out, y) if w is None else \
+                    F.binary_cross_entropy_with_logits(out.float(), y.float(), weight=w[y.long()])
+            else:
+                term = F.cross_entropy(out.float(), y.long(), weight=w)
             total = t.weight * term if total is None else total + t.weight * term
         assert total is not None
         return total / sum(t.weight for t in self.tasks)

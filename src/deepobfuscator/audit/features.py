@@ -60,13 +60,19 @@ def wire_change(sent: FeatureSet, received: FeatureSet) -> dict[str, float]:
 
 
 @torch.no_grad()
+def cloud_logits(models: Models, features: torch.Tensor, device: torch.device,
+                 batch_size: int = 256) -> torch.Tensor:
+    """The cloud classifier's outputs for each feature map: (N,) for one binary task,
+    (N, outputs) for several (tasks.py)."""
+    models.classifier.eval()
+    return torch.cat([models.classifier(features[i:i + batch_size].to(device)).float().cpu()
+                      for i in range(0, len(features), batch_size)])
+
+
 def cloud_scores(models: Models, features: torch.Tensor, device: torch.device,
                  batch_size: int = 256) -> np.ndarray:
-    """The cloud classifier's task probability for each feature map."""
-    models.classifier.eval()
-    out = [torch.sigmoid(models.classifier(features[i:i + batch_size].to(device)).float()).cpu()
-           for i in range(0, len(features), batch_size)]
-    return torch.cat(out).numpy()
+    """The cloud classifier's task probability for each feature map (one binary task)."""
+    return torch.sigmoid(cloud_logits(models, features, device, batch_size)).numpy()
 
 
 @torch.no_grad()

@@ -5,8 +5,8 @@ attacks' registry makes them the single table of figures (`figures_for`, `figure
 in audit/attacks/). The verdict table, the terminal summary, the sweep's frontier and the
 experiment tables all read figures through that table (and `AuditResult`), so a new
 figure is one spec in its attack's file. A spec may stand for one figure per attribute
-(`per="private"`: the placeholders `{attr}` and `{task}` in its strings are filled for
-each).
+(`per="private"`, `"task"` or `"held_out"`: the placeholder `{attr}` in its strings is
+filled for each; `{task}` is the task, or "N tasks (mean)" where the cloud answers several).
 """
 
 from __future__ import annotations
@@ -30,17 +30,37 @@ class FigureSpec:
     better: Better
     # chance / floor: a path into audit.json `chance`, a constant, or None
     chance: tuple[str, ...] | float | None = None
-    per: Literal["one", "private", "task"] = "one"
+    # one figure, or one per private attribute, per task (several tasks only: with one, the
+    # "one" figures are the task's), or per held-out attribute (data.held_out)
+    per: Literal["one", "private", "task", "held_out"] = "one"
     fmt: str = "{:.3f}"
     unit: str = ""
     section: Section = "privacy"
     headline: bool = False  # one of the few figures of sweeps and experiment tables
     optional: bool = False  # reported only when an optional extra is installed
+    held_out: bool = False  # a figure of the held-out attributes: none when there are none
 
-    def expand(self, task: str, private: list[str]) -> list[Figure]:
-        """The concrete figures of this spec for an audit's task and private attributes."""
-        attrs = {"one": [""], "task": [task], "private": list(private)}[self.per]
-        return [Figure(**{**self.__dict__, **filled(self, a, task)}) for a in attrs]
+    def expand(self, names: Names) -> list[Figure]:
+        """The concrete figures of this spec for an audit's tasks and attributes."""
+        attrs = {"one": [""], "task": names.tasks if len(names.tasks) > 1 else [],
+                 "private": names.private, "held_out": names.held_out}[self.per]
+        if self.held_out and not names.held_out:
+            return []
+        return [Figure(**{**self.__dict__, **filled(self, a, names.task)}) for a in attrs]
+
+
+@dataclass(frozen=True)
+class Names:
+    """What an audit's figures are about: its tasks, private and held-out attributes."""
+
+    tasks: list[str]
+    private: list[str]
+    held_out: list[str]
+
+    @property
+    def task(self) -> str:
+        """`{task}` in a figure's words: the task, or "N tasks (mean)"."""
+        return self.tasks[0] if len(self.tasks) == 1 else f"{len(self.tasks)} tasks (mean)"
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,19 @@ def floor_lines(results: dict) -> list[str]:
               if "task_answer_floor" in c}
     if not floors:
         return []
-    task = results.get("config", {}).get("data", {}).get("task", "the task")
-    return [f"Floor: an attacker who sees only the true answer of {task} (a table of "
+    tasks = results.get("attributes", {}).get("tasks") or \
+        [results.get("config", {}).get("data", {}).get("task", "the task")]
+    what = (f"answer of {tasks[0]}" if len(tasks) == 1
+            else f"answers of all {len(tasks)} tasks ({', '.join(tasks)})")
+    reid = results["chance"].get("reid", {}).get("task_answer_floor")
+    ident = (f"; nearest neighbour on the answer vectors re-identifies at top-1 "
+             f"{reid['top1']:.3f} (chance {results['chance']['reid']['top1']:.3f})"
+             if reid else "")
+    return [f"Floor: an attacker who sees only the true {what} (a table of "
             "answers to attribute, trained on the attacker split, scored on test) reads "
             + ", ".join(f"{a} at {v:.3f}" for a, v in floors.items())
-            + " balanced accuracy; no upload that answers the task can leak less.", ""]
+            + f" balanced accuracy{ident}; no upload that answers "
+            + ("the task" if len(tasks) == 1 else "them") + " can leak less.", ""]
 
 
 def verdict_rows(results: dict) -> list[dict]:

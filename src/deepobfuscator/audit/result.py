@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..runs import RunError
 from .attacks import figures_for
-from .figures import Figure, Section
+from .figures import Figure, Names, Section
 
 RUNS = ("baseline", "obfuscated")
 
@@ -34,23 +34,33 @@ class AuditResult:
         return self.data["runs"]
 
     @property
+    def names(self) -> Names:
+        """Its tasks, private and held-out attributes (audit.json `attributes`; audits
+        from before several tasks existed: the config's one task)."""
+        if "attributes" in self.data:
+            a = self.data["attributes"]
+            return Names(list(a["tasks"]), list(a["private"]), list(a.get("held_out", [])))
+        task = self.data["config"]["data"]["task"]
+        attrs = self.data.get("chance", {}).get("attributes")
+        private = [a for a in attrs if a != task] if attrs else \
+            list(self.data["config"]["data"]["private"])
+        return Names([task], private, [])
+
+    @property
     def task(self) -> str:
-        return self.data["config"]["data"]["task"]
+        """The task's name, or "N tasks (mean)"."""
+        return self.names.task
 
     @property
     def private(self) -> list[str]:
-        """The private attributes the attackers were scored on (the chance section lists
-        every attribute probed: the task and the private ones)."""
-        attrs = self.data.get("chance", {}).get("attributes")
-        if attrs:
-            return [a for a in attrs if a != self.task]
-        return list(self.data["config"]["data"]["private"])
+        """The private attributes the attackers were scored on."""
+        return self.names.private
 
     def figures(self, section: Section | None = None,
                 headline: bool | None = None) -> list[Figure]:
         """The figures this audit can report, in the table's order, whether or not a run
         has a value for each (`present` filters)."""
-        return figures_for(self.task, self.private, section, headline)
+        return figures_for(self.names, section, headline)
 
     def present(self, figures: list[Figure]) -> list[Figure]:
         """Those figures that at least one run has a value for."""

@@ -29,6 +29,7 @@ from ..models import Models, feature_shape
 from ..models.budget import phone_budget
 from ..precision import resolve_precision
 from ..runs import RunError, RunPaths, load_run
+from ..tasks import task_set
 from ..threads import use_threads
 from .attacks import AttackContext, run_attacks
 from .attacks._weights import save_weights
@@ -73,7 +74,10 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
         roles = _foreign_splits(cfg, run_dir)
     else:
         roles = _splits(cfg, run_dir)
-    attrs = [cfg.data.task, *cfg.data.private]
+    tasks = task_set(cfg)
+    # the attributes fresh probes read: the task (one binary task; several are scored by
+    # the cloud), the private ones, and the held-out ones no model trained on
+    attrs = [*(tasks.names if tasks.single else []), *cfg.data.private, *cfg.data.held_out]
 
     results: dict = {"runs": {}, "warnings": []}
     arrays: dict[str, np.ndarray] = {}
@@ -95,8 +99,10 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
         grid[name] = recon[: s.grid_images]
     test = extract(loaded["obfuscated"][1], roles["test"], attrs, device)
     grid["original"] = test.images[: s.grid_images]
-    results["chance"] = _chance(roles, test, attrs, cfg.data.task)
-    results["warnings"] += _weak_attacker_warnings(results, cfg.data.task)
+    results["attributes"] = {"tasks": tasks.names, "private": list(cfg.data.private),
+                             "held_out": list(cfg.data.held_out)}
+    results["chance"] = _chance(roles, test, cfg, s.seed)
+    results["warnings"] += _weak_attacker_warnings(results, list(cfg.data.private))
     results["settings"] = {**asdict(s), "device": str(device), "precision": precision,
                            "msssim": msssim_settings_for(*cfg.data.image_size)}
     results["runs_dirs"] = {k: str(v) for k, v in runs.items()}
@@ -201,7 +207,7 @@ class AuditJob:
     cfg: Config
     models: Models
     roles: dict
-    attrs: list[str]  # the task first, then the private attributes
+    attrs: list[str]  # probed: the task (one binary task), private, held-out attributes
     settings: AuditSettings
     device: torch.device
     precision: str
@@ -221,7 +227,8 @@ def attack_context(job: AuditJob, out: Path, embedder=None) -> AttackContext:
     ctx = AttackContext(run=job.name, cfg=job.cfg, models=job.models, attacker=atk,
                         test=through_wire(sent, s.wire), attributes=job.attrs, settings=s,
                         fit=s.fit_settings(device, job.precision), device=device,
-                        weights_dir=out / "attackers" / job.name, embedder=embedder)
+                        weights_dir=out / "attackers" / job.name, embedder=embedder,
+                        task_labels=task_set(job.cfg).labels(job.roles["test"]))
     ctx.products["sent"] = sent  # before the round trip, for the wire's own figure
     return ctx
 
@@ -291,35 +298,53 @@ def _audit_baseline_cached(base_dir: Path, cfg: Config, job: AuditJob, out: Path
     return r, arr, recon
 
 
-def _chance(roles: dict, test: FeatureSet, attrs: list[str], task: str) -> dict:
+def _chance(roles: dict, test: FeatureSet, cfg: Config, seed: int = 0) -> dict:
     """Reference levels an attacker with no information reaches, and the floor an
-    attacker with the true answer of `task` reaches."""
+    attacker with the true answers of every task reaches."""
     from ..data.base import to_tensor_batch
     from ..metrics import answer_floor, majority_rate
 
+    tasks = task_set(cfg)
+    answers = {"attacker": tasks.labels(roles["attacker"]), "test": tasks.labels(roles["test"])}
     mean_img = to_tensor_batch(roles["attacker"].images).mean(0, keepdim=True)
     mean_scores = summarize(image_scores(mean_img.expand_as(test.images), test.images))
-    out = {"attributes": {a: {"balanced_accuracy": 0.5, "auc": 0.5,
-                              "majority_rate": majority_rate(test.attributes[a]),
-                              # what the service's true answer alone tells an attacker
-                              # (trained on the attacker split, scored on test)
-                              **({"task_answer_floor": answer_floor(
-                                  roles["attacker"].attribute(task),
-                                  roles["attacker"].attribute(a),
-                                  test.attributes[task], test.attributes[a])}
-                                 if a != task and task in test.attributes else {})}
-                          for a in attrs},
-           "reconstruction_mean_image": mean_scores}
+    out: dict = {"attributes": {
+        a: {"balanced_accuracy": 0.5, "auc": 0.5,
+            "majority_rate": majority_rate(test.attributes[a]),
+            # what the service's true answers alone tell an attacker (a table trained
+            # on the attacker split, scored on test): no upload that answers can leak less
+            **({"task_answer_floor": answer_floor(
+                answers["attacker"], roles["attacker"].attribute(a), answers["test"],
+                test.attributes[a])} if a in cfg.data.private else {})}
+        for a in test.attributes},
+        "reconstruction_mean_image": mean_scores}
+    # each task's chance: balanced accuracy 1/K, accuracy the most common class's rate
+    out["tasks"] = {t.name: {"chance": 1.0 / max(t.outputs, 2),
+                             "majority_rate": float(np.bincount(y).max() / max(len(y), 1))}
+                    for t, y in zip(tasks, answers["test"].T, strict=True)}
+    if len(tasks) > 1:
+        out["tasks"][tasks.label] = {
+            key: float(np.mean([v[key] for v in out["tasks"].values()]))
+            for key in ("chance", "majority_rate")}
     if test.identities is not None:
         # the gallery holds the people with 2+ test photos (gallery_probe_split): a guess
         # among them, not among everyone in the test split
         _, counts = np.unique(test.identities, return_counts=True)
         n = max(1, int((counts >= 2).sum()))
         out["reid"] = {"top1": 1.0 / n, "top5": min(5, n) / n, "identities": n}
+        if n > 1:
+            # the identity floor: nearest neighbour on the true answer vectors, with the
+            # audit's gallery and probes (ties are a random pick among the tied)
+            from ..attacks.reid import gallery_probe_split, reid_scores
+
+            vec = tasks.answer_vectors(answers["test"])
+            g, p = gallery_probe_split(test.identities, seed)
+            floor = reid_scores(vec[g], test.identities[g], vec[p], test.identities[p])[0]
+            out["reid"]["task_answer_floor"] = {"top1": floor["top1"], "top5": floor["top5"]}
     return out
 
 
-def _weak_attacker_warnings(results: dict, task: str) -> list[str]:
+def _weak_attacker_warnings(results: dict, private: list[str]) -> list[str]:
     out = [f"the {name} attacker on the {run} run stopped at the time limit "
            f"(max_attack_seconds) after {len(c['val_loss'])} epochs: its figure is a lower "
            "bound on what an attacker gets"
@@ -336,8 +361,7 @@ def _weak_attacker_warnings(results: dict, task: str) -> list[str]:
         out.append(f"the inversion attacker is weak against the baseline (MS-SSIM {ms:.3f} < "
                    f"{STRONG_INVERSION_MSSSIM}): its figure on the obfuscated run proves little")
     for a, sc in base["attributes"].items():
-        if a != task and sc["balanced_accuracy"] < \
-                STRONG_PROBE_BAL_ACC:
+        if a in private and sc["balanced_accuracy"] < STRONG_PROBE_BAL_ACC:
             out.append(f"the {a} probe is weak against the baseline (balanced accuracy "
                        f"{sc['balanced_accuracy']:.3f} < {STRONG_PROBE_BAL_ACC})")
     obf = results["runs"]["obfuscated"]

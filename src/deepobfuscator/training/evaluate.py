@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..data.base import FaceDataset, to_tensor_batch
-from ..metrics import balanced_accuracy, task_scores
+from ..metrics import balanced_accuracy, finite_mean, task_scores
 from ..models import Models
 from ..privacy import MSSSIMSettings, ms_ssim
 from ..tasks import TaskSet
@@ -48,10 +48,10 @@ def evaluate(models: Models, ds: FaceDataset, tasks: TaskSet, private: list[str]
     cols = tasks.columns(torch.cat(logits))
     scores = [task_scores(y[:, k], (c if t.binary else c.softmax(1)).numpy(), 0.0)
               for k, (t, c) in enumerate(zip(tasks, cols, strict=True))]
-    out = {"val_task_acc": float(np.mean([s["accuracy"] for s in scores])),
-           "val_task_auc": float(np.mean([s["auc"] for s in scores]))}
+    out = {"val_task_acc": finite_mean([s["accuracy"] for s in scores]),
+           "val_task_auc": finite_mean([s["auc"] for s in scores])}
     if len(tasks) > 1:
-        out["val_task_bal_acc"] = float(np.mean([s["balanced_accuracy"] for s in scores]))
+        out["val_task_bal_acc"] = finite_mean([s["balanced_accuracy"] for s in scores])
         for t, s in zip(tasks, scores, strict=True):
             out[f"val_{t.name}_bal_acc"] = s["balanced_accuracy"]
     if with_adv:

@@ -36,8 +36,7 @@ from ..methods import PrivacyMethod, Stage, StepFn, register_method
 from ..models import Models
 from ..models.attackers import reinit_member
 from ..privacy import entropy_privacy, ms_ssim
-from ..tasks import task_set
-from .steps import Batch, StepContext, _modes, _update
+from .steps import Batch, StepContext, _modes, _update, task_loss
 
 _LOG2 = math.log(2.0)
 
@@ -114,7 +113,7 @@ def _encoder_step(ctx: StepContext, batch: Batch, mean_face: torch.Tensor) -> di
     _modes(ctx.models, {"encoder", "classifier", "adversaries", "reconstructor"})
     with ctx.amp():
         z = ctx.models.encoder(batch.x)
-        c_loss = task_set(ctx.cfg).loss(ctx.models.classifier(z), batch.task)
+        c_loss = task_loss(ctx, ctx.models.classifier(z), batch.task)
     loss, out = c_loss, {"task_loss": c_loss.item()}
     if r.attribute_weight > 0 and len(ctx.models.adversaries):
         terms = []

@@ -42,9 +42,16 @@ class StepContext:
     msssim: MSSSIMSettings
     noise: torch.Tensor  # (3, H, W): the fixed target of the noise step
     amp: Callable[[], AbstractContextManager] = nullcontext  # forward-pass precision
+    # train.balance_tasks: each task's class weights (TaskSet.class_weights); None: plain
+    task_weights: list[torch.Tensor] | None = None
     # called after each backward pass with the optimizers about to step (data-parallel
     # training averages gradients over processes here; see training/distributed.py)
     sync_grads: Callable[[list[torch.optim.Optimizer]], None] | None = None
+
+
+def task_loss(ctx: StepContext, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The cloud's loss over every task (tasks.py), class-balanced when configured."""
+    return task_set(ctx.cfg).loss(logits, labels, ctx.task_weights)
 
 
 def _modes(models: Models, train: set[str]) -> None:
@@ -89,7 +96,7 @@ def task_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
     with ctx.amp():
         z = ctx.models.encoder(batch.x)
         logits = ctx.models.classifier(z)
-    loss = task_set(ctx.cfg).loss(logits, batch.task)
+    loss = task_loss(ctx, logits, batch.task)
     out = {"task_loss": loss.item()}
     if (dcor := _dcor_term(ctx, batch, z)) is not None:
         loss = loss + dcor
@@ -149,7 +156,7 @@ def classifier_step(ctx: StepContext, batch: Batch) -> dict[str, float]:
         z = ctx.models.encoder(batch.x)
     with ctx.amp():
         logits = ctx.models.classifier(z)
-    loss = task_set(ctx.cfg).loss(logits, batch.task)
+    loss = task_loss(ctx, logits, batch.task)
     _update(ctx, "classifier", loss)
     return {"task_loss": loss.item()}
 
@@ -170,7 +177,7 @@ def encoder_step(ctx: StepContext, batch: Batch, kind: str, lam: float) -> dict[
         recon = ctx.models.reconstructor(z) if kind in ("noise", "reconstruction") else None
         adv_logits = ([adv(z) for adv in ctx.models.adversaries.values()]
                       if kind == "attribute" else [])
-    c_loss = task_set(ctx.cfg).loss(logits, batch.task)
+    c_loss = task_loss(ctx, logits, batch.task)
     if kind == "noise":
         priv = p.reconstruction_weight * reconstruction_loss(
             recon, ctx.noise.expand_as(recon), ctx.msssim)

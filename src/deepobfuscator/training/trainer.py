@@ -204,7 +204,11 @@ class _Loop:
         self.noise = fixed_noise_image((3, *cfg.data.image_size), cfg.privacy.noise_seed).to(device)
         train = roles["defender_train"]
         self.images = torch.from_numpy(np.ascontiguousarray(train.images)).to(device)
-        self.task = torch.from_numpy(task_set(cfg).labels(train)).float().to(device)  # (N, T)
+        labels = task_set(cfg).labels(train)
+        self.task = torch.from_numpy(labels).float().to(device)  # (N, T)
+        self.task_weights = ([torch.from_numpy(w).float().to(device)
+                              for w in task_set(cfg).class_weights(labels)]
+                             if cfg.train.balance_tasks else None)
         cols = [train.attribute(k) for k in cfg.data.private]
         priv = np.stack(cols, 1) if cols else np.zeros((len(train), 0), dtype=np.int64)
         self.private = torch.from_numpy(priv).float().to(device)
@@ -272,7 +276,7 @@ class _Loop:
             self.broadcast_models()  # every rank starts each stage from rank 0's weights
             ctx = StepContext(cfg, self.models, optimizers, self.msssim, self.noise,
                               amp=lambda: autocast(self.precision, self.device),
-                              sync_grads=self.sync)
+                              task_weights=self.task_weights, sync_grads=self.sync)
             start_epoch = pos["epoch"] if s_idx == pos["stage"] else 0
             for epoch in range(start_epoch, scfg.epochs):
                 first_batch = pos["batch"] if (s_idx, epoch) == (pos["stage"], pos["epoch"]) else 0

@@ -20,7 +20,7 @@ import torch
 
 from ...attacks.base import FeatureSet, FitResult, FitSettings
 from ...registry import Registry
-from ..figures import Figure, FigureSpec, Section, filled
+from ..figures import Figure, FigureSpec, Names, Section, filled
 
 if TYPE_CHECKING:
     from ...config import Config
@@ -37,12 +37,14 @@ class AttackContext:
     models: Models
     attacker: FeatureSet  # the attacker split, through the upload format: to train on
     test: FeatureSet  # the test split, through the upload format: to score on
-    attributes: list[str]  # the task first, then the private attributes
+    attributes: list[str]  # probed: the task (one binary task), private, held-out ones
     settings: AuditSettings
     fit: FitSettings
     device: torch.device
     weights_dir: Path  # where this run's fresh attackers' weights go
     embedder: Any = None  # the audit's identity embedder (shared by both runs), if any
+    # the test split's answers to every task (N, T): 0/1, or a multi-class task's class
+    task_labels: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
     # what attacks hand to later ones (e.g. "reconstructions" from the inverse network)
     products: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # -> scores.npz
@@ -156,11 +158,11 @@ def figure_specs() -> list[FigureSpec]:
     return [spec for attack in ATTACKS.values() for spec in attack.figures]
 
 
-def figures_for(task: str, private: list[str], section: Section | None = None,
+def figures_for(names: Names, section: Section | None = None,
                 headline: bool | None = None) -> list[Figure]:
     """The concrete figures of an audit: privacy ones first, then utility, then training."""
     order = {"privacy": 0, "utility": 1, "training": 2}
-    out = [fig for spec in figure_specs() for fig in spec.expand(task, private)
+    out = [fig for spec in figure_specs() for fig in spec.expand(names)
            if (section is None or spec.section == section)
            and (headline is None or spec.headline == headline)]
     return sorted(out, key=lambda fig: order[fig.section])  # stable: registry order within
@@ -169,10 +171,10 @@ def figures_for(task: str, private: list[str], section: Section | None = None,
 def figure_by_key(key: str, task: str = "the task") -> Figure:
     """A concrete figure from its key ("reid_top1", "attribute:Male"), for labels."""
     for spec in figure_specs():
-        if spec.per in ("one", "task") and spec.key == key:
+        if spec.per == "one" and spec.key == key:
             return Figure(**{**spec.__dict__, **filled(spec, task, task)})
         head, _, tail = spec.key.partition("{attr}")
-        if spec.per == "private" and key.startswith(head) and key.endswith(tail) and \
+        if spec.per != "one" and key.startswith(head) and key.endswith(tail) and \
                 len(key) > len(head) + len(tail):
             attr = key[len(head): len(key) - len(tail)]
             return Figure(**{**spec.__dict__, **filled(spec, attr, task)})

@@ -1,9 +1,11 @@
-"""Fresh attribute probes: a CNN per attribute on the features (the task's too)."""
+"""Fresh attribute probes: a CNN per attribute on the features (the task's too, and the
+held-out attributes no model trained on: what a cloud could still learn later)."""
 
 from __future__ import annotations
 
 from ...attacks.attribute_probe import AttributeProbe, score_attribute
 from ...attacks.base import FitResult
+from ...metrics import finite_mean
 from ..figures import FigureSpec
 from . import AttackContext, AuditAttack, View, pick_view, register_attack
 from ._weights import save_weights
@@ -29,6 +31,12 @@ class AttributeProbes(AuditAttack):
                    "{task}: fresh probe balanced accuracy",
                    ("attributes", "{task}", "balanced_accuracy"), "higher", 0.5,
                    section="utility"),
+        FigureSpec("held_out_mean_auc", "Held-out attributes from features by fresh probes "
+                   "(mean AUC)", "held-out mean AUC", ("held_out", "mean_auc"), "higher", 0.5,
+                   section="utility", headline=True, held_out=True),
+        FigureSpec("held_out:{attr}", "{attr} (held out) from features by a fresh probe (AUC)",
+                   "{attr} (held out): probe AUC", ("attributes", "{attr}", "roc_auc"),
+                   "higher", 0.5, per="held_out", section="utility"),
     )
 
     def run(self, ctx: AttackContext) -> dict:
@@ -46,4 +54,6 @@ class AttributeProbes(AuditAttack):
             _, probe, (probs, out[a]) = pick_view(ctx, f"probe_{a}", fit_one, leak)
             ctx.arrays[f"probe_{a}"] = probs
             save_weights(probe.model, ctx.weights_dir / f"probe_{a}.safetensors")
-        return {"attributes": out}
+        held = [out[a]["roc_auc"] for a in ctx.cfg.data.held_out if a in out]
+        return {"attributes": out,
+                **({"held_out": {"mean_auc": finite_mean(held)}} if held else {})}

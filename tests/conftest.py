@@ -68,3 +68,31 @@ def tiny_export(tiny_run, tmp_path_factory) -> Path:
     finally:
         mp.undo()
     return out
+
+
+@pytest.fixture(scope="session")
+def multi_run(tmp_path_factory) -> Path:
+    """tiny_run's settings with three tasks (deploy_helpers.MULTI_TASK), trained once."""
+    from deploy_helpers import DEPLOY_TINY, MULTI_TASK
+
+    from deepobfuscator.training import train
+
+    mp = _session_cache_env(tmp_path_factory)
+    try:
+        return train(load_config("cpu", [*DEPLOY_TINY, MULTI_TASK]),
+                     tmp_path_factory.getbasetemp() / "deploy_multi_run", progress=False)
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="session")
+def multi_export(multi_run, tmp_path_factory) -> Path:
+    """multi_run exported (parity-checked on every task's output)."""
+    from deepobfuscator.deploy.export import export_run
+
+    mp = _session_cache_env(tmp_path_factory)
+    try:
+        return export_run(multi_run, tmp_path_factory.getbasetemp() / "deploy_multi_export",
+                          parity_images=16)
+    finally:
+        mp.undo()

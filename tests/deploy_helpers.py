@@ -21,6 +21,11 @@ DEPLOY_TINY = [
 # stage (which can flatten a tiny model's answers): answers
 # spread around 0.5, so comparisons mean something
 TOKEN = "test-token-123"
+# the multi-task run (conftest.py `multi_run`): two binary tasks and hair colour in four
+# classes, all attributes synthfaces draws
+MULTI_TASK = ("data.task=[Smiling,Eyeglasses,{name: hair, classes: [Black_Hair, Blond_Hair, "
+              "Brown_Hair, other]}]")
+HAIR = ["Black_Hair", "Blond_Hair", "Brown_Hair", "other"]
 
 
 class LiveServer:

@@ -208,3 +208,46 @@ def test_verification_has_known_answers():
     assert abs(blind["auc"] - 0.5) < 0.12 and abs(blind["accuracy"] - 0.5) < 0.12
     flipped = verification_scores(identity[a], -identity[b], same, seed=0)
     assert flipped["auc"] == 0.0  # a recogniser that inverts identity is read as such
+
+
+def test_euclidean_reid_has_known_answers():
+    """Identities that differ in scale only: cosine cannot tell them apart (chance), the
+    Euclidean distance can (top-1 1.0); an unknown metric is refused."""
+    ids = np.repeat(np.arange(6), 3)
+    gallery, probes = gallery_probe_split(ids, 0)
+    x = (ids[:, None] + 1.0) * np.ones((len(ids), 4))  # person k: the vector (k+1)*1
+    cos, _ = reid_scores(x[gallery], ids[gallery], x[probes], ids[probes])
+    euc, _ = reid_scores(x[gallery], ids[gallery], x[probes], ids[probes], metric="euclidean")
+    assert cos["top1"] == pytest.approx(1 / 6) and euc["top1"] == 1.0
+    with pytest.raises(ValueError, match="metric='manhattan'"):
+        reid_scores(x[gallery], ids[gallery], x[probes], ids[probes], metric="manhattan")
+
+
+def test_feature_reid_standardises_before_matching():
+    """The feature attack standardises each number on the attacker split: identities
+    carried by twenty small numbers beside one huge number that varies per photo are
+    found (without standardisation the huge number decides, at chance)."""
+    from types import SimpleNamespace
+
+    from deepobfuscator.attacks.base import FeatureSet
+    from deepobfuscator.audit.attacks.feature_reid import FeatureReidentification
+
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(10, 20))  # each person's code
+    ids = np.repeat(np.arange(10), 3)
+
+    def feats(who: np.ndarray) -> torch.Tensor:
+        clutter = 1e4 * rng.normal(size=(len(who), 1))
+        ident = 1e-2 * (codes[who] + 0.1 * rng.normal(size=(len(who), 20)))
+        return torch.from_numpy(np.concatenate([clutter, ident], 1)[:, :, None, None]).float()
+
+    test = FeatureSet(feats(ids), torch.zeros(len(ids), 3, 4, 4), {}, ids)
+    attacker = FeatureSet(feats(rng.integers(0, 10, 200)), torch.zeros(200, 3, 4, 4), {}, None)
+    ctx = SimpleNamespace(test=test, attacker=attacker, settings=SimpleNamespace(seed=0))
+    out = FeatureReidentification().run(ctx)["feature_reid"]  # type: ignore[arg-type]
+    assert out["top1"] > 0.9, out
+    gallery, probes = gallery_probe_split(ids, 0)
+    raw = test.features.flatten(1).numpy()
+    plain, _ = reid_scores(raw[gallery], ids[gallery], raw[probes], ids[probes],
+                           metric="euclidean")
+    assert plain["top1"] < 0.5  # the huge number decides without standardisation

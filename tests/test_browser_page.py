@@ -212,3 +212,36 @@ def test_an_attacker_view_of_another_run_is_refused(tiny_export, tiny_audit, tmp
         create_app(other, token=TOKEN, attacker_view=tiny_audit)
     with pytest.raises(ExportError, match="no audit.json"):
         create_app(tiny_export, token=TOKEN, attacker_view=tmp_path)
+
+
+def test_the_page_lists_every_task_of_a_multi_task_export(multi_export, photo):
+    from deepobfuscator.deploy.client import classify_images
+    from deepobfuscator.deploy.server import create_app
+
+    path, url = photo
+    with LiveServer(create_app(multi_export, token=TOKEN)) as server, \
+            Chromium(CHROMIUM) as browser:
+        browser.open(f"{server.url}/#token={TOKEN}")
+        browser.wait_for("document.body.dataset.state === 'ready'")
+        res = browser.evaluate(f"window.deepobfuscator.run('{url}')")
+        py = classify_images(server.url, multi_export, [str(path)], token=TOKEN)[0]
+        browser.evaluate(f"window.deepobfuscator.show('{url}')")
+        browser.wait_for("document.body.dataset.state === 'done'")
+        shown = browser.evaluate("document.getElementById('answer').textContent")
+        model = browser.evaluate("document.getElementById('model').textContent")
+    assert res["tasks"] == ["Smiling", "Eyeglasses", "hair"] and "task" not in res
+    assert list(res["answers"]) == res["tasks"]
+    for name in ("Smiling", "Eyeglasses"):
+        assert res["answers"][name]["label"] == py["answers"][name]["label"]
+        assert res["answers"][name]["probability"] == pytest.approx(
+            py["answers"][name]["probability"], abs=2e-3)
+    hair = res["answers"]["hair"]
+    assert hair["class"] == py["answers"]["hair"]["class"]
+    for c, p in hair["probabilities"].items():
+        assert p == pytest.approx(py["answers"]["hair"]["probabilities"][c], abs=2e-3)
+    lines = shown.splitlines()  # one line per task, in the manifest's order
+    assert [line.split(":")[0] for line in lines] == res["tasks"]
+    assert lines[0].split(": ")[1].split(" ")[0] in ("yes", "no")
+    assert lines[2].startswith(f"hair: {hair['class']} (probability "
+                               f"{hair['probability']:.3f})")
+    assert model.startswith("tasks Smiling, Eyeglasses, hair;")

@@ -191,3 +191,74 @@ def test_classify_command(live, tiny_export, photos, capsys):
     assert main(["classify", "--server", live.url, "--model", str(tiny_export),
                  str(photos[0])]) == 2
     assert "401" in capsys.readouterr().err
+
+
+# ---- several tasks: every image gets every task's answer
+
+
+@pytest.fixture(scope="module")
+def live_multi(multi_export):
+    with LiveServer(create_app(multi_export, token=TOKEN)) as s:
+        yield s
+
+
+def test_every_task_is_answered_as_pytorch_answers_it(live_multi, multi_run, multi_export,
+                                                      photos):
+    from deploy_helpers import HAIR
+
+    from deepobfuscator.tasks import task_set
+
+    got = classify_images(live_multi.url, multi_export, photos, token=TOKEN, batch_size=2)
+    assert [r["image"] for r in got] == [str(p) for p in photos]
+    cfg, models = load_run(multi_run)
+    pre = Preprocess(size=tuple(cfg.data.image_size), crop=cfg.data.crop)
+    x = to_tensor_batch(np.stack([pre.apply(Image.open(p)) for p in photos]))
+    with torch.no_grad():  # int8 on the wire, as the client sends it
+        z = torch.from_numpy(wire.decode(wire.encode(models.encoder(x).numpy(), "int8")))
+        smiling, glasses, hair = (p.numpy() for p in
+                                  task_set(cfg).probabilities(models.classifier(z)))
+    for i, r in enumerate(got):
+        assert set(r) == {"image", "answers"}  # no one-task fields to misread
+        a = r["answers"]
+        assert list(a) == ["Smiling", "Eyeglasses", "hair"]
+        assert a["Smiling"]["probability"] == pytest.approx(smiling[i], abs=1e-4)
+        assert a["Eyeglasses"]["probability"] == pytest.approx(glasses[i], abs=1e-4)
+        assert a["Smiling"]["label"] == int(smiling[i] >= 0.5)
+        probs = a["hair"]["probabilities"]
+        assert list(probs) == HAIR and sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+        np.testing.assert_allclose(list(probs.values()), hair[i], atol=1e-4)
+        assert a["hair"]["class"] == HAIR[int(hair[i].argmax())]
+
+
+def test_the_classify_command_prints_every_task_on_one_line(live_multi, multi_export, photos,
+                                                            capsys):
+    args = ["classify", "--server", live_multi.url, "--model", str(multi_export), "--token",
+            TOKEN]
+    assert main([*args, *map(str, photos[:2])]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2  # one per image
+    for line, path in zip(lines, photos[:2], strict=True):
+        assert line.startswith(f"{path}: Smiling probability ")
+        assert "; Eyeglasses probability " in line and " label " in line
+        hair = line.split("; hair ")[1]
+        assert hair.split(" probability ")[0] in {"Black_Hair", "Blond_Hair", "Brown_Hair",
+                                                  "other"}
+    assert main([*args, "--json", str(photos[0])]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out[0]["answers"]) == ["Smiling", "Eyeglasses", "hair"]
+
+
+def test_a_one_task_answer_keeps_its_fields(live, tiny_export, photos):
+    r = classify_images(live.url, tiny_export, photos[:1], token=TOKEN)[0]
+    assert r["task"] == "Smiling"
+    assert r["answers"] == {"Smiling": {"probability": r["probability"], "label": r["label"]}}
+
+
+def test_a_server_of_another_export_is_an_error(live, live_multi, tiny_export, multi_export,
+                                                photos):
+    with pytest.raises(ClientError, match=r"server answered tasks \['Smiling'\], but the "
+                       r"export answers \['Smiling', 'Eyeglasses', 'hair'\]"):
+        # the two exports share the feature shape: only the answers tell them apart
+        classify_images(live.url, multi_export, photos[:1], token=TOKEN)
+    with pytest.raises(ClientError, match="serves another export"):
+        classify_images(live_multi.url, tiny_export, photos[:1], token=TOKEN)

@@ -310,3 +310,110 @@ def test_an_incomplete_export_is_replaced_without_force(tiny_run, tiny_export, t
     (d / "manifest.json").unlink()  # what a killed export of the old code left
     export_run(tiny_run, d, parity_images=4)
     load_export(d)
+
+
+# ---- several tasks: classifier.onnx answers (N, outputs), the manifest lists each task
+
+
+def test_a_multi_task_export_lists_every_task_and_answers_each(multi_run, multi_export):
+    from deploy_helpers import HAIR
+
+    from deepobfuscator.tasks import task_set
+
+    cfg, models = load_run(multi_run)
+    m = json.loads((multi_export / "manifest.json").read_text())
+    assert "task" not in m  # a package that predates `tasks` refuses it, not misreads it
+    assert [(t["name"], t["kind"], t["outputs"]) for t in m["tasks"]] == [
+        ("Smiling", "binary", [0, 1]), ("Eyeglasses", "binary", [1, 2]),
+        ("hair", "classes", [2, 6])]
+    assert m["tasks"][2]["classes"] == HAIR and "threshold" not in m["tasks"][2]
+    assert [t.get("threshold") for t in m["tasks"][:2]] == [0.5, 0.5]
+    p = m["parity"]  # every task's columns compared with PyTorch
+    assert set(p["per_task"]) == {"Smiling", "Eyeglasses", "hair"}
+    assert max(p["per_task"].values()) == p["probability_max_abs_diff"]
+    assert p["probability_max_abs_diff"] <= p["probability_tolerance"]
+    bundle = load_export(multi_export)
+    assert not bundle.single and bundle.outputs == 6 and bundle.tasks == m["tasks"]
+    assert bundle.task_names == ["Smiling", "Eyeglasses", "hair"]
+    cls = ort.InferenceSession(str(multi_export / "classifier.onnx"))
+    assert [o.name for o in cls.get_outputs()] == ["probabilities"]
+    tasks = task_set(cfg)
+    for batch in (1, 5):
+        x = torch.rand(batch, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            z = models.encoder(x)
+            ref = tasks.probabilities(models.classifier(z))
+        got = cls.run(None, {"features": z.numpy()})[0]
+        assert got.shape == (batch, 6)
+        np.testing.assert_allclose(got[:, 0], ref[0].numpy(), atol=1e-6)
+        np.testing.assert_allclose(got[:, 1], ref[1].numpy(), atol=1e-6)
+        np.testing.assert_allclose(got[:, 2:], ref[2].numpy(), atol=1e-6)
+        np.testing.assert_allclose(got[:, 2:].sum(1), 1.0, atol=1e-5)
+
+
+def test_the_parity_check_covers_the_class_probabilities(multi_run, multi_export):
+    from deepobfuscator.tasks import task_set
+
+    cfg, models = load_run(multi_run)
+    tasks = task_set(cfg)
+    images = np.random.default_rng(0).random((4, 3, 32, 32), dtype=np.float32)
+    ok = check_onnx_parity(multi_export, models.encoder,
+                           task_probability(models.classifier, tasks), images, tasks)
+    assert set(ok["per_task"]) == set(tasks.names)
+    with torch.no_grad():  # the PyTorch model drifted in the hair logits only
+        models.classifier.head.net[-1].bias[2:].add_(torch.tensor([0.5, -0.5, 0.0, 0.0]))
+    with pytest.raises(ExportError, match="parity check failed: .*probabilities by"):
+        check_onnx_parity(multi_export, models.encoder,
+                          task_probability(models.classifier, tasks), images, tasks)
+    with pytest.raises(ExportError, match=r"answers shape \[4, 6\], PyTorch \[4\]"):
+        check_onnx_parity(multi_export, models.encoder, task_probability(
+            lambda z: models.classifier(z)[:, 0]), images)  # a single-task wrapper
+
+
+def test_a_single_task_export_keeps_its_format_and_lists_one_task(tiny_export):
+    m = json.loads((tiny_export / "manifest.json").read_text())
+    assert "tasks" not in m and set(m["task"]) == {"name", "output", "threshold"}
+    assert "per_task" not in m["parity"]
+    cls = ort.InferenceSession(str(tiny_export / "classifier.onnx"))
+    assert [o.name for o in cls.get_outputs()] == ["probability"]
+    bundle = load_export(tiny_export)
+    assert bundle.single and bundle.outputs == 1 and bundle.task == "Smiling"
+    assert bundle.tasks == [{"name": "Smiling", "kind": "binary", "outputs": [0, 1],
+                             "threshold": 0.5}]
+
+
+def _drop_task(m):
+    m["tasks"] = m["tasks"][:2]
+
+
+def _both(m):
+    m["task"] = {"name": "Smiling", "threshold": 0.5}
+
+
+BAD_TASKS = {
+    "both": (_both, "both 'task' and 'tasks'"),
+    "neither": (lambda m: m.pop("tasks"), "'task' \\(or 'tasks'\\) missing"),
+    "empty": (lambda m: m.update(tasks=[]), "tasks is \\[\\]; expected a non-empty list"),
+    "not_a_list": (lambda m: m.update(tasks="Smiling"), "tasks is 'Smiling'"),
+    "no_name": (lambda m: m["tasks"][1].pop("name"), "tasks\\[1\\] has no name"),
+    "twice": (lambda m: m["tasks"][1].update(name="Smiling"), "names task 'Smiling' again"),
+    "kind": (lambda m: m["tasks"][0].update(kind="regression"), "tasks\\[0\\].kind is"),
+    "threshold": (lambda m: m["tasks"][0].update(threshold=1.5), "tasks\\[0\\].threshold"),
+    "one_class": (lambda m: m["tasks"][2].update(classes=["x"]), "tasks\\[2\\].classes"),
+    "gap": (lambda m: m["tasks"][1].update(outputs=[2, 3]),
+            "tasks\\[1\\].outputs is \\[2, 3\\]; expected \\[1, 2\\]"),
+    "classes_vs_outputs": (lambda m: m["tasks"][2]["classes"].append("Gray_Hair"),
+                           "tasks\\[2\\].outputs is \\[2, 6\\]; expected \\[2, 7\\]"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TASKS))
+def test_a_malformed_task_list_is_refused_in_one_line(multi_export, tmp_path, name):
+    edit, message = BAD_TASKS[name]
+    d = _copy(multi_export, tmp_path)
+    m = json.loads((d / "manifest.json").read_text())
+    edit(m)
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ExportError, match=message) as err:
+        load_export(d)
+    assert "\n" not in str(err.value)

@@ -312,3 +312,78 @@ def test_a_small_gzip_body_cannot_make_the_server_inflate_a_huge_batch():
         tracemalloc.stop()
     assert err.value.status_code == 413 and err.value.code == "batch_too_large"
     assert peak < 1024 * 1024  # far below the 16 MiB the body inflates to
+
+
+# ---- several tasks: every prediction answers each of them
+
+
+@pytest.fixture(scope="module")
+def multi(multi_export):
+    # a live server as above (starlette's TestClient warns that its httpx use is deprecated)
+    with LiveServer(create_app(multi_export, token=TOKEN)) as s:
+        with httpx.Client(base_url=s.url, timeout=10) as client:
+            yield client
+
+
+def test_a_multi_task_answer_names_every_task(multi, multi_export):
+    from deploy_helpers import HAIR
+
+    shape = (5, *json.loads((multi_export / "manifest.json").read_text())["features"]["shape"])
+    z = np.random.default_rng(1).random(shape, dtype=np.float32) * 2
+    r = multi.post("/v1/classify", content=wire.encode(z, "float32"), headers=AUTH)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["tasks"] == ["Smiling", "Eyeglasses", "hair"]
+    assert "task" not in body and "threshold" not in body  # nothing one-task to misread
+    ref = ort.InferenceSession(str(multi_export / "classifier.onnx")).run(
+        None, {"features": z})[0]
+    assert len(body["predictions"]) == 5
+    for pred, p in zip(body["predictions"], ref, strict=True):
+        assert set(pred) == {"answers"} and list(pred["answers"]) == body["tasks"]
+        for k, name in enumerate(("Smiling", "Eyeglasses")):
+            a = pred["answers"][name]
+            assert set(a) == {"probability", "label"}
+            assert a["probability"] == pytest.approx(float(p[k]), abs=1e-6)
+            assert a["label"] == int(p[k] >= 0.5)
+        hair = pred["answers"]["hair"]
+        assert set(hair) == {"class", "probability", "probabilities"}
+        assert list(hair["probabilities"]) == HAIR
+        assert sum(hair["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        np.testing.assert_allclose(list(hair["probabilities"].values()), p[2:], atol=1e-6)
+        assert hair["class"] == HAIR[int(np.argmax(p[2:]))]
+        assert hair["probability"] == max(hair["probabilities"].values())
+    # each task read from its own columns: the six outputs differ, so a slice off by one
+    # would fail above (the tiny model answers alike for most inputs, not column to column)
+    assert len(set(np.round(ref[0], 6))) == 6
+
+
+def test_multi_task_health_manifest_and_docs(multi):
+    health = multi.get("/healthz").json()
+    assert health["tasks"] == ["Smiling", "Eyeglasses", "hair"] and "task" not in health
+    m = multi.get("/v1/manifest", headers=AUTH).json()
+    assert [t["name"] for t in m["tasks"]] == health["tasks"]
+    spec = multi.get("/openapi.json").json()
+    assert "`hair`" in spec["info"]["description"]
+    answer = spec["components"]["schemas"]["Answer"]["properties"]
+    assert {"probability", "label", "class", "probabilities"} <= set(answer)
+
+
+def test_a_single_task_answer_keeps_its_fields_and_adds_answers(server):
+    r = server.post("/v1/classify", content=wire.encode(_features(2), "float32"), headers=AUTH)
+    body = r.json()
+    assert body["task"] == "Smiling" and body["threshold"] == 0.5
+    assert body["tasks"] == ["Smiling"]
+    for pred in body["predictions"]:
+        assert pred["answers"] == {"Smiling": {"probability": pred["probability"],
+                                               "label": pred["label"]}}
+    health = server.get("/healthz").json()
+    assert health["task"] == "Smiling" and health["tasks"] == ["Smiling"]
+
+
+def test_a_manifest_that_does_not_match_the_classifiers_outputs_is_refused(multi_export,
+                                                                           tmp_path):
+    d = tmp_path / "export"
+    shutil.copytree(multi_export, d)
+    _edit_manifest(d, lambda m: m.update(tasks=m["tasks"][:2]))  # hair's 4 columns unlisted
+    with pytest.raises(ExportError, match=r"answers shape \[2, 6\] .* not \[2, 2\]"):
+        create_app(d)

@@ -147,8 +147,8 @@ def test_each_head_learns_its_own_task_from_planted_signals():
         probs = task_set(cfg).probabilities(models.classifier(models.encoder(x)))
     smile, glasses, hair = (p.numpy() for p in probs)
     assert roc_auc(y[:, 0].numpy(), smile) > 0.75 and roc_auc(y[:, 1].numpy(), glasses) > 0.75
-    assert abs(roc_auc(y[:, 1].numpy(), smile) - 0.5) < 0.1  # not each other's
-    assert abs(roc_auc(y[:, 0].numpy(), glasses) - 0.5) < 0.1
+    for own, other, p in ((0, 1, smile), (1, 0, glasses)):  # not the other's: not swapped
+        assert roc_auc(y[:, own].numpy(), p) > roc_auc(y[:, other].numpy(), p) + 0.3
     assert (hair.argmax(1) == y[:, 2].numpy()).mean() > 0.75
     np.testing.assert_allclose(hair.sum(1), 1.0, rtol=1e-5)
 

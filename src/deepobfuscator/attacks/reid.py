@@ -146,12 +146,17 @@ def gallery_probe_split(identities: np.ndarray, seed: int) -> tuple[np.ndarray, 
 
 
 def reid_scores(gallery_emb, gallery_ids: np.ndarray, probe_emb, probe_ids: np.ndarray,
-                chunk: int = 1024) -> tuple[dict, np.ndarray]:
-    """Nearest-neighbour identification by cosine similarity: (summary, per-probe rank). An
-    identity scores its best gallery photo's similarity; ties count as a random pick among
-    the tied (expected top-k and rank), so collapsed embeddings score chance, not 0 or 1."""
-    g = F.normalize(torch.as_tensor(gallery_emb, dtype=torch.float32), dim=1)
-    p = F.normalize(torch.as_tensor(probe_emb, dtype=torch.float32), dim=1)
+                chunk: int = 1024, metric: str = "cosine") -> tuple[dict, np.ndarray]:
+    """Nearest-neighbour identification by cosine similarity (or, metric="euclidean", by
+    distance): (summary, per-probe rank). An identity scores its best gallery photo's
+    similarity; ties count as a random pick among the tied (expected top-k and rank), so
+    collapsed embeddings score chance, not 0 or 1."""
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"metric={metric!r}: use 'cosine' or 'euclidean'")
+    g = torch.as_tensor(gallery_emb, dtype=torch.float32).flatten(1)
+    p = torch.as_tensor(probe_emb, dtype=torch.float32).flatten(1)
+    if metric == "cosine":
+        g, p = F.normalize(g, dim=1), F.normalize(p, dim=1)
     names, g_col = np.unique(np.asarray(gallery_ids), return_inverse=True)
     true = np.searchsorted(names, np.asarray(probe_ids)).clip(0, max(len(names) - 1, 0))
     if len(names) == 0 or np.any(names[true] != np.asarray(probe_ids)):
@@ -159,7 +164,7 @@ def reid_scores(gallery_emb, gallery_ids: np.ndarray, probe_emb, probe_ids: np.n
     k, cols = len(names), torch.from_numpy(g_col.astype(np.int64))
     above, ties = [torch.zeros(0)], [torch.zeros(0)]  # (probes,) identities above / tied
     for i in range(0, len(p), chunk):
-        sim = p[i:i + chunk] @ g.T
+        sim = p[i:i + chunk] @ g.T if metric == "cosine" else -torch.cdist(p[i:i + chunk], g)
         best = torch.full((len(sim), k), -torch.inf).scatter_reduce(
             1, cols.expand(len(sim), -1), sim, "amax")  # per identity: its best photo
         t = best.gather(1, torch.from_numpy(true[i:i + chunk]).unsqueeze(1))

@@ -33,9 +33,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = export_run(Path(args.run), Path(args.out), wire_dtype=args.wire_dtype,
                      per_channel=not args.per_tensor, parity_images=args.parity_images,
                      mobile=not args.no_mobile, force=args.force)
-    m = json.loads((out / "manifest.json").read_text())
+    from .manifest import load_export
+
+    bundle = load_export(out, check_hashes=False)  # export_run has just checked them
+    m = bundle.manifest
     p = m["parity"]
-    print(f"exported {m['task']['name']} model to {out}: obfuscator.onnx "
+    print(f"exported {bundle.task} model to {out}: obfuscator.onnx "
           f"({m['models']['obfuscator']['bytes']} B), classifier.onnx "
           f"({m['models']['classifier']['bytes']} B); {m['mobile']}")
     print(f"parity onnxruntime vs PyTorch on {p['images']} images ({p['image_source']}): "
@@ -74,9 +77,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        for r in results:
-            print(f"{r['image']}: {r['task']} probability {r['probability']:.4f} "
-                  f"label {r['label']}")
+        from .client import describe
+
+        for r in results:  # one line per image, every task's answer on it
+            print(describe(r))
     return 0
 
 

@@ -110,13 +110,17 @@ def classify_images(server_url: str, export_dir: str | Path,
                     batch_size: int = 32, timeout: float = 30.0,
                     compress: bool = True, threads: int = 0) -> list[dict]:
     """Classify image files through the cloud service; one dict per image, in order:
-    {"image", "task", "probability", "label"}. Only obfuscated features leave this machine,
-    in the manifest's wire dtype, gzip-compressed where that helps (compress=False: never)."""
+    {"image", "answers"}, answers holding every task's answer by name (binary:
+    {"probability", "label"}; multi-class: {"class", "probability", "probabilities"}); a
+    one-task export's also keeps {"task", "probability", "label"} beside it. Only
+    obfuscated features leave this machine, in the manifest's wire dtype, gzip-compressed
+    where that helps (compress=False: never)."""
     if batch_size < 1:
         raise ClientError(f"batch size {batch_size}: send at least 1 image per request")
     import httpx
 
     device = DeviceObfuscator(export_dir, threads=threads)
+    names = device.bundle.task_names
     paths = [Path(p) for p in image_paths]
     results: list[dict] = []
     with httpx.Client() as http:
@@ -129,7 +133,33 @@ def classify_images(server_url: str, export_dir: str | Path,
             if len(preds) != len(chunk):
                 raise ClientError(f"server returned {len(preds)} answers for {len(chunk)} images")
             for path, pred in zip(chunk, preds, strict=True):
-                results.append({"image": str(path), "task": answer.get("task"),
-                                "probability": float(pred["probability"]),
-                                "label": int(pred["label"])})
+                results.append({"image": str(path), **_answers(pred, answer, names)})
     return results
+
+
+def _answers(pred: dict, answer: dict, names: list[str]) -> dict:
+    """One prediction, checked against the export's tasks: a server serving another export
+    is an error here, not a silently wrong answer."""
+    got = pred.get("answers")
+    if got is None and "probability" in pred:  # a server that predates `answers`
+        got = {answer.get("task"): {"probability": pred["probability"], "label": pred["label"]}}
+    if not isinstance(got, dict) or list(got) != names:
+        have = list(got) if isinstance(got, dict) else None
+        raise ClientError(f"server answered tasks {have}, but the export answers {names}: "
+                          "the server serves another export")
+    if len(names) == 1 and "probability" in pred:  # one binary task: today's fields too
+        return {"task": names[0], "probability": float(pred["probability"]),
+                "label": int(pred["label"]), "answers": got}
+    return {"answers": got}
+
+
+def describe(result: dict) -> str:
+    """One image's answers on one line: `Smiling probability 0.9312 label 1; hair
+    Blond_Hair probability 0.7104` (the first part is exactly a one-task export's line)."""
+    parts = []
+    for name, a in result["answers"].items():
+        if "class" in a:
+            parts.append(f"{name} {a['class']} probability {a['probability']:.4f}")
+        else:
+            parts.append(f"{name} probability {a['probability']:.4f} label {a['label']}")
+    return f"{result['image']}: " + "; ".join(parts)

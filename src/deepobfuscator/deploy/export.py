@@ -16,6 +16,7 @@ import shutil
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,11 +28,14 @@ from ..models.upload import PackUpload, UnpackUpload, kept_positions
 from . import wire
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, ExportError, load_export, sha256_file
 
+if TYPE_CHECKING:
+    from ..tasks import TaskSet
+
 __all__ = ["ExportError", "export_run", "load_export", "FEATURE_TOL", "PROB_TOL"]
 
 # fp32 ONNX vs fp32 PyTorch differ only in summation order: ~1e-7 relative here.
 FEATURE_TOL = 1e-4  # max abs difference, relative to max(1, max |torch features|)
-PROB_TOL = 1e-4  # max abs difference of the task probability
+PROB_TOL = 1e-4  # max abs difference of any task probability
 PARITY_IMAGES = 32
 OPSET = 18
 
@@ -107,11 +111,13 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
     from ..data.factory import preprocess_from_config
     from ..models import feature_shape
     from ..runs import RunPaths, read_info
+    from ..tasks import task_set
 
+    tasks = task_set(cfg)
     encoder, noise_std = without_noise(models.encoder.float().eval())
     normalized = bool(getattr(models.encoder, "normalize", False))
     defences = manifest_entries(cfg, models.encoder)
-    task = task_probability(models.classifier.float()).eval()
+    task = task_probability(models.classifier.float(), tasks).eval()
     c, h, w = feature_shape(cfg)
     positions = kept_positions(models.encoder)
     shape: tuple[int, ...] = (c, h, w)
@@ -125,11 +131,11 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
     _export_onnx(encoder, torch.from_numpy(images[:2]), out / "obfuscator.onnx", "image",
                  "features")
     _export_onnx(task, torch.zeros(2, *shape), out / "classifier.onnx", "features",
-                 "probability")
-    parity = check_onnx_parity(out, encoder, task, images)
+                 "probability" if tasks.single else "probabilities")
+    parity = check_onnx_parity(out, encoder, task, images, tasks)
     parity["images"], parity["image_source"] = len(images), image_source
-    models_entry = {name: _model_entry(out / f"{name}.onnx", "onnx")
-                    for name in ("obfuscator", "classifier")}
+    models_entry: dict[str, dict | None] = {
+        name: _model_entry(out / f"{name}.onnx", "onnx") for name in ("obfuscator", "classifier")}
     mobile_note = "not requested"
     if mobile:
         models_entry["obfuscator_pte"], mobile_note = _maybe_export_pte(encoder, images, out)
@@ -179,8 +185,7 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
                                                   if wire_dtype == "int8" else wire.QUANT_NONE],
                  "bytes_per_image": wire.encoded_size((1, *shape), wire_dtype, per_channel),
                  "image_bytes_uint8": 3 * pre["size"][0] * pre["size"][1]},
-        "task": {"name": cfg.data.task, "output": f"P({cfg.data.task} = 1), sigmoid of the "
-                 "classifier's logit", "threshold": 0.5},
+        **task_entries(tasks),
         "models": models_entry,
         # compute on each side and the upload per image: what the page shows a user
         "budget": phone_budget(cfg).to_dict(),
@@ -226,8 +231,36 @@ def without_noise(encoder):
     return quiet.eval(), std
 
 
-def task_probability(classifier):
-    """The classifier with its sigmoid: the cloud model answers a probability, not a logit."""
+def task_entries(tasks: TaskSet) -> dict:
+    """The manifest's answer to "what does classifier.onnx output".
+
+    One binary task: `task`, exactly as every export before multi-task runs (old clients
+    and servers read it). Otherwise `tasks`, one entry per task with its slice of the
+    (N, outputs) probabilities, and no `task`: a package that predates `tasks` then
+    refuses the export at load ("field 'task' missing") instead of misreading its output.
+    """
+    if tasks.single:
+        name = tasks.tasks[0].name
+        return {"task": {"name": name, "output": f"P({name} = 1), sigmoid of the "
+                         "classifier's logit", "threshold": 0.5}}
+    entries = []
+    for d in tasks.describe():
+        a, b = d["outputs"]
+        if d["kind"] == "binary":
+            d |= {"output": f"P({d['name']} = 1): the sigmoid of its logit, column {a}",
+                  "threshold": 0.5}
+        else:
+            d["output"] = (f"P(class) for each of its {b - a} classes, in order: the softmax "
+                           f"of its logits, columns {a} to {b - 1}")
+        entries.append(d)
+    return {"tasks": entries}
+
+
+def task_probability(classifier, tasks: TaskSet | None = None):
+    """The classifier with its output activations: the cloud model answers probabilities,
+    not logits. One binary task (tasks None or single): P(yes) (N,), the sigmoid of the
+    logit. Several: (N, tasks.outputs), each binary task's sigmoid and each multi-class
+    task's softmax over its K logits, side by side in `tasks.slices` order."""
     import torch
 
     class TaskProbability(torch.nn.Module):
@@ -238,7 +271,20 @@ def task_probability(classifier):
         def forward(self, z: torch.Tensor) -> torch.Tensor:
             return torch.sigmoid(self.net(z))
 
-    return TaskProbability(classifier)
+    class TaskProbabilities(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module, parts: list[tuple[int, int, bool]]) -> None:
+            super().__init__()
+            self.net, self.parts = net, parts
+
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            logits = self.net(z)
+            return torch.cat([logits[:, a:b].sigmoid() if binary else logits[:, a:b].softmax(1)
+                              for a, b, binary in self.parts], 1)
+
+    if tasks is None or tasks.single:
+        return TaskProbability(classifier)
+    return TaskProbabilities(classifier, [(a, b, t.binary) for t, (a, b)
+                                          in zip(tasks, tasks.slices, strict=True)])
 
 
 def _export_onnx(module, example, path: Path, input_name: str, output_name: str) -> None:
@@ -252,11 +298,15 @@ def _export_onnx(module, example, path: Path, input_name: str, output_name: str)
         prog = torch.onnx.export(module, (example,), dynamo=True, opset_version=OPSET,
                                  input_names=[input_name], output_names=[output_name],
                                  dynamic_shapes=({0: batch},), verbose=False)
+    assert prog is not None  # dynamo=True always returns the program
     atomic_write(path, lambda p: prog.save(str(p), external_data=False))
 
 
-def check_onnx_parity(out: Path, encoder, task, images: np.ndarray) -> dict:
-    """Max abs differences onnxruntime vs PyTorch; raises ExportError above tolerance."""
+def check_onnx_parity(out: Path, encoder, task, images: np.ndarray,
+                      tasks: TaskSet | None = None) -> dict:
+    """Max abs differences onnxruntime vs PyTorch, over every output (every task's
+    probabilities), at the parity batch and at batch 1; raises ExportError above tolerance.
+    tasks (several tasks): also each task's own difference, under `per_task`."""
     import onnxruntime as ort
     import torch
 
@@ -271,17 +321,26 @@ def check_onnx_parity(out: Path, encoder, task, images: np.ndarray) -> dict:
     z_o = enc.run(None, {"image": images})[0]
     z_1 = enc.run(None, {"image": images[:1]})[0]  # batch 1: the dynamic axis really is dynamic
     p_o = cls.run(None, {"features": z_t})[0]
+    p_1 = cls.run(None, {"features": z_t[:1]})[0]
+    if p_o.shape != p_t.shape or p_1.shape != p_t[:1].shape:  # numpy would broadcast them
+        raise ExportError(f"ONNX parity check failed: classifier.onnx answers shape "
+                          f"{list(p_o.shape)}, PyTorch {list(p_t.shape)}")
     scale = max(1.0, float(np.abs(z_t).max()))
     d_z = float(max(np.abs(z_o - z_t).max(), np.abs(z_1 - z_t[:1]).max()))
-    d_p = float(np.abs(p_o - p_t).max())
+    diff = np.maximum(np.abs(p_o - p_t).max(0), np.abs(p_1 - p_t[:1]).max(0))  # per output
+    d_p = float(diff.max())
     if not (d_z <= FEATURE_TOL * scale and d_p <= PROB_TOL):
         raise ExportError(
             f"ONNX parity check failed: features differ by {d_z:.3g} (tolerance "
             f"{FEATURE_TOL * scale:.3g}), probabilities by {d_p:.3g} (tolerance {PROB_TOL}); "
             "the exported models do not compute what the PyTorch models compute")
-    return {"features_max_abs_diff": d_z, "probability_max_abs_diff": d_p,
-            "features_tolerance": FEATURE_TOL * scale, "probability_tolerance": PROB_TOL,
-            "tolerance_rule": "features: 1e-4 * max(1, max|features|); probability: 1e-4"}
+    res = {"features_max_abs_diff": d_z, "probability_max_abs_diff": d_p,
+           "features_tolerance": FEATURE_TOL * scale, "probability_tolerance": PROB_TOL,
+           "tolerance_rule": "features: 1e-4 * max(1, max|features|); probability: 1e-4"}
+    if tasks is not None and not tasks.single:
+        res["per_task"] = {t.name: float(diff[a:b].max())
+                           for t, (a, b) in zip(tasks, tasks.slices, strict=True)}
+    return res
 
 
 def _parity_images(cfg, n: int) -> tuple[np.ndarray, str]:

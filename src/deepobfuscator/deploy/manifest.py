@@ -1,7 +1,8 @@
 """The export folder and its manifest: what a phone and a server need to agree on.
 
     EXPORT/obfuscator.onnx   the device part: image (N, 3, H, W) float32 in [0, 1] -> features
-    EXPORT/classifier.onnx   the cloud part: features -> task probability (N,)
+    EXPORT/classifier.onnx   the cloud part: features -> task probability (N,), or with
+                             several tasks (manifest `tasks`) probabilities (N, outputs)
     EXPORT/obfuscator.pte    optional: ExecuTorch + XNNPACK build of the obfuscator
     EXPORT/manifest.json     preprocessing, shapes, wire settings, SHA-256 of each model
 
@@ -58,8 +59,33 @@ class ExportBundle:
         return self.manifest["input"]
 
     @property
+    def single(self) -> bool:
+        """One binary task (manifest `task`): classifier.onnx answers (N,), not (N, outputs)."""
+        return "tasks" not in self.manifest
+
+    @property
+    def tasks(self) -> list[dict]:
+        """Every task, in the order of classifier.onnx's outputs: name, kind ("binary" or
+        "classes"), classes (multi-class), outputs [start, stop], threshold (binary). A
+        single-task manifest's `task` becomes one binary entry."""
+        if not self.single:
+            return self.manifest["tasks"]
+        return [{"name": self.manifest["task"]["name"], "kind": "binary", "outputs": [0, 1],
+                 "threshold": self.threshold}]
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t["name"] for t in self.tasks]
+
+    @property
+    def outputs(self) -> int:
+        """classifier.onnx's numbers per image (1 for a single task)."""
+        return int(self.tasks[-1]["outputs"][1])
+
+    @property
     def task(self) -> str:
-        return self.manifest["task"]["name"]
+        """The task's name; with several tasks, their names joined (for titles and logs)."""
+        return ", ".join(self.task_names)
 
     @property
     def wire_dtype(self) -> str:
@@ -76,7 +102,8 @@ class ExportBundle:
 
     @property
     def threshold(self) -> float:
-        return float(self.manifest["task"].get("threshold", 0.5))
+        """The single task's threshold (several tasks: each binary entry has its own)."""
+        return float(self.manifest.get("task", {}).get("threshold", 0.5))
 
 
 def _is_int(v: object, lo: int = 1) -> bool:
@@ -122,6 +149,8 @@ def _check_fields(manifest: dict, mpath: Path) -> None:
     """Each field a consumer reads has the type and range it needs: a damaged manifest
     fails here, in one line, not as a 500 on every request."""
     for section, key, expected, ok in _FIELDS:
+        if section not in manifest:  # `task` of a multi-task manifest: _check_tasks
+            continue
         present = key in manifest[section]
         if not present and (section, key) in _OPTIONAL:
             continue
@@ -130,6 +159,54 @@ def _check_fields(manifest: dict, mpath: Path) -> None:
             got = "missing" if not present else f"{value!r}"
             raise ExportError(f"{mpath}: manifest field {section}.{key} is {got}; expected "
                               f"{expected}. Export the run again")
+
+
+def _check_tasks(manifest: dict, mpath: Path) -> None:
+    """`tasks` (several tasks): a non-empty list of distinct names whose `outputs` tile
+    classifier.onnx's output columns in order, K of them for K classes; or `task` alone."""
+    if "tasks" not in manifest:
+        if not isinstance(manifest.get("task"), dict):
+            raise ExportError(f"{mpath}: manifest field 'task' (or 'tasks') missing or not an "
+                              "object; export the run again")
+        return
+    if "task" in manifest:
+        raise ExportError(f"{mpath}: manifest has both 'task' and 'tasks'; an export has "
+                          "one of them (task: one binary task). Export the run again")
+    tasks = manifest["tasks"]
+    if not isinstance(tasks, list) or not tasks:
+        raise ExportError(f"{mpath}: manifest field tasks is {tasks!r}; expected a non-empty "
+                          "list of tasks. Export the run again")
+    start, names = 0, set()
+    for i, t in enumerate(tasks):
+        where = f"{mpath}: manifest field tasks[{i}]"
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str) or not t["name"]:
+            raise ExportError(f"{where} has no name; expected an object with name, kind and "
+                              "outputs. Export the run again")
+        if t["name"] in names:
+            raise ExportError(f"{where} names task {t['name']!r} again; export the run again")
+        names.add(t["name"])
+        kind, classes = t.get("kind"), t.get("classes")
+        if kind == "binary":
+            width = 1
+            threshold = t.get("threshold", 0.5)
+            if not (_is_number(threshold) and 0 < threshold < 1):
+                raise ExportError(f"{where}.threshold is {threshold!r}; expected a number in "
+                                  "(0, 1). Export the run again")
+        elif kind == "classes":
+            if not (isinstance(classes, list) and len(classes) >= 2
+                    and all(isinstance(c, str) and c for c in classes)
+                    and len(set(classes)) == len(classes)):
+                raise ExportError(f"{where}.classes is {classes!r}; expected at least two "
+                                  "distinct class names. Export the run again")
+            width = len(classes)
+        else:
+            raise ExportError(f"{where}.kind is {kind!r}; expected 'binary' or 'classes'. "
+                              "Export the run again")
+        if t.get("outputs") != [start, start + width]:
+            raise ExportError(f"{where}.outputs is {t.get('outputs')!r}; expected "
+                              f"{[start, start + width]} (the columns after the previous "
+                              "task's, one per class). Export the run again")
+        start += width
 
 
 def _check_positions(manifest: dict, mpath: Path) -> None:
@@ -173,10 +250,11 @@ def load_export(export_dir: str | Path, check_hashes: bool = True) -> ExportBund
         raise ExportError(f"{mpath}: export format version {manifest.get('format_version')} "
                           f"is not supported (this package reads {FORMAT_VERSION}); "
                           "export the run again with this version")
-    for key in ("input", "features", "wire", "task", "models"):
+    for key in ("input", "features", "wire", "models"):
         if not isinstance(manifest.get(key), dict):
             raise ExportError(f"{mpath}: manifest field {key!r} missing or not an object; "
                               "export the run again")
+    _check_tasks(manifest, mpath)
     _check_fields(manifest, mpath)
     _check_positions(manifest, mpath)
     wire_version = manifest["wire"].get("format_version")

@@ -1,4 +1,4 @@
-"""The cloud service: features in the wire format in, the task's answer out.
+"""The cloud service: features in the wire format in, every task's answer out.
 
 FastAPI on uvicorn, onnxruntime for the classifier; no torch on this path. Every
 malformed request gets a 4xx JSON body `{"error": code, "detail": message}`;
@@ -19,7 +19,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -47,15 +47,50 @@ class ApiError(StarletteHTTPException):
         self.code = code
 
 
+class Answer(BaseModel):
+    """One task's answer for one image."""
+
+    probability: float = Field(description="binary: P(yes); multi-class: the top class's "
+                               "probability")
+    label: int | None = Field(default=None, description="binary only: 1 if probability >= "
+                              "the task's threshold, else 0")
+    class_: str | None = Field(default=None, serialization_alias="class",
+                               description="multi-class only: the most probable class")
+    probabilities: dict[str, float] | None = Field(
+        default=None, description="multi-class only: every class's probability (they sum to 1)")
+
+
 class Prediction(BaseModel):
-    probability: float
-    label: int
+    probability: float | None = Field(default=None,
+                                      description="one-task exports only: P(task = 1)")
+    label: int | None = Field(default=None, description="one-task exports only: 1 if "
+                              "probability >= threshold")
+    answers: dict[str, Answer] = Field(description="every task's answer, by task name")
 
 
 class ClassifyResponse(BaseModel):
-    task: str
-    threshold: float
-    predictions: list[Prediction]
+    task: str | None = Field(default=None, description="one-task exports only: its name")
+    threshold: float | None = Field(default=None, description="one-task exports only")
+    tasks: list[str] = Field(description="every task's name, in the manifest's order")
+    predictions: list[Prediction] = Field(description="one per image, in the batch's order")
+
+
+def answers(tasks: list[dict], probs: np.ndarray) -> list[dict[str, Answer]]:
+    """classifier.onnx's (N, outputs) probabilities -> per image, every task's answer."""
+    out: list[dict[str, Answer]] = [{} for _ in range(len(probs))]
+    for t in tasks:
+        a, b = t["outputs"]
+        if t["kind"] == "binary":
+            threshold = float(t.get("threshold", 0.5))
+            for row, p in zip(out, probs[:, a], strict=True):
+                row[t["name"]] = Answer(probability=float(p), label=int(p >= threshold))
+        else:
+            top = probs[:, a:b].argmax(1)
+            for row, ps, k in zip(out, probs[:, a:b], top, strict=True):
+                row[t["name"]] = Answer(
+                    probability=float(ps[k]), class_=t["classes"][k],
+                    probabilities={c: float(v) for c, v in zip(t["classes"], ps, strict=True)})
+    return out
 
 
 _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
@@ -98,9 +133,13 @@ def create_app(export_dir: str | Path, token: str | None = None,
     public["run"] = {k: v for k, v in public.get("run", {}).items()
                      if k not in ("path", "config_file")}  # no server file paths in answers
 
+    tasks, names = bundle.tasks, bundle.task_names
     app = FastAPI(title="DeepObfuscator cloud classifier", version=__version__,
-                  description=f"Answers `{bundle.task}` from obfuscated features. The device "
-                  "runs obfuscator.onnx and sends its output in the wire format.")
+                  description=f"Answers {', '.join(f'`{n}`' for n in names)} from obfuscated "
+                  "features. The device runs obfuscator.onnx and sends its output in the wire "
+                  "format; each prediction's `answers` holds every task's answer (binary: "
+                  "probability and label; multi-class: class, probability and every class's "
+                  "probabilities).")
     # compare fixed-length digests in constant time: no timing oracle on the content or the
     # length of the token
     token_digest = hashlib.sha256(token.encode()).digest() if token is not None else b""
@@ -125,15 +164,20 @@ def create_app(export_dir: str | Path, token: str | None = None,
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        return {"status": "ok", "task": bundle.task, "version": __version__,
+        # `task` (one-task exports) as before; `tasks` names every task of any export
+        return {"status": "ok", **({"task": names[0]} if bundle.single else {}),
+                "tasks": names, "version": __version__,
                 "classifier_sha256": bundle.manifest["models"]["classifier"]["sha256"]}
 
     @app.get("/v1/manifest", dependencies=[Depends(authorize)])
     async def manifest() -> dict:
         return public
 
+    # exclude_none: a one-task answer keeps exactly today's fields (plus `tasks` and
+    # `answers`), a multi-task one has no `task`/`probability` to misread
     @app.post("/v1/classify", response_model=ClassifyResponse, openapi_extra=_BODY_DOC,
-              dependencies=[Depends(authorize)],
+              dependencies=[Depends(authorize)], response_model_exclude_none=True,
+              summary="every task's answer for a batch of obfuscated features",
               responses={400: {"description": "malformed feature batch"},
                          401: {"description": "missing or wrong token"},
                          413: {"description": "body or batch too large"},
@@ -149,13 +193,19 @@ def create_app(export_dir: str | Path, token: str | None = None,
         z = await run_in_threadpool(_features, body, encoding in ("gzip", "x-gzip"),
                                     bundle.feature_shape, max_body_bytes, max_batch)
         probs = (await run_in_threadpool(session.run, None, {"features": z}))[0]
-        probs = np.asarray(probs, np.float64).reshape(-1)
+        probs = np.asarray(probs, np.float64).reshape(len(z), -1)  # (N, outputs)
         if not np.isfinite(probs).all():  # extreme inputs can overflow inside the network
             raise ApiError(422, "non_finite_output", "the classifier's output is not finite "
                            "for these features: they are far outside what the model was "
                            "trained on")
-        return ClassifyResponse(task=bundle.task, threshold=bundle.threshold, predictions=[
-            Prediction(probability=float(p), label=int(p >= bundle.threshold)) for p in probs])
+        rows = answers(tasks, probs)
+        if not bundle.single:
+            return ClassifyResponse(tasks=names, predictions=[
+                Prediction(answers=row) for row in rows])
+        one = names[0]
+        return ClassifyResponse(task=one, threshold=bundle.threshold, tasks=names, predictions=[
+            Prediction(probability=row[one].probability, label=row[one].label, answers=row)
+            for row in rows])
 
     @app.get("/v1/obfuscator.onnx", dependencies=[Depends(authorize)],
              response_class=FileResponse)
@@ -244,9 +294,12 @@ def _load_classifier(bundle, threads: int):
         raise ExportError(f"{path} does not take features of the manifest's shape {list(shape)} "
                           f"({type(exc).__name__}: {first}); the manifest does not belong to "
                           "this model: export the run again") from None
-    if np.asarray(out).reshape(-1).shape != (2,):
-        raise ExportError(f"{path} answers shape {list(np.asarray(out).shape)} for 2 feature "
-                          "tensors, not one probability each; export the run again")
+    shape = np.asarray(out).shape
+    ok = shape in ((2,), (2, 1)) if bundle.single else shape == (2, bundle.outputs)
+    if not ok:
+        want = [2] if bundle.single else [2, bundle.outputs]
+        raise ExportError(f"{path} answers shape {list(shape)} for 2 feature tensors, not "
+                          f"{want} as the manifest's task(s) say; export the run again")
     return session
 
 
@@ -267,7 +320,7 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(buf)
 
 
-def _checked_header(prefix: bytes, shape: tuple[int, int, int], limit: int,
+def _checked_header(prefix: bytes, shape: tuple[int, ...], limit: int,
                     max_batch: int) -> wire.Header:
     """The body's declared batch and size, refused before the rest is inflated or decoded."""
     try:
@@ -284,7 +337,7 @@ def _checked_header(prefix: bytes, shape: tuple[int, int, int], limit: int,
     return head
 
 
-def _features(body: bytes, gzipped: bool, shape: tuple[int, int, int], limit: int,
+def _features(body: bytes, gzipped: bool, shape: tuple[int, ...], limit: int,
               max_batch: int) -> np.ndarray:
     """A request body -> float32 features, checking the declared batch and size from the
     header first: a small gzip body cannot inflate into a huge batch."""

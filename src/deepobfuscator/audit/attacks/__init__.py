@@ -125,8 +125,8 @@ class AuditAttack:
 
 
 # the registry, in the order the audit runs them (and the verdict lists their figures)
-BUILTIN = ("inversion", "whitebox", "attributes", "reidentification", "own_adversaries",
-           "utility")
+BUILTIN = ("inversion", "whitebox", "attributes", "reidentification", "feature_reid",
+           "own_adversaries", "utility")
 ATTACKS: Registry[type[AuditAttack]] = Registry(
     "audit attack", {name: f"{__name__}.{name}" for name in BUILTIN})
 

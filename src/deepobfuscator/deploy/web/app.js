@@ -56,7 +56,9 @@ async function loadModel() {
       { executionProviders: ["wasm"] });
   }
   const m = state.manifest, b = m.budget;
-  show("model", `task ${m.task.name}; input ${m.input.size.join(" x ")} px, crop ` +
+  const names = m.tasks ? m.tasks.map((t) => t.name) : [m.task.name];
+  show("model", `${names.length > 1 ? "tasks" : "task"} ${names.join(", ")}; input ` +
+    `${m.input.size.join(" x ")} px, crop ` +
     `${m.input.crop}; features ${m.features.shape.join(" x ")} sent as ${m.wire.dtype}` +
     (m.features.noise_std ? ` with noise of std ${m.features.noise_std}` : ""));
   if (b) {
@@ -112,7 +114,10 @@ export async function run(blob, options = {}) {
   if (!r.ok) throw new Error(`/v1/classify: ${r.status} ${answer.error}: ${answer.detail}`);
   const p = answer.predictions[0];
   const views = state.view ? await attackerViews(wire, x, h, w) : null;
-  return { task: answer.task, probability: p.probability, label: p.label, views,
+  // every task's answer, in the manifest's order; a one-task export also keeps its
+  // task, probability and label at the top, as before
+  return { task: answer.task, probability: p.probability, label: p.label,
+           tasks: answer.tasks, answers: p.answers, views,
            modelInput: Array.from(rgb), inputSize: [h, w],
            photoBytes: blob.size, width, height, wireBytes: wire.length, sentBytes: body.length,
            preprocessMs: t1 - t0, obfuscatorMs: t2 - t1, features: Array.from(z),
@@ -151,13 +156,25 @@ function showModelInput(rgb, h, w) {
   canvas.getContext("2d").putImageData(img, 0, 0);
 }
 
+// One line per task: binary "Smiling: yes (probability 0.930)", multi-class
+// "hair: Blond_Hair (probability 0.700)", the top class
+export function answerLines(res) {
+  const answers = res.answers ??
+    { [res.task]: { probability: res.probability, label: res.label } }; // an older server
+  const names = res.tasks ?? Object.keys(answers);
+  return names.map((name) => {
+    const a = answers[name];
+    const what = a.class !== undefined ? a.class : (a.label ? "yes" : "no");
+    return `${name}: ${what} (probability ${a.probability.toFixed(3)})`;
+  });
+}
+
 async function handle(blob, name) {
   try {
     show("status", `running the obfuscator on ${name} in this browser...`);
     const res = await run(blob);
     $("photo").src = URL.createObjectURL(blob);
-    show("answer", `${res.task}: ${res.label ? "yes" : "no"} (probability ` +
-      `${res.probability.toFixed(3)})`);
+    show("answer", answerLines(res).join("\n"));
     show("bytes", `sent ${fmtBytes(res.sentBytes)} of features; the photo is ` +
       `${fmtBytes(res.photoBytes)} (${res.width} x ${res.height}) and never left this device`);
     show("time", `on this device: preprocessing ${res.preprocessMs.toFixed(1)} ms, ` +

@@ -105,9 +105,15 @@ def test_the_loss_is_each_tasks_loss_weighted():
     torch.testing.assert_close(ts.loss(logits, y), want)
     one = parse_tasks("A")
     torch.testing.assert_close(one.loss(logits[:, 0], y[:, :1]), bce(logits[:, 0], y[:, 0]))
-    # class weights: a rare class weighs as much as a common one
-    w = one.class_weights(np.array([[1], [0], [0], [0]]))
-    np.testing.assert_allclose(w[0], [4 / 6, 2.0])
+    # the logit-adjusted loss: the log prior (counts smoothed by one) is added inside it
+    prior = one.log_priors(np.array([[1], [0], [0], [0]]))
+    np.testing.assert_allclose(prior[0], [np.log(2 / 4)])
+    torch.testing.assert_close(
+        one.loss(logits[:, 0], y[:, :1], [torch.from_numpy(prior[0])]),
+        bce(logits[:, 0] + float(prior[0][0]), y[:, 0]))
+    c = parse_tasks([{"name": "C", "column": "C", "classes": 3}])
+    np.testing.assert_allclose(c.log_priors(np.array([[0], [0], [1]]))[0],
+                               np.log([3 / 6, 2 / 6, 1 / 6]))
 
 
 def test_each_head_learns_its_own_task_from_planted_signals():

@@ -216,9 +216,10 @@ class TrainConfig:
     # against adversaries moves fast, and C's BatchNorm statistics can trail it (a robust
     # run at split 3 read 0.66 task accuracy as trained, 0.92 after one epoch)
     refit_cloud: bool = False
-    # weight each task's classes by their inverse frequency on the defender's training
-    # split, so the cloud aims at balanced accuracy: with a plain loss, rare answers
-    # (Eyeglasses, Wearing_Hat: 5-7% of CelebA) are rarely given at all
+    # a logit-adjusted loss (each task's log prior on the defender's training split added
+    # to its outputs inside the loss), so the cloud's outputs aim at balanced accuracy:
+    # with a plain loss, rare answers (Eyeglasses, Wearing_Hat: 5-7% of CelebA) are rarely
+    # given at all. Gradients are those of the plain loss, with rare classes' margins moved
     balance_tasks: bool = False
 
 

@@ -194,40 +194,41 @@ class TaskSet:
                 for k, t in enumerate(self.tasks)]
         return np.concatenate(cols, 1).astype(np.float32)
 
-    def class_weights(self, labels: np.ndarray) -> list[np.ndarray]:
-        """Per task, a weight per class (K,; 2 for a binary task) that makes every class
-        count as much in the loss: N / (K * n_class), from the labels (N, T) of the
-        training split (train.balance_tasks). A class that never occurs weighs 0."""
+    def log_priors(self, labels: np.ndarray) -> list[np.ndarray]:
+        """Per task, the offsets of the logit-adjusted loss (train.balance_tasks), from the
+        labels (N, T) of the training split: log(p1 / p0) for a binary task (1,), log p_c
+        per class of a multi-class one (K,). Counts are smoothed by one, so a class that
+        never occurs has a finite offset."""
         out = []
         for t, y in zip(self.tasks, np.asarray(labels).reshape(len(labels), -1).T,
                         strict=True):
             k = max(t.outputs, 2)
-            counts = np.bincount(y.astype(np.int64), minlength=k)[:k].astype(np.float64)
-            out.append(np.where(counts > 0, len(y) / (k * np.maximum(counts, 1)), 0.0))
+            p = (np.bincount(y.astype(np.int64), minlength=k)[:k] + 1.0) / (len(y) + k)
+            out.append(np.log(p[1:2] / p[0:1]) if t.binary else np.log(p))
         return out
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor,
-             class_weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+             log_priors: list[torch.Tensor] | None = None) -> torch.Tensor:
         """The weighted mean of the tasks' losses (BCE, or cross-entropy over K classes);
-        labels (B, T) as floats ((B,) for one task); `class_weights` (see
-        `class_weights`) weigh each example by its class. One binary task without class
-        weights: exactly its BCE."""
+        labels (B, T) as floats ((B,) for one task). With `log_priors` (see `log_priors`)
+        the loss is logit-adjusted (Menon et al., ICLR 2021): each task's log prior is
+        added to its outputs inside the loss, so the outputs themselves are prior-free and
+        their 0.5 threshold (argmax) aims at balanced accuracy. One binary task without
+        priors: exactly its BCE."""
         import torch.nn.functional as F
 
         from .privacy import bce_logits
 
         labels = labels.reshape(labels.shape[0], -1)
-        if self.single and class_weights is None:
+        if self.single and log_priors is None:
             return bce_logits(logits, labels[:, 0])
         total = None
         for k, (t, out) in enumerate(zip(self.tasks, self.columns(logits), strict=True)):
             y = labels[:, k]
-            w = None if class_weights is None else class_weights[k].to(out.device).float()
-            if t.binary:
-                term = bce_logits(out, y) if w is None else \
-                    F.binary_cross_entropy_with_logits(out.float(), y.float(), weight=w[y.long()])
-            else:
-                term = F.cross_entropy(out.float(), y.long(), weight=w)
+            if log_priors is not None:
+                off = log_priors[k].to(out.device)
+                out = out.float() + (off[0] if t.binary else off)
+            term = bce_logits(out, y) if t.binary else F.cross_entropy(out.float(), y.long())
             total = t.weight * term if total is None else total + t.weight * term
         assert total is not None
         return total / sum(t.weight for t in self.tasks)

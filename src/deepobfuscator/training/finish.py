@@ -41,7 +41,7 @@ class FinishHost(Protocol):
     models: Any  # models.Models
     images: torch.Tensor
     task: torch.Tensor
-    task_weights: list[torch.Tensor] | None
+    task_priors: list[torch.Tensor] | None
     private: torch.Tensor
     msssim: Any
     noise: torch.Tensor
@@ -130,7 +130,7 @@ def refit_cloud(loop: FinishHost) -> dict[str, float]:
     opt = torch.optim.Adam(loop.models.classifier.parameters(), lr=scfg.lr)
     ctx = StepContext(loop.cfg, loop.models, {"classifier": opt}, loop.msssim, loop.noise,
                       amp=lambda: autocast(loop.precision, loop.device),
-                      task_weights=loop.task_weights, sync_grads=loop.sync)
+                      task_priors=loop.task_priors, sync_grads=loop.sync)
     total, count = 0.0, 0
     t0 = time.time()
     for epoch in range(scfg.epochs):

@@ -42,16 +42,16 @@ class StepContext:
     msssim: MSSSIMSettings
     noise: torch.Tensor  # (3, H, W): the fixed target of the noise step
     amp: Callable[[], AbstractContextManager] = nullcontext  # forward-pass precision
-    # train.balance_tasks: each task's class weights (TaskSet.class_weights); None: plain
-    task_weights: list[torch.Tensor] | None = None
+    # train.balance_tasks: each task's log prior (TaskSet.log_priors); None: a plain loss
+    task_priors: list[torch.Tensor] | None = None
     # called after each backward pass with the optimizers about to step (data-parallel
     # training averages gradients over processes here; see training/distributed.py)
     sync_grads: Callable[[list[torch.optim.Optimizer]], None] | None = None
 
 
 def task_loss(ctx: StepContext, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The cloud's loss over every task (tasks.py), class-balanced when configured."""
-    return task_set(ctx.cfg).loss(logits, labels, ctx.task_weights)
+    """The cloud's loss over every task (tasks.py), logit-adjusted when configured."""
+    return task_set(ctx.cfg).loss(logits, labels, ctx.task_priors)
 
 
 def _modes(models: Models, train: set[str]) -> None:

@@ -206,9 +206,9 @@ class _Loop:
         self.images = torch.from_numpy(np.ascontiguousarray(train.images)).to(device)
         labels = task_set(cfg).labels(train)
         self.task = torch.from_numpy(labels).float().to(device)  # (N, T)
-        self.task_weights = ([torch.from_numpy(w).float().to(device)
-                              for w in task_set(cfg).class_weights(labels)]
-                             if cfg.train.balance_tasks else None)
+        self.task_priors = ([torch.from_numpy(w).float().to(device)
+                             for w in task_set(cfg).log_priors(labels)]
+                            if cfg.train.balance_tasks else None)
         cols = [train.attribute(k) for k in cfg.data.private]
         priv = np.stack(cols, 1) if cols else np.zeros((len(train), 0), dtype=np.int64)
         self.private = torch.from_numpy(priv).float().to(device)
@@ -276,7 +276,7 @@ class _Loop:
             self.broadcast_models()  # every rank starts each stage from rank 0's weights
             ctx = StepContext(cfg, self.models, optimizers, self.msssim, self.noise,
                               amp=lambda: autocast(self.precision, self.device),
-                              task_weights=self.task_weights, sync_grads=self.sync)
+                              task_priors=self.task_priors, sync_grads=self.sync)
             start_epoch = pos["epoch"] if s_idx == pos["stage"] else 0
             for epoch in range(start_epoch, scfg.epochs):
                 first_batch = pos["batch"] if (s_idx, epoch) == (pos["stage"], pos["epoch"]) else 0

@@ -1,0 +1,178 @@
+"""The multi-task experiment (issue 32): one upload answers the CelebA multi-task protocol's
+tasks while Male, Young and identity stay hidden; arms x training seeds x attacker seeds.
+
+    python benchmarks/multitask.py --out runs/multitask [--arms control cap cap-erase]
+        [--seeds 0 1 2] [--attack-seeds 1] [--threads 1] [--summary-only]
+
+Every arm is configs/celeba-multitask.yaml (split 2, the 1 x 16 x 16 bottleneck: 34% of
+the compute on the phone, 288 bytes in the int8 wire) with the arm's overrides; the
+no-privacy baseline (`train --baseline`, seed 0) is the audits' reference. Arms:
+
+  control    no defence, step-matched: the same network and steps, no cap, no gain
+  cap        the information cap over all 256 numbers (the config as it is), noise --noise
+  cap-erase  cap + the generalised erasure of Male and Young (fitted inside every
+             combination of the tasks' answers, every task's directions kept)
+  robust     the robust adversarial game (privacy.method=robust) with the cap
+  robust-info  robust + the information-preserving contrastive term (after TIPRDC / MaSS)
+
+Runs and audits resume: finished ones are skipped. Each audit is audited through the int8
+wire by fresh attackers with attacker seed s + 1000 k for training seed s. `summary.md`
+holds the table (mean [min-max] over every audit of an arm, the floors beside), written
+from the audit.json files by `summary`; rerun with --summary-only to redraw it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CONFIG = "configs/celeba-multitask.yaml"
+CAP_OFF = ["privacy.normalize_features=false", "privacy.feature_noise=0",
+           "model.position_gain=0", "privacy.noise_warmup=0"]
+
+
+def arm_overrides(arm: str, noise: float) -> list[str]:
+    cap = [f"privacy.feature_noise={noise}"]
+    robust = ["privacy.method=robust", "train.refit_cloud=true", "model.position_gain=0"]
+    return {"control": CAP_OFF,
+            "cap": cap,
+            "cap-erase": [*cap, "privacy.erase=[Male,Young]"],
+            "robust": [*cap, *robust],
+            "robust-info": [*cap, *robust, "privacy.robust.info_weight=0.1"]}[arm]
+
+
+ARMS = ("control", "cap", "cap-erase", "robust", "robust-info")
+# (figure key in audit.json terms, label, where its chance/floor is)
+ROWS = (
+    ("utility_bal_acc", "tasks: mean balanced accuracy (cloud)"),
+    ("utility_auc", "tasks: mean AUC (cloud)"),
+    ("held_out_mean_auc", "held-out H: mean AUC (fresh probes)"),
+    ("attribute:Male", "Male: attacker balanced accuracy"),
+    ("attribute:Young", "Young: attacker balanced accuracy"),
+    ("feature_reid_top1", "re-identification top-1 (features)"),
+    ("reid_top1", "re-identification top-1 (reconstructions)"),
+    ("msssim", "reconstruction MS-SSIM"),
+)
+
+
+def run(cmd: list[str], log: Path) -> None:
+    print("$", " ".join(cmd), flush=True)
+    with open(log, "a") as f:
+        if subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT) != 0:
+            raise SystemExit(f"failed: {' '.join(cmd)} (see {log})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="runs/multitask")
+    ap.add_argument("--arms", nargs="+", default=["control", "cap", "cap-erase"], choices=ARMS)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--attack-seeds", type=int, default=1)
+    ap.add_argument("--noise", type=float, default=2.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--summary-only", action="store_true")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    exe = [sys.executable, "-m", "deepobfuscator"]
+    common = [f"threads={args.threads}"]
+    base = out / "baseline-s0"
+    if not args.summary_only:
+        if not (base / "weights").is_dir():
+            run([*exe, "train", "--config", CONFIG, "--baseline", "--out", str(base),
+                 "--quiet", "seed=0", *common], out / "train.log")
+        for seed in args.seeds:
+            for arm in args.arms:
+                rd = out / f"{arm}-s{seed}"
+                if not (rd / "weights").is_dir():
+                    run([*exe, "train", "--config", CONFIG, "--out", str(rd), "--quiet",
+                         f"seed={seed}", *common, *arm_overrides(arm, args.noise)],
+                        out / "train.log")
+                for k in range(args.attack_seeds):
+                    ad = rd / ("audit" if k == 0 else f"audit-a{k}")
+                    if not (ad / "audit.json").is_file():
+                        run([*exe, "audit", str(rd), "--baseline", str(base), "--out", str(ad),
+                             "--seed", str(seed + 1000 * k), "--threads", str(args.threads),
+                             "--recogniser", "off", "--quiet"], out / "audit.log")
+    summary(out)
+
+
+def _value(result, key: str, run: str = "obfuscated") -> float | None:
+    if key == "msssim":
+        v = result.runs.get(run, {}).get("inversion", {}).get("msssim", {}).get("mean")
+        return None if v is None else float(v)
+    from deepobfuscator.audit.attacks import figure_by_key
+
+    return result.value(figure_by_key(key, result.task), run)
+
+
+def summary(out: Path) -> None:
+    """summary.md and summary.json from every audit.json under OUT."""
+    from deepobfuscator.audit.result import AuditResult
+
+    audits: dict[str, list] = {}
+    for path in sorted(out.glob("*-s*/audit*/audit.json")):
+        arm = path.parent.parent.name.rsplit("-s", 1)[0]
+        audits.setdefault(arm, []).append(AuditResult.load(path.parent))
+    if not audits:
+        print(f"no audits under {out} yet")
+        return
+    first = next(iter(audits.values()))[0]
+    ch = first.data["chance"]
+    floors = {"attribute:Male": ch["attributes"].get("Male", {}).get("task_answer_floor"),
+              "attribute:Young": ch["attributes"].get("Young", {}).get("task_answer_floor"),
+              "feature_reid_top1": ch.get("reid", {}).get("task_answer_floor", {}).get("top1"),
+              "reid_top1": ch.get("reid", {}).get("task_answer_floor", {}).get("top1"),
+              "msssim": ch["reconstruction_mean_image"]["msssim"]["mean"]}
+    chance = {"attribute:Male": 0.5, "attribute:Young": 0.5, "utility_auc": 0.5,
+              "held_out_mean_auc": 0.5, "feature_reid_top1": ch.get("reid", {}).get("top1"),
+              "reid_top1": ch.get("reid", {}).get("top1"),
+              "utility_bal_acc": ch.get("tasks", {}).get(first.task, {}).get("chance")}
+    cols = ["baseline", *audits]
+    table: dict[str, dict[str, list[float]]] = {}
+    for arm, results in audits.items():
+        for key, _ in ROWS:
+            vals = [v for r in results if (v := _value(r, key)) is not None]
+            table.setdefault(key, {})[arm] = vals
+    for key, _ in ROWS:
+        v = _value(first, key, "baseline")
+        table[key]["baseline"] = [] if v is None else [v]
+    per_task = {t: {arm: [r.runs["obfuscated"]["utility"]["tasks"][t]["balanced_accuracy"]
+                          for r in results] for arm, results in audits.items()}
+                for t in first.names.tasks}
+    for t in per_task:
+        per_task[t]["baseline"] = [first.runs["baseline"]["utility"]["tasks"][t]
+                                   ["balanced_accuracy"]]
+
+    def cell(vals: list[float]) -> str:
+        if not vals:
+            return "n/a"
+        m = sum(vals) / len(vals)
+        return f"{m:.3f}" if len(vals) == 1 else f"{m:.3f} [{min(vals):.3f}-{max(vals):.3f}]"
+
+    b = first.budget("obfuscated") or {}
+    lines = [f"Multi-task CelebA protocol ({CONFIG}); phone share {b.get('phone_share')}, "
+             f"upload {b.get('upload_bytes')} B int8 (every arm but the baseline); audits "
+             "per arm: " + ", ".join(f"{a} {len(r)}" for a, r in audits.items()), "",
+             "| figure | " + " | ".join(cols) + " | chance | floor (true answers) |",
+             "|---|" + "---|" * (len(cols) + 2)]
+    fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
+    for key, label in ROWS:
+        lines.append(f"| {label} | " + " | ".join(cell(table[key].get(c, [])) for c in cols)
+                     + f" | {fmt(chance.get(key))} | {fmt(floors.get(key))} |")
+    for t, row in per_task.items():
+        lines.append(f"| {t}: balanced accuracy (cloud) | "
+                     + " | ".join(cell(row.get(c, [])) for c in cols)
+                     + f" | {fmt(ch.get('tasks', {}).get(t, {}).get('chance'))} | |")
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text)
+    (out / "summary.json").write_text(json.dumps(
+        {"table": table, "per_task": per_task, "chance": chance, "floors": floors}, indent=1))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

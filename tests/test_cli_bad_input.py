@@ -12,6 +12,13 @@ CASES = [  # argv, what the one line must say
     (["train", "--config", "cpu", "data.source=celeba", "data.root=/nowhere"],
      "data folder not found: /nowhere"),
     (["config", "--config", "cpu", "model.split_block=abc"], "expected an integer"),
+    # several tasks: an unknown attribute (at the data), a private one, overlapping classes
+    (["train", "--config", "cpu", "data.synth_images=40", "data.task=[Smiling,Wings]"],
+     "unknown attribute name(s) ['Wings']"),
+    (["train", "--config", "cpu", "data.task=[Smiling,Male]"], "also listed in data.private"),
+    (["train", "--config", "cpu", "data.synth_images=200",
+      "data.task=[{name: h, classes: [Smiling, Mouth_Slightly_Open, other]}]"],
+     "have more than one of ['Smiling', 'Mouth_Slightly_Open']"),
     (["audit", "/nonexistent-run"], "run folder not found"),
     (["choose-upload", "/nonexistent-run", "--positions", "4", "--out", "x"],
      "run folder not found"),

@@ -26,9 +26,10 @@ CAP = ["privacy.normalize_features=true", "privacy.feature_noise=1.5"]
 
 
 def _weights(run):
-    paths = RunPaths(run)
+    paths = RunPaths(run)  # the critics only where the information term trained some
     return {n: load_file(str(paths.weight_file(n)))
-            for n in ("encoder", "classifier", "adversaries", "reconstructor")}
+            for n in ("encoder", "classifier", "adversaries", "reconstructor", "critics")
+            if n != "critics" or paths.weight_file(n).is_file()}
 
 
 # -- the information cap ----------------------------------------------------------------
@@ -235,10 +236,13 @@ def test_step_matched_control_trains_the_same_encoder_steps_without_attackers(
         info["splits"]["defender_train"]["images"] // 16)
 
 
-@pytest.mark.parametrize("cap", [[], CAP], ids=["uncapped", "capped"])
+@pytest.mark.parametrize(("cap", "extra"), [([], []), (CAP, []),
+                                            ([], ["privacy.robust.info_weight=0.5"])],
+                         ids=["uncapped", "capped", "info-term"])
 def test_robust_run_from_a_baselines_task_stage_equals_one_from_scratch(tmp_path, tiny_config,
-                                                                        cap):
-    cfg = tiny_config(*ROBUST, *cap, "train.adversarial.epochs=1", "train.adversaries.epochs=1")
+                                                                        cap, extra):
+    cfg = tiny_config(*ROBUST, *cap, *extra, "train.adversarial.epochs=1",
+                      "train.adversaries.epochs=1")
     base = train(tiny_config("privacy.method=none", "model.bottleneck=2", *cap),
                  tmp_path / "base", progress=False)
     assert start_from_baseline(cfg, tmp_path / "reused", base)
@@ -272,3 +276,132 @@ def test_only_methods_with_attackers_are_compared_with_their_own(tiny_config):
     assert trains_attackers(tiny_config())  # the paper's method
     assert not trains_attackers(tiny_config(*ROBUST, *control))
     assert not trains_attackers(tiny_config("privacy.method=none"))
+
+
+# -- the information term (TIPRDC, MaSS) ------------------------------------------------
+
+INFO = ["privacy.robust.info_weight=0.5", "privacy.robust.info_temperature=0.2"]
+
+
+def test_info_nce_has_its_known_answers():
+    from deepobfuscator.models.critics import info_nce
+
+    b = 8
+    eye = torch.eye(b, 16)[:, torch.randperm(16)]  # matched pairs equal, the rest orthogonal
+    assert info_nce(eye, eye, 0.01).item() < 1e-6
+    # log(1 + (B - 1) e^(-1/t)) at a moderate temperature: the closed form
+    assert info_nce(eye, eye, 0.5).item() == pytest.approx(math.log(1 + 7 * math.exp(-2)),
+                                                           rel=1e-5)
+    same = torch.ones(b, 16)  # nothing tells the photos apart: chance among B
+    assert info_nce(same, 3 * same, 0.1).item() == pytest.approx(math.log(b), rel=1e-6)
+    # scale-free (cosine similarities), and a mismatch costs more than chance
+    assert info_nce(5 * eye, eye, 0.1).item() == pytest.approx(info_nce(eye, eye, 0.1).item())
+    assert info_nce(eye, eye.roll(1, 0), 0.1).item() > math.log(b)
+
+
+def test_the_info_term_adds_critics_only_when_on_and_leaves_the_rest_as_it_was(tiny_config):
+    off, on = tiny_config(*ROBUST), tiny_config(*ROBUST, *INFO)
+    assert off.fingerprint() == tiny_config(*ROBUST, "privacy.robust.info_weight=0").fingerprint()
+    assert off.fingerprint() != on.fingerprint()
+    # a config saved before the keys existed reads them as off, with the same fingerprint
+    from deepobfuscator.config import config_from_dict, load_config
+
+    d = load_config("robust").to_dict()
+    del d["privacy"]["robust"]["info_weight"], d["privacy"]["robust"]["info_temperature"]
+    assert config_from_dict(d).privacy.robust.info_weight == 0
+    assert config_from_dict(d).fingerprint() == load_config("robust").fingerprint()
+    built = {}
+    for name, cfg in (("off", off), ("on", on)):
+        torch.manual_seed(0)
+        built[name] = (build_models(cfg), torch.get_rng_state())
+    m_off, m_on = built["off"][0], built["on"][0]
+    assert m_off.critics is None and list(m_off.named()) == ["encoder", "classifier",
+                                                             "adversaries", "reconstructor"]
+    assert list(m_on.named())[-1] == "critics"
+    # the critics are drawn aside: every other network and the RNG after them are the same,
+    # so the task stage trains identically
+    assert torch.equal(built["off"][1], built["on"][1])
+    for net in ("encoder", "classifier", "adversaries", "reconstructor"):
+        a, b = m_off.named()[net].state_dict(), m_on.named()[net].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), net
+    # E's optimizer is as before (one group) without the term; the critics join it with it
+    assert len(robust.robust_optimizers(m_off, "adversarial", 1e-3, 1e-3)[
+        "encoder_classifier"].param_groups) == 1
+    groups = robust.robust_optimizers(m_on, "adversarial", 1e-3, 1e-3)[
+        "encoder_classifier"].param_groups
+    assert [len(g["params"]) for g in groups][1] == len(list(m_on.critics.parameters()))
+    # task-continuation never reads the key: no critics
+    assert build_models(tiny_config("privacy.method=task-continuation", *INFO)).critics is None
+
+
+def test_an_encoder_step_with_the_info_term_trains_the_critics_and_moves_e(tiny_config):
+    """One step of E (and C, and the critics) with the term against one without it, from
+    the same weights on the same batch: E ends elsewhere, the critics have moved, and no
+    attacker has."""
+    no_attackers = ["privacy.robust.attribute_weight=0", "privacy.robust.reconstruction_weight=0"]
+    ends = {}
+    for name, more in (("off", []), ("on", INFO)):
+        ctx = _ctx(tiny_config(*ROBUST, *no_attackers, *more))
+        before = {n: torch.cat([p.detach().flatten().clone() for p in m.parameters()])
+                  for n, m in ctx.models.named().items()}
+        out = robust.encoder_step(ctx, _batch(0), torch.full((1, 3, 32, 32), 0.5))
+        after = {n: torch.cat([p.detach().flatten() for p in m.parameters()])
+                 for n, m in ctx.models.named().items()}
+        ends[name] = after["encoder"].clone()
+        moved = {n for n in before if not torch.equal(before[n], after[n])}
+        if name == "on":
+            assert moved == {"encoder", "classifier", "critics"}
+            assert 0 < out["info_loss"] < 2 * math.log(8)
+        else:
+            assert moved == {"encoder", "classifier"} and "info_loss" not in out
+    assert not torch.equal(ends["off"], ends["on"])
+
+
+def test_a_run_with_the_info_term_records_it_and_resumes_to_the_same_weights(
+        tmp_path, tiny_config, monkeypatch):
+    """Trained end to end (checkpoints every batch), killed in the middle of its last epoch
+    and resumed: every network, the critics included, ends bit for bit where an
+    uninterrupted run does, and the history has the term's loss."""
+    from deepobfuscator.training import trainer as trainer_mod
+
+    cfg = tiny_config(*ROBUST, *INFO, "train.checkpoint_every_s=0", "train.adversarial.epochs=1",
+                      "privacy.robust.adversary_steps=1")
+    real = trainer_mod._Loop.epoch_steps
+    calls: list[tuple[str, int]] = []
+    die_at = {"n": -1}
+
+    def counting(self, ctx, stage, s_idx, epoch, scfg):
+        step = real(self, ctx, stage, s_idx, epoch, scfg)
+
+        def wrapped(b, batch):
+            if len(calls) == die_at["n"]:
+                raise KeyboardInterrupt
+            calls.append((stage, epoch))
+            return step(b, batch)
+
+        return wrapped
+
+    monkeypatch.setattr(trainer_mod._Loop, "epoch_steps", counting)
+
+    def weights(run):
+        return {n: load_file(str(RunPaths(run).weight_file(n)))
+                for n in ("encoder", "classifier", "adversaries", "reconstructor", "critics")}
+
+    whole_run = train(cfg, tmp_path / "whole", progress=False)
+    whole = weights(whole_run)
+    rows = [json.loads(x) for x in RunPaths(whole_run).metrics.read_text().splitlines()]
+    game = [r for r in rows if r["stage"] == "adversarial"]
+    assert game and all(0 < r["info_loss"] for r in game)
+    assert not [r for r in rows if r["stage"] != "adversarial" and "info_loss" in r]
+    _, models = load_run(whole_run)  # the critics load with the rest
+    assert models.critics is not None
+    last = [i for i, c in enumerate(calls) if c == calls[-1]]
+    assert len(last) >= 2, "the last epoch needs two batches to be cut in the middle"
+    die_at["n"], calls[:] = last[len(last) // 2], []
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed", progress=False)
+    die_at["n"] = -1
+    resumed = weights(train(cfg, tmp_path / "killed", progress=False))
+    for net in whole:
+        for key in whole[net]:
+            assert torch.equal(whole[net][key], resumed[net][key]), f"{net}.{key} differs"

@@ -152,6 +152,11 @@ class RobustConfig:
     # reconstructions pushed toward the mean face, never past it (0 = no decoder)
     reconstruction_weight: float = 1.0
     decoder_width: int = 32  # the training decoder: the audit's inverse network at this width
+    # >0: E and C also minimise this weight x InfoNCE(upload, photo) through two small
+    # critics trained with them (TIPRDC, MaSS): keep what tells photos apart while the
+    # adversaries remove the private attributes. 0 = off: the game as before
+    info_weight: float = 0.0
+    info_temperature: float = 0.1  # the InfoNCE similarities' temperature
 
 
 @dataclass
@@ -262,6 +267,8 @@ _LATE_KEYS = (("model", "upload_pool", 1), ("model", "bottleneck_context", False
               ("train", "upload_tune_lr", 1e-4), ("train", "refit_cloud", False),
               ("privacy", "erase", []), ("privacy", "extra_defences", {}),
               ("data", "held_out", []), ("train", "balance_tasks", False),
+              ("privacy.robust", "info_weight", 0.0),
+              ("privacy.robust", "info_temperature", 0.1),
               *((f"train.{stage}", "lr_schedule", "constant")
                 for stage in ("task", "reconstructor", "adversaries", "adversarial")))
 
@@ -528,10 +535,14 @@ def validate(cfg: Config) -> None:
         "privacy.robust.refresh_steps": p.robust.refresh_steps,
         "privacy.robust.attribute_weight": p.robust.attribute_weight,
         "privacy.robust.reconstruction_weight": p.robust.reconstruction_weight,
+        "privacy.robust.info_weight": p.robust.info_weight,
     }
     for key, limit in limits.items():
         if limit < 0:
             raise ConfigError(f"{key} must be >= 0, got {limit}")
+    if not p.robust.info_temperature > 0:
+        raise ConfigError("privacy.robust.info_temperature must be > 0 (it divides the "
+                          f"similarities), got {p.robust.info_temperature}")
     if p.robust.ensemble < 1 or p.robust.decoder_width < 4:
         raise ConfigError("privacy.robust.ensemble must be >= 1 and privacy.robust.decoder_width "
                           f">= 4, got {p.robust.ensemble} and {p.robust.decoder_width}")

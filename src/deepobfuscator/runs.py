@@ -22,8 +22,6 @@ from .config import Config, config_from_dict
 from .errors import RunError
 from .models import Models, build_models
 
-NETWORKS = ("encoder", "classifier", "adversaries", "reconstructor")
-
 
 
 
@@ -128,12 +126,12 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu") -> tuple[Config,
 
     cfg = read_run_config(run_dir)
     paths = RunPaths(Path(run_dir))
-    missing = [n for n in NETWORKS if not paths.weight_file(n).is_file()]
+    models = build_models(cfg)  # its networks: the critics too where the info term is on
+    missing = [n for n in models.named() if not paths.weight_file(n).is_file()]
     if missing:
         hint = ("training has not finished; run the same train command again to resume it"
                 if paths.checkpoint.is_file() else "no checkpoints either: train it first")
         raise RunError(f"{paths.root}: final weights missing for {', '.join(missing)} ({hint})")
-    models = build_models(cfg)
     for name, module in models.named().items():
         module.load_state_dict(load_file(str(paths.weight_file(name)), device="cpu"))
         module.eval()

@@ -17,6 +17,7 @@ from ..defences import all_defences, pipeline, upload_shape
 from ..errors import UserError
 from ..methods import method_for
 from ..tasks import task_set
+from .critics import InfoCritics, info_term_on
 from .vgg import MLPHead, block_widths, pooled_size, vgg_block
 
 
@@ -161,10 +162,16 @@ class Models:
     classifier: Classifier
     adversaries: nn.ModuleDict  # one Classifier per private attribute
     reconstructor: nn.Module  # Reconstructor, or the robust method's decoder
+    # the robust method's information critics (critics.py), only when info_weight > 0: the
+    # other runs keep the four networks, their checkpoints and weight files as they were
+    critics: nn.Module | None = None
 
     def named(self) -> dict[str, nn.Module]:
-        return {"encoder": self.encoder, "classifier": self.classifier,
+        nets = {"encoder": self.encoder, "classifier": self.classifier,
                 "adversaries": self.adversaries, "reconstructor": self.reconstructor}
+        if self.critics is not None:
+            nets["critics"] = self.critics
+        return nets
 
     def to(self, device: torch.device) -> Models:
         for m in self.named().values():
@@ -234,7 +241,10 @@ def build_models(cfg: Config) -> Models:
             reconstructor = Reconstructor(widths, m.split_block, c_feat, size, m.decoder_width)
             init_weights(adversaries)
             init_weights(reconstructor)
-    return Models(encoder, classifier, adversaries, reconstructor)
+        critics: nn.Module | None = None
+        if info_term_on(cfg):  # drawn after the attackers: theirs stay what they were
+            critics = InfoCritics(feature_shape(cfg))
+    return Models(encoder, classifier, adversaries, reconstructor, critics)
 
 
 def reinit_attackers(models: Models) -> None:

@@ -75,7 +75,10 @@ def start_from_baseline(cfg: Config, out_dir: Path, baseline_dir: Path) -> bool:
     if ckpt["position"] != {"stage": 1, "epoch": 0, "batch": 0}:
         return False
     out.root.mkdir(parents=True, exist_ok=True)
-    if cfg.privacy.method == base_cfg.privacy.method or _same_attackers(cfg, base_cfg):
+    from ..models.critics import info_term_on
+
+    if (cfg.privacy.method == base_cfg.privacy.method or _same_attackers(cfg, base_cfg)) \
+            and not info_term_on(cfg):  # the baseline's checkpoint has no critics
         shutil.copyfile(base.checkpoint, out.checkpoint)  # the trainer resumes at stage 2
         return True
     # Stage 1 never touches the attackers, so the new run's are what it would have drawn
@@ -88,8 +91,9 @@ def start_from_baseline(cfg: Config, out_dir: Path, baseline_dir: Path) -> bool:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         fresh = build_models(cfg)
-    for name in ("adversaries", "reconstructor"):
-        ckpt["models"][name] = getattr(fresh, name).state_dict()
+    for name, module in fresh.named().items():
+        if name not in ("encoder", "classifier"):  # the attackers and any critics
+            ckpt["models"][name] = module.state_dict()
     save_checkpoint(out.checkpoint, ckpt)
     return True
 

@@ -14,7 +14,10 @@ privacy against *fresh* attackers is a config key under `privacy.robust`:
   entropy, or a balanced cross-entropy capped at chance), reconstructions pushed toward
   the mean face and never past it (a reconstruction anti-correlated with the face still
   carries the face);
-- the cloud classifier C trained in the same step as E, so it never lags.
+- the cloud classifier C trained in the same step as E, so it never lags;
+- optionally (`info_weight`), an InfoNCE term through two critics trained with E that keeps
+  what tells photos apart while the adversaries remove the named attributes (TIPRDC, MaSS;
+  models/critics.py).
 
 The information cap (privacy.normalize_features + privacy.feature_noise) lives in the
 obfuscator itself (models/split.py), so it also holds on the phone and in the export.
@@ -96,7 +99,8 @@ def _frozen(*modules: torch.nn.Module) -> Iterator[None]:
 
 
 def encoder_step(ctx: StepContext, batch: Batch, mean_face: torch.Tensor) -> dict[str, float]:
-    """E and C together minimise  task BCE + w_a * attribute term + w_r * reconstruction term.
+    """E and C together minimise  task BCE + w_a * attribute term + w_r * reconstruction term
+    (+ w_i * InfoNCE(z, x), the critics f and g learning with them, when info_weight > 0).
 
     attribute term: mean over attributes and members of  log 2 - H(P(z))  (entropy) or
     relu(log 2 - balanced CE)  (capped_ce); both are 0 for an uninformed attacker and
@@ -110,7 +114,7 @@ def encoder_step(ctx: StepContext, batch: Batch, mean_face: torch.Tensor) -> dic
 
 def _encoder_step(ctx: StepContext, batch: Batch, mean_face: torch.Tensor) -> dict[str, float]:
     r = ctx.cfg.privacy.robust
-    _modes(ctx.models, {"encoder", "classifier", "adversaries", "reconstructor"})
+    _modes(ctx.models, {"encoder", "classifier", "adversaries", "reconstructor", "critics"})
     with ctx.amp():
         z = ctx.models.encoder(batch.x)
         c_loss = task_loss(ctx, ctx.models.classifier(z), batch.task)
@@ -137,6 +141,12 @@ def _encoder_step(ctx: StepContext, batch: Batch, mean_face: torch.Tensor) -> di
         rec = F.relu(got - floor).mean()
         loss = loss + r.reconstruction_weight * rec
         out["reconstruction_privacy"] = rec.item()
+    if r.info_weight > 0 and ctx.models.critics is not None:
+        # under torchrun each rank's negatives are its own slice of the batch
+        with ctx.amp():
+            info = ctx.models.critics(z, batch.x, r.info_temperature)
+        loss = loss + r.info_weight * info
+        out["info_loss"] = info.item()
     _update(ctx, "encoder_classifier", loss)
     return out
 
@@ -173,7 +183,15 @@ def robust_optimizers(models: Models, stage: str, lr: float, adversary_lr: float
         [*models.adversaries.parameters(), *models.reconstructor.parameters()], lr=adversary_lr)
     if stage == "adversaries":
         return {"attackers": attackers}
-    ec = torch.optim.Adam([*models.encoder.parameters(), *models.classifier.parameters()], lr=lr)
+    groups: list[dict[str, Any]] = [
+        {"params": [*models.encoder.parameters(), *models.classifier.parameters()]}]
+    if models.critics is not None:
+        # The critics share E's objective (they cooperate with it, unlike the attackers),
+        # so they step in E's own update, at its learning rate and schedule, and their
+        # moments are checkpointed with it; a second group leaves group 0, and so the
+        # optimizer state of runs without the term, as it was.
+        groups.append({"params": list(models.critics.parameters())})
+    ec = torch.optim.Adam(groups, lr=lr)
     return {"encoder_classifier": ec, "attackers": attackers}
 
 
@@ -252,6 +270,6 @@ class TaskContinuation(RobustGame):
         # the game's own step with every attacker ingredient off, whatever privacy.robust
         # says (it is not this method's key)
         r = replace(ctx.cfg.privacy.robust, adversary_steps=0, attribute_weight=0.0,
-                    reconstruction_weight=0.0)
+                    reconstruction_weight=0.0, info_weight=0.0)
         off = replace(ctx.cfg, privacy=replace(ctx.cfg.privacy, robust=r))
         return super().epoch_steps(loop, replace(ctx, cfg=off), stage, s_idx, epoch, scfg)

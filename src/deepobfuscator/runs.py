@@ -23,8 +23,6 @@ from .errors import RunError
 from .models import Models, build_models
 
 
-
-
 @dataclass(frozen=True)
 class RunPaths:
     root: Path

@@ -1,12 +1,13 @@
 """The multi-task experiment (issue 32): one upload answers the CelebA multi-task protocol's
 tasks while Male, Young and identity stay hidden; arms x training seeds x attacker seeds.
 
-    python benchmarks/multitask.py --out runs/multitask [--arms control cap cap-erase]
+    python benchmarks/multitask.py --out runs/multitask [--arms control cap:1 cap-erase:1]
         [--seeds 0 1 2] [--attack-seeds 1] [--threads 1] [--summary-only]
 
 Every arm is configs/celeba-multitask.yaml (split 2, the 1 x 16 x 16 bottleneck: 34% of
 the compute on the phone, 288 bytes in the int8 wire) with the arm's overrides; the
-no-privacy baseline (`train --baseline`, seed 0) is the audits' reference. Arms:
+no-privacy baseline (`train --baseline`, seed 0) is the audits' reference. Arms (ARM:S
+sets the cap's noise std S, default --noise; its runs are ARM-nS-sSEED):
 
   control    no defence, step-matched: the same network and steps, no cap, no gain
   cap        the information cap over all 256 numbers (the config as it is), noise --noise
@@ -68,7 +69,7 @@ def run(cmd: list[str], log: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/multitask")
-    ap.add_argument("--arms", nargs="+", default=["control", "cap", "cap-erase"], choices=ARMS)
+    ap.add_argument("--arms", nargs="+", default=["control", "cap", "cap-erase"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--attack-seeds", type=int, default=1)
     ap.add_argument("--noise", type=float, default=2.0)
@@ -85,11 +86,16 @@ def main() -> None:
             run([*exe, "train", "--config", CONFIG, "--baseline", "--out", str(base),
                  "--quiet", "seed=0", *common], out / "train.log")
         for seed in args.seeds:
-            for arm in args.arms:
-                rd = out / f"{arm}-s{seed}"
+            for spec in args.arms:
+                arm, _, noise = spec.partition(":")
+                if arm not in ARMS:
+                    raise SystemExit(f"unknown arm {arm!r}: choose from {ARMS}")
+                tag = f"{arm}-n{noise}" if noise else arm
+                rd = out / f"{tag}-s{seed}"
                 if not (rd / "weights").is_dir():
                     run([*exe, "train", "--config", CONFIG, "--out", str(rd), "--quiet",
-                         f"seed={seed}", *common, *arm_overrides(arm, args.noise)],
+                         f"seed={seed}", *common,
+                         *arm_overrides(arm, float(noise) if noise else args.noise)],
                         out / "train.log")
                 for k in range(args.attack_seeds):
                     ad = rd / ("audit" if k == 0 else f"audit-a{k}")

@@ -219,3 +219,29 @@ def test_the_phone_budget_counts_the_projection():
                                               "privacy.erase=[Male,Young]"]))
     assert erased.phone_macs - plain.phone_macs == 2 * 256 * 2  # x Q, then (x Q) Q^T
     assert erased.upload_bytes == plain.upload_bytes and erased.cloud_macs == plain.cloud_macs
+
+
+def test_choose_upload_and_the_erasure_serve_several_tasks(tmp_path):
+    """A run answering three tasks (one of them 4-class): `choose-upload` picks positions by
+    the tasks' mean validation AUC and erases Male inside every combination of answers;
+    the result loads, and its noise-free uploads carry nothing along the erased direction."""
+    from conftest import TINY
+
+    tasks = ("data.task=[Smiling,Eyeglasses,{name: hair, classes: [Black_Hair, Blond_Hair, "
+             "Brown_Hair, other]}]")
+    run = train(load_config("cpu", [*TINY, *CAPPED, "privacy.erase=[]", tasks]),
+                tmp_path / "run", progress=False)
+    out = tmp_path / "chosen"
+    assert main(["choose-upload", str(run), "--positions", "4", "--erase", "Male", "--out",
+                 str(out), "--quiet"]) == 0
+    cfg, models = load_run(out)
+    assert cfg.data.task == load_config("cpu", [tasks]).data.task
+    assert models.classifier.head.outputs == 1 + 1 + 4
+    basis = models.encoder.stage("erase").basis
+    assert float(basis.norm()) > 0.5
+    models.encoder.eval()
+    models.encoder.noise_std = 0.0
+    with torch.no_grad():
+        z = models.encoder(torch.rand(16, 3, 32, 32)).flatten(1)
+    assert float((z @ basis).abs().max()) < 1e-5
+    assert int((z.abs().sum(0) > 0).sum()) <= 4  # the 4 positions chosen

@@ -26,7 +26,6 @@ def main() -> None:
     ap.add_argument("--private", default="Male,Young")
     args = ap.parse_args()
 
-    import numpy as np
 
     from deepobfuscator.attacks.reid import gallery_probe_split, reid_scores
     from deepobfuscator.config import load_config

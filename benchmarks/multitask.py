@@ -163,7 +163,8 @@ def summary(out: Path) -> None:
     lines = [f"Multi-task CelebA protocol ({CONFIG}); phone share {b.get('phone_share')}, "
              f"upload {b.get('upload_bytes')} B int8 (every arm but the baseline); audits "
              "per arm: " + ", ".join(f"{a} {len(r)}" for a, r in audits.items()), "",
-             "| figure | " + " | ".join(cols) + " | chance | floor (true answers) |",
+             "| figure | " + " | ".join(cols)
+             + " | chance | floor (true answers; MS-SSIM: mean face) |",
              "|---|" + "---|" * (len(cols) + 2)]
     fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
     for key, label in ROWS:

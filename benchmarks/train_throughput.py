@@ -1,7 +1,8 @@
 """Training throughput (images/s) of stage 1 and of the adversarial rotation.
 
     python benchmarks/train_throughput.py [--preset cpu] [--batches 20] [--full-run]
-        [--data-config configs/celeba-shared.yaml] [--device auto]
+        [--data-config configs/celeba-shared.yaml] [--device auto] [--stages task ...]
+        [--set data.task=[Smiling,Eyeglasses] ...]
 
 Measures the real step functions of deepobfuscator.training on random images of
 the preset's size, for float32 and bf16 autocast (where the device has it), on the CPU
@@ -32,7 +33,7 @@ STAGES = ("task", "continuation", "adversarial", "robust")
 
 
 def throughput(preset: str, precision: str, stage: str, n_batches: int,
-               device: torch.device | None = None) -> float:
+               device: torch.device | None = None, extra: list[str] | None = None) -> float:
     """Images per second through E of one training stage: `task` (E and C), `continuation`
     (the default's second stage, privacy.method=task-continuation: robust's step with its
     attackers off), `adversarial` (the paper's rotation) or `robust` (privacy.method=robust:
@@ -43,7 +44,8 @@ def throughput(preset: str, precision: str, stage: str, n_batches: int,
     off = (["privacy.robust.adversary_steps=0", "privacy.robust.attribute_weight=0",
             "privacy.robust.reconstruction_weight=0"] if stage == "continuation" else [])
     cfg = load_config(preset, ["data.private=[Male,Young]",
-                               f"privacy.method={'robust' if off else method}", *off])
+                               f"privacy.method={'robust' if off else method}", *off,
+                               *(extra or [])])
     torch.manual_seed(0)
     models = build_models(cfg).to(device)
     if stage in ("robust", "continuation"):
@@ -56,7 +58,7 @@ def throughput(preset: str, precision: str, stage: str, n_batches: int,
     ctx = steps.StepContext(cfg, models, steps.make_optimizers(models, stage, 1e-4),
                             settings_for_size(h, w), fixed_noise_image((3, h, w), 0).to(device),
                             amp=lambda: autocast(precision, device))
-    batch = _batch(bs, h, w, layout, device)
+    batch = _batch(bs, h, w, layout, device, cfg)
     rot = cfg.privacy.rotation
 
     def one(i: int) -> None:
@@ -71,10 +73,14 @@ def throughput(preset: str, precision: str, stage: str, n_batches: int,
 
 
 def _batch(bs: int, h: int, w: int, layout: torch.memory_format,
-           device: torch.device) -> steps.Batch:
+           device: torch.device, cfg) -> steps.Batch:
+    from deepobfuscator.tasks import task_set
+
+    # every task's labels: 0/1, or a class index of a multi-class task
+    labels = torch.stack([torch.randint(0, max(t.outputs, 2), (bs,), device=device)
+                          for t in task_set(cfg)], 1).float()
     return steps.Batch(torch.rand(bs, 3, h, w, device=device).contiguous(memory_format=layout),
-                       torch.randint(0, 2, (bs,), device=device).float(),
-                       torch.randint(0, 2, (bs, 2), device=device).float())
+                       labels, torch.randint(0, 2, (bs, 2), device=device).float())
 
 
 def _timed(work, n_images: int, device: torch.device) -> float:
@@ -100,7 +106,7 @@ def _robust_throughput(cfg, models, precision: str, n_batches: int,
                             settings_for_size(h, w), fixed_noise_image((3, h, w), 0).to(device),
                             amp=lambda: autocast(precision, device))
     k = cfg.privacy.robust.adversary_steps
-    data = [_batch(bs, h, w, layout, device) for _ in range(k + 1)]
+    data = [_batch(bs, h, w, layout, device, cfg) for _ in range(k + 1)]
     mean_face = torch.full((1, 3, h, w), 0.5, device=device)
     robust_step(ctx, data[0], data[1:], mean_face)  # warm-up
     return _timed(lambda: [robust_step(ctx, data[0], data[1:], mean_face)
@@ -132,6 +138,9 @@ def main() -> None:
     ap.add_argument("--full-run", action="store_true")
     ap.add_argument("--data-config", help="also time the data path of this config's source")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    ap.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    ap.add_argument("--set", nargs="*", default=[], help="config overrides (key=value), e.g. "
+                    "data.task=[...] for several tasks")
     args = ap.parse_args()
     device = resolve_device(args.device)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "none"
@@ -140,9 +149,9 @@ def main() -> None:
           f"cpu bf16: {cpu_has_bf16()}, device {device} (GPU: {gpu})")
     has_bf16 = (torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16())
     precisions = ["fp32", "bf16"] if has_bf16 else ["fp32"]
-    for stage in STAGES:
+    for stage in args.stages:
         for prec in precisions:
-            ips = throughput(args.preset, prec, stage, args.batches, device)
+            ips = throughput(args.preset, prec, stage, args.batches, device, args.set)
             print(f"{args.preset:>6} {stage:<12} {prec:<5} {ips:8.1f} images/s")
     if args.data_config:
         data_path(args.data_config)

@@ -502,8 +502,8 @@ def _planted_context(k: int, noise: float = 4.0, tmp=None, carrier: float = 5.0)
     s = AuditSettings(select_positions=k, max_epochs=8, progress=False)
     cpu = torch.device("cpu")
     return AttackContext("obfuscated", SimpleNamespace(privacy=SimpleNamespace(
-        feature_noise=noise), data=SimpleNamespace(held_out=[])), None, split(300), split(300), ["Male"], s,
-        s.fit_settings(cpu, "fp32"), cpu, tmp or Path("unused"))
+        feature_noise=noise), data=SimpleNamespace(held_out=[])), None, split(300),
+        split(300), ["Male"], s, s.fit_settings(cpu, "fp32"), cpu, tmp or Path("unused"))
 
 
 PLANTED = [7, 20, 41]

@@ -104,7 +104,11 @@ def test_the_fingerprint_of_an_unpooled_config_does_not_name_the_key():
     del d["privacy"]["noise_warmup"]
     del d["privacy"]["erase"]
     del d["privacy"]["extra_defences"]
-    for late in ("upload_tune_epochs", "upload_tune_lr", "refit_cloud"):  # 1: nothing re-fits
+    del d["data"]["held_out"]
+    for late in ("info_weight", "info_temperature"):
+        del d["privacy"]["robust"][late]
+    for late in ("upload_tune_epochs", "upload_tune_lr", "refit_cloud",  # 1: nothing re-fits
+                 "balance_tasks"):
         del d["train"][late]
     for stage in ("task", "reconstructor", "adversaries", "adversarial"):
         del d["train"][stage]["lr_schedule"]

@@ -4,7 +4,7 @@ tasks while Male, Young and identity stay hidden; arms x training seeds x attack
     python benchmarks/multitask.py --out runs/multitask [--arms control cap:1 cap-erase:1]
         [--seeds 0 1 2] [--attack-seeds 1] [--threads 1] [--summary-only]
 
-Every arm is configs/celeba-multitask.yaml (split 2, the 1 x 16 x 16 bottleneck: 34% of
+Every arm is configs/celeba-multitask.yaml without its erasure (split 2, the 1 x 16 x 16 bottleneck: 34% of
 the compute on the phone, 288 bytes in the int8 wire) with the arm's overrides; the
 no-privacy baseline (`train --baseline`, seed 0) is the audits' reference. Arms (ARM:S
 sets the cap's noise std S, default --noise; its runs are ARM-nS-sSEED):
@@ -12,12 +12,16 @@ sets the cap's noise std S, default --noise; its runs are ARM-nS-sSEED):
   control    no defence, step-matched: the same network and steps, no cap, no gain
   cap        the information cap over all 256 numbers (the config as it is), noise --noise
   cap-erase  cap + the generalised erasure of Male and Young (fitted inside every
-             combination of the tasks' answers, every task's directions kept)
+             combination of the tasks' answers, every task's directions kept): the config
+             as it is (`train --config configs/celeba-multitask.yaml`) at noise 2
   robust     the robust adversarial game (privacy.method=robust) with the cap
   robust-info  robust + the information-preserving contrastive term (after TIPRDC / MaSS)
 
-Runs and audits resume: finished ones are skipped. Each audit is audited through the int8
-wire by fresh attackers with attacker seed s + 1000 k for training seed s. `summary.md`
+Runs and audits resume: finished ones are skipped. Each run is audited through the int8
+wire by fresh attackers with attacker seed s + 1000 k for training seed s (RUN/audit,
+RUN/audit-a1, ...); the summary reads every RUN/audit*/audit.json, so audits run by hand
+with other attacker seeds (`audit RUN --out RUN/audit-a1 --seed 1000`, no baseline
+needed) join their arm's mean [min-max]. `summary.md`
 holds the table (mean [min-max] over every audit of an arm, the floors beside), written
 from the audit.json files by `summary`; rerun with --summary-only to redraw it.
 """
@@ -38,11 +42,13 @@ CAP_OFF = ["privacy.normalize_features=false", "privacy.feature_noise=0",
 def arm_overrides(arm: str, noise: float) -> list[str]:
     cap = [f"privacy.feature_noise={noise}"]
     robust = ["privacy.method=robust", "train.refit_cloud=true", "model.position_gain=0"]
-    return {"control": CAP_OFF,
-            "cap": cap,
+    # the config erases Male and Young (its default): every arm but cap-erase erases nothing
+    none = ["privacy.erase=[]"]
+    return {"control": [*CAP_OFF, *none],
+            "cap": [*cap, *none],
             "cap-erase": [*cap, "privacy.erase=[Male,Young]"],
-            "robust": [*cap, *robust],
-            "robust-info": [*cap, *robust, "privacy.robust.info_weight=0.1"]}[arm]
+            "robust": [*cap, *robust, *none],
+            "robust-info": [*cap, *robust, "privacy.robust.info_weight=0.1", *none]}[arm]
 
 
 ARMS = ("control", "cap", "cap-erase", "robust", "robust-info")
@@ -126,7 +132,9 @@ def summary(out: Path) -> None:
     if not audits:
         print(f"no audits under {out} yet")
         return
-    first = next(iter(audits.values()))[0]
+    # the reference audit: one with the baseline beside it (audits of extra attacker seeds
+    # may leave it out: its figures do not depend on the obfuscated run)
+    first = next(r for rs in audits.values() for r in rs if "baseline" in r.runs)
     ch = first.data["chance"]
     floors = {"attribute:Male": ch["attributes"].get("Male", {}).get("task_answer_floor"),
               "attribute:Young": ch["attributes"].get("Young", {}).get("task_answer_floor"),

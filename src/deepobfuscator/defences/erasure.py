@@ -199,11 +199,16 @@ class Erasure(Defence):
         return 2 * int(np.prod(shape)) * len(cfg.privacy.erase)
 
     def manifest(self, cfg: Config, stage: nn.Module) -> dict | None:
+        from ..tasks import task_set
+
+        where, kept = (("each task class", "the task's own direction") if task_set(cfg).single
+                       else ("each combination of the tasks' answers",
+                             "the tasks' own directions"))
         return {"attributes": list(cfg.privacy.erase),
                 "rule": "obfuscator.onnx projects out, after the unit-RMS cap and before the "
                         "noise, the direction along which each of these attributes moves the "
-                        "upload inside each task class on the defender's data, less its part "
-                        "along the task's own direction, which is kept (privacy.erase)"}
+                        f"upload inside {where} on the defender's data, less its part "
+                        f"along {kept}, which is kept (privacy.erase)"}
 
     def fit(self, stage: nn.Module, ctx: FitContext) -> dict:
         cols = [ctx.cfg.data.private.index(a) for a in ctx.cfg.privacy.erase]

@@ -116,7 +116,21 @@ def test_a_methods_own_keys_are_inert_only_for_the_methods_that_do_not_read_them
 def test_every_method_resumes_to_the_same_weights(tmp_path, tiny_config, monkeypatch, name):
     """Killed in the middle of its last epoch (after any refresh), resumed from the
     checkpoint, a run ends with the weights of one never interrupted."""
-    cfg = _config(tiny_config, name, "train.checkpoint_every_s=0")
+    _assert_resumes(_config(tiny_config, name, "train.checkpoint_every_s=0"), tmp_path,
+                    monkeypatch)
+
+
+def test_a_run_with_several_tasks_resumes_to_the_same_weights(tmp_path, tiny_config,
+                                                              monkeypatch):
+    """Three tasks (one 4-class), the logit-adjusted loss and the erasure of their answer
+    cells: killed mid-epoch and resumed, the same weights as an uninterrupted run."""
+    _assert_resumes(tiny_config(
+        "data.task=[Smiling,Eyeglasses,{name: hair, classes: [Black_Hair, Blond_Hair, "
+        "Brown_Hair, other]}]", "train.balance_tasks=true", "privacy.method=task-continuation",
+        "train.checkpoint_every_s=0", "privacy.erase=[Male]"), tmp_path, monkeypatch)
+
+
+def _assert_resumes(cfg, tmp_path, monkeypatch) -> None:
     real = trainer_mod._Loop.epoch_steps
     calls: list[tuple[str, int]] = []
     die_at = {"n": -1}

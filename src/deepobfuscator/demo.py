@@ -1,7 +1,6 @@
-"""The README's main job: a no-privacy baseline and an obfuscator that answers several
-questions from one upload (the `multitask` preset: smiling, glasses and hair colour) on
-synthfaces, both audited by fresh attackers through the default int8 upload, with a
-report a person can read."""
+"""The README's main job: a no-privacy baseline and the default obfuscator (the `cpu`
+preset) on synthfaces, both audited by fresh attackers through the default int8 upload,
+with a report a person can read."""
 
 from __future__ import annotations
 
@@ -32,19 +31,14 @@ DEMO_WHITEBOX = {"whitebox_images": 8, "whitebox_steps": 100}
 # with the count, and 7,000 keeps the demo within 6 minutes on 2 cores without bf16 while
 # the baseline's attackers still pass the audit's strength checks (BENCHMARKS.md)
 DEMO_IMAGES = 7000
-# what the demo's cloud answers: two yes/no questions and a 4-class one; Bangs is held out
-# (no model trains on it: the audit's fresh probe reads what a cloud could still learn)
-DEMO_TASKS = ["data.task=[Smiling, Eyeglasses, {name: hair, classes: [Black_Hair, "
-              "Blond_Hair, Brown_Hair, other]}]", "data.held_out=[Bangs]"]
-DEMO_PRESET = "multitask"
 
 
 def demo_configs(quick: bool = False, threads: int = 0) -> dict[str, Config]:
-    extra = [*DEMO_TASKS, f"data.synth_images={DEMO_IMAGES}",
-             *(QUICK_OVERRIDES if quick else []), f"threads={threads}"]
+    extra = [f"data.synth_images={DEMO_IMAGES}", *(QUICK_OVERRIDES if quick else []),
+             f"threads={threads}"]
     return {
-        "baseline": load_config(DEMO_PRESET, [*no_privacy_overrides(), *extra]),
-        "obfuscated": load_config(DEMO_PRESET, extra),
+        "baseline": load_config("cpu", [*no_privacy_overrides(), *extra]),
+        "obfuscated": load_config("cpu", extra),
     }
 
 

@@ -4,8 +4,9 @@ tasks while Male, Young and identity stay hidden; arms x training seeds x attack
     python benchmarks/multitask.py --out runs/multitask [--arms control cap:1 cap-erase:1]
         [--seeds 0 1 2] [--attack-seeds 1] [--threads 1] [--summary-only]
 
-Every arm is configs/celeba-multitask.yaml without its erasure (split 2, the 1 x 16 x 16 bottleneck: 34% of
-the compute on the phone, 288 bytes in the int8 wire) with the arm's overrides; the
+Every arm is configs/celeba-multitask.yaml without its erasure (split 2, the 1 x 16 x 16
+bottleneck: 34% of the compute on the phone, 288 bytes in the int8 wire) with the arm's
+overrides; the
 no-privacy baseline (`train --baseline`, seed 0) is the audits' reference. Arms (ARM:S
 sets the cap's noise std S, default --noise; its runs are ARM-nS-sSEED):
 

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from resume_helpers import assert_resumes_bit_for_bit
 from safetensors.torch import load_file
 
 from deepobfuscator import methods as methods_mod
@@ -22,7 +23,6 @@ from deepobfuscator.methods import (
 from deepobfuscator.models import build_models
 from deepobfuscator.runs import RunPaths
 from deepobfuscator.training import train
-from deepobfuscator.training import trainer as trainer_mod
 from deepobfuscator.training.steps import classifier_step
 
 NETS = ("encoder", "classifier", "adversaries", "reconstructor")
@@ -116,7 +116,7 @@ def test_a_methods_own_keys_are_inert_only_for_the_methods_that_do_not_read_them
 def test_every_method_resumes_to_the_same_weights(tmp_path, tiny_config, monkeypatch, name):
     """Killed in the middle of its last epoch (after any refresh), resumed from the
     checkpoint, a run ends with the weights of one never interrupted."""
-    _assert_resumes(_config(tiny_config, name, "train.checkpoint_every_s=0"), tmp_path,
+    assert_resumes_bit_for_bit(_config(tiny_config, name, "train.checkpoint_every_s=0"), tmp_path,
                     monkeypatch)
 
 
@@ -124,41 +124,10 @@ def test_a_run_with_several_tasks_resumes_to_the_same_weights(tmp_path, tiny_con
                                                               monkeypatch):
     """Three tasks (one 4-class), the logit-adjusted loss and the erasure of their answer
     cells: killed mid-epoch and resumed, the same weights as an uninterrupted run."""
-    _assert_resumes(tiny_config(
+    assert_resumes_bit_for_bit(tiny_config(
         "data.task=[Smiling,Eyeglasses,{name: hair, classes: [Black_Hair, Blond_Hair, "
         "Brown_Hair, other]}]", "train.balance_tasks=true", "privacy.method=task-continuation",
         "train.checkpoint_every_s=0", "privacy.erase=[Male]"), tmp_path, monkeypatch)
-
-
-def _assert_resumes(cfg, tmp_path, monkeypatch) -> None:
-    real = trainer_mod._Loop.epoch_steps
-    calls: list[tuple[str, int]] = []
-    die_at = {"n": -1}
-
-    def counting(self, ctx, stage, s_idx, epoch, scfg):
-        step = real(self, ctx, stage, s_idx, epoch, scfg)
-
-        def wrapped(b, batch):
-            if len(calls) == die_at["n"]:
-                raise KeyboardInterrupt
-            calls.append((stage, epoch))
-            return step(b, batch)
-
-        return wrapped
-
-    monkeypatch.setattr(trainer_mod._Loop, "epoch_steps", counting)
-    whole = _weights(train(cfg, tmp_path / "whole", progress=False))
-    last = [i for i, c in enumerate(calls) if c == calls[-1]]
-    assert len(last) >= 2, "the last epoch needs two batches to be cut in the middle"
-    die_at["n"], calls[:] = last[len(last) // 2], []
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "killed", progress=False)
-    assert not RunPaths(tmp_path / "killed").info.exists()
-    die_at["n"] = -1
-    resumed = _weights(train(cfg, tmp_path / "killed", progress=False))
-    for net in whole:
-        for key in whole[net]:
-            assert torch.equal(whole[net][key], resumed[net][key]), f"{net}.{key} differs"
 
 
 class ClassifierTune(PrivacyMethod):

@@ -362,46 +362,15 @@ def test_a_run_with_the_info_term_records_it_and_resumes_to_the_same_weights(
     """Trained end to end (checkpoints every batch), killed in the middle of its last epoch
     and resumed: every network, the critics included, ends bit for bit where an
     uninterrupted run does, and the history has the term's loss."""
-    from deepobfuscator.training import trainer as trainer_mod
+    from resume_helpers import assert_resumes_bit_for_bit
 
     cfg = tiny_config(*ROBUST, *INFO, "train.checkpoint_every_s=0", "train.adversarial.epochs=1",
                       "privacy.robust.adversary_steps=1")
-    real = trainer_mod._Loop.epoch_steps
-    calls: list[tuple[str, int]] = []
-    die_at = {"n": -1}
-
-    def counting(self, ctx, stage, s_idx, epoch, scfg):
-        step = real(self, ctx, stage, s_idx, epoch, scfg)
-
-        def wrapped(b, batch):
-            if len(calls) == die_at["n"]:
-                raise KeyboardInterrupt
-            calls.append((stage, epoch))
-            return step(b, batch)
-
-        return wrapped
-
-    monkeypatch.setattr(trainer_mod._Loop, "epoch_steps", counting)
-
-    def weights(run):
-        return {n: load_file(str(RunPaths(run).weight_file(n)))
-                for n in ("encoder", "classifier", "adversaries", "reconstructor", "critics")}
-
-    whole_run = train(cfg, tmp_path / "whole", progress=False)
-    whole = weights(whole_run)
+    whole_run = assert_resumes_bit_for_bit(cfg, tmp_path, monkeypatch)
+    assert (RunPaths(whole_run).weight_file("critics")).is_file()  # compared with the rest
     rows = [json.loads(x) for x in RunPaths(whole_run).metrics.read_text().splitlines()]
     game = [r for r in rows if r["stage"] == "adversarial"]
     assert game and all(0 < r["info_loss"] for r in game)
     assert not [r for r in rows if r["stage"] != "adversarial" and "info_loss" in r]
     _, models = load_run(whole_run)  # the critics load with the rest
     assert models.critics is not None
-    last = [i for i, c in enumerate(calls) if c == calls[-1]]
-    assert len(last) >= 2, "the last epoch needs two batches to be cut in the middle"
-    die_at["n"], calls[:] = last[len(last) // 2], []
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "killed", progress=False)
-    die_at["n"] = -1
-    resumed = weights(train(cfg, tmp_path / "killed", progress=False))
-    for net in whole:
-        for key in whole[net]:
-            assert torch.equal(whole[net][key], resumed[net][key]), f"{net}.{key} differs"

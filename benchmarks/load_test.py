@@ -72,7 +72,8 @@ def make_bodies(export: Path, batch: int, compress: bool,
                 n: int = 16) -> tuple[list[bytes], bool]:
     """The request bodies, and whether they are gzipped: like the client, only where gzip
     makes them smaller (a few-number upload grows under its framing)."""
-    device = DeviceObfuscator(export, threads=1)
+    # a throwaway secret: the load test is not a device and leaves this machine's alone
+    device = DeviceObfuscator(export, threads=1, device_secret=os.urandom(32))
     size = tuple(device.bundle.preprocessing["size"])
     faces = to_input(generate_synthfaces(n, batch, size, seed=11).images)
     bodies = [device.encode(device.features(faces[i * batch:(i + 1) * batch]))

@@ -21,8 +21,11 @@ TINY = [
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test session caches decoded data in its own folder, never in ~/.cache."""
+    """Every test session caches decoded data in its own folder, never in ~/.cache, and
+    keeps its device secret (keyed feature noise) there, never in ~/.config."""
     monkeypatch.setenv("DEEPOBFUSCATOR_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("DEEPOBFUSCATOR_DEVICE_SECRET_FILE",
+                       str(tmp_path_factory.getbasetemp() / "device_secret"))
 
 
 @pytest.fixture

@@ -245,3 +245,51 @@ def test_the_page_lists_every_task_of_a_multi_task_export(multi_export, photo):
     assert lines[2].startswith(f"hair: {hair['class']} (probability "
                                f"{hair['probability']:.3f})")
     assert model.startswith("tasks Smiling, Eyeglasses, hair;")
+
+
+def test_the_page_keys_its_noise_to_the_photo_as_the_python_client_does(tiny_export, photo,
+                                                                        tmp_path):
+    """With features.noise_key "photo" the page's noise is the Python client's for the same
+    secret and photo, the same photo sends the same bytes twice, and the secret is made
+    once in localStorage and said so in the small print."""
+    import json
+    import shutil
+
+    from deepobfuscator.deploy.client import DeviceObfuscator
+    from deepobfuscator.deploy.preprocess_np import load_batch
+    from deepobfuscator.deploy.server import create_app
+
+    path, url = photo
+    noisy = tmp_path / "noisy"  # the tiny export's models; the device adds keyed noise
+    shutil.copytree(tiny_export, noisy)
+    m = json.loads((noisy / "manifest.json").read_text())
+    m["features"].update(noise_std=0.5, noise_key="photo")
+    (noisy / "manifest.json").write_text(json.dumps(m))
+    secret = bytes(range(100, 132))
+    item = "deepobfuscator-device-secret"
+    with LiveServer(create_app(noisy, token=TOKEN)) as server, Chromium(CHROMIUM) as browser:
+        browser.open(f"{server.url}/#token={TOKEN}")
+        browser.wait_for("document.body.dataset.state === 'ready'")
+        browser.evaluate(f"localStorage.setItem('{item}', '{secret.hex()}')")
+        first = browser.evaluate(f"window.deepobfuscator.run('{url}')")
+        again = browser.evaluate(f"window.deepobfuscator.run('{url}')")
+        model = browser.evaluate("document.getElementById('model').textContent")
+        note_hidden = browser.evaluate("document.getElementById('noise-note').hidden")
+        browser.evaluate(f"localStorage.removeItem('{item}')")
+        made = browser.evaluate(f"window.deepobfuscator.run('{url}')")
+        kept = browser.evaluate(f"localStorage.getItem('{item}')")
+        made_again = browser.evaluate(f"window.deepobfuscator.run('{url}')")
+    assert again["wire"] == first["wire"] and again["features"] == first["features"]
+    device = DeviceObfuscator(noisy, device_secret=secret)
+    x = load_batch([path], device.bundle.preprocessing)
+    clean, py = device.features(x, noise=False), device.features(x)
+    js = np.asarray(first["features"], np.float32).reshape(py.shape)
+    np.testing.assert_allclose(js - clean, py - clean, rtol=0, atol=2e-4)  # the same noise
+    assert np.abs(py - clean).max() > 0.5  # and noise there is
+    assert "keyed to the photo" in model and note_hidden is False
+    # no secret stored: the page made one, kept it, and keys with it from then on
+    assert len(kept) == 64 and kept != secret.hex()
+    assert made_again["wire"] == made["wire"] and made["features"] != first["features"]
+    own = DeviceObfuscator(noisy, device_secret=bytes.fromhex(kept)).features(x)
+    np.testing.assert_allclose(np.asarray(made["features"], np.float32).reshape(py.shape) - clean,
+                               own - clean, rtol=0, atol=2e-4)

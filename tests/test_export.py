@@ -175,12 +175,28 @@ def test_feature_noise_stays_out_of_the_graph_and_goes_into_the_manifest(
                                    atol=1e-5)
     noise = device.features(x) - clean
     assert noise.std() == pytest.approx(0.25, rel=0.05) and abs(noise.mean()) < 0.01
-    assert not np.array_equal(device.features(x), device.features(x))  # fresh every time
+    # keyed to the photo by default: a repeat carries the same noise (keyed_noise.py)
+    assert m["features"]["noise_key"] == "photo" and "keyed to the photo" in m["features"][
+        "noise"]
+    np.testing.assert_array_equal(device.features(x), device.features(x))
+    # --noise-key fresh: new noise for every upload, as exports made before keyed noise
+    from deepobfuscator.deploy.cli_commands import main
+
+    assert main(["export", str(tiny_run), "--out", str(tmp_path / "fresh"), "--noise-key",
+                 "fresh", "--parity-images", "8", "--no-mobile"]) == 0
+    fresh = DeviceObfuscator(tmp_path / "fresh")
+    f = json.loads((tmp_path / "fresh" / "manifest.json").read_text())["features"]
+    assert f["noise_key"] == "fresh" and "drawn afresh" in f["noise"]
+    assert fresh.bundle.noise_key == "fresh" and fresh.bundle.noise_std == 0.25
+    assert not np.array_equal(fresh.features(x), fresh.features(x))  # fresh every time
+    with pytest.raises(ExportError, match="unknown noise key 'daily': use 'photo'"):
+        export_run(tiny_run, tmp_path / "x", noise_key="daily")
 
 
 def test_noise_free_obfuscator_is_exported_as_is(tiny_export):
     m = json.loads((tiny_export / "manifest.json").read_text())
     assert m["features"]["noise_std"] == 0.0 and m["features"]["min"] == 0.0
+    assert "noise_key" not in m["features"]  # no noise, nothing to key
 
 
 def test_the_on_device_profile_exports_with_only_the_head_in_the_cloud(tmp_path):

@@ -1,6 +1,7 @@
 """The page's JavaScript (deploy/web/obfuscator.js) against the Python client, in node:
-the same crop and PIL-bilinear resize byte for byte, and the same wire bytes for the same
-features, for every crop form, odd sizes, up- and downscaling, all wire encodings."""
+the same crop and PIL-bilinear resize byte for byte, the same wire bytes for the same
+features, for every crop form, odd sizes, up- and downscaling, all wire encodings, and the
+same photo-keyed noise (Web Crypto in node as in the browser) for the same secret."""
 
 import base64
 import json
@@ -13,6 +14,7 @@ from PIL import Image
 
 from deepobfuscator import preprocessing
 from deepobfuscator.deploy import wire
+from deepobfuscator.deploy.keyed_noise import keyed_normal, photo_key
 from deepobfuscator.deploy.web_assets import WEB
 
 NODE = shutil.which("node")
@@ -23,7 +25,15 @@ import { readFileSync } from "node:fs";
 import * as js from "%s";
 const cases = JSON.parse(readFileSync(process.argv[2], "utf8"));
 const b64 = (a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString("base64");
-const out = cases.map((c) => {
+const bytes = (s) => new Uint8Array(Buffer.from(s, "base64"));
+const out = await Promise.all(cases.map(async (c) => {
+  if (c.kind === "keyed") {
+    const x = new Float32Array(bytes(c.x).buffer);
+    const key = await js.photoKey(bytes(c.secret), x);
+    const noise = await js.keyedNormal(key, c.n);
+    const f = new Float32Array(bytes(c.features).buffer);
+    return { key: b64(key), noise: b64(noise), noisy: b64(await js.addKeyedNoise(f, c.std, key)) };
+  }
   if (c.kind === "preprocess") {
     const rgba = new Uint8Array(Buffer.from(c.rgba, "base64"));
     const rgb = js.preprocess(rgba, c.width, c.height, c.input);
@@ -32,7 +42,7 @@ const out = cases.map((c) => {
   }
   const f = new Float32Array(new Uint8Array(Buffer.from(c.features, "base64")).buffer);
   return { wire: b64(js.encode(f, c.shape, c.dtype, c.perChannel)) };
-});
+}));
 console.log(JSON.stringify(out));
 """
 
@@ -112,3 +122,56 @@ def test_js_refuses_what_it_does_not_implement(tmp_path):
     data.write_text(json.dumps([bad]))
     proc = subprocess.run([NODE, str(runner), str(data)], capture_output=True, text=True)
     assert proc.returncode != 0 and "unknown crop" in proc.stderr
+
+
+def test_js_keyed_noise_equals_pythons(tmp_path):
+    """photoKey and keyedNormal against keyed_noise.py: the same key byte for byte and the
+    same normals (float32, 1e-5: Math.log/cos and numpy's may differ in the last bit), for
+    model inputs as the client makes them and for awkward floats (ties at x * 255 = k + 0.5,
+    values outside [0, 1], a partial last block)."""
+    rng = np.random.default_rng(2)
+    secret = bytes(rng.integers(0, 256, 32, dtype=np.uint8))
+    uint8_input = rng.integers(0, 256, (3, 16, 16), dtype=np.uint8).astype(np.float32) / 255
+    awkward = rng.uniform(-0.2, 1.2, (3, 5, 7)).astype(np.float32)
+    awkward.flat[:4] = [0.5, 0.5 / 255, 254.5 / 255, 1.0]  # 127.5: a tie, rounded to even
+    cases, expected = [], []
+    for x, n in ((uint8_input, 1024), (awkward, 105), (uint8_input[:, :1, :3], 1)):
+        key = photo_key(secret, x)
+        z = rng.normal(0, 1, n).astype(np.float32)
+        cases.append({"kind": "keyed", "secret": base64.b64encode(secret).decode(),
+                      "x": base64.b64encode(np.ascontiguousarray(x).tobytes()).decode(), "n": n,
+                      "features": base64.b64encode(z.tobytes()).decode(), "std": 0.7})
+        expected.append((key, keyed_normal(key, n), z))
+    for got, (key, noise, z) in zip(_run_js(cases, tmp_path), expected, strict=True):
+        assert base64.b64decode(got["key"]) == key
+        js_noise = np.frombuffer(base64.b64decode(got["noise"]), np.float32)
+        np.testing.assert_allclose(js_noise, noise, rtol=0, atol=1e-5)
+        assert np.abs(noise).max() > 0.5  # not vacuous
+        noisy = np.frombuffer(base64.b64decode(got["noisy"]), np.float32)
+        np.testing.assert_allclose(noisy, z + np.float32(0.7) * noise, rtol=0, atol=1e-5)
+
+
+SECRET_RUNNER = """
+import * as js from "%s";
+const store = new Map();
+const storage = { getItem: (k) => store.get(k) ?? null, setItem: (k, v) => store.set(k, v) };
+let calls = 0;
+const random = (a) => { calls++; return globalThis.crypto.getRandomValues(a); };
+const a = js.deviceSecret(storage, random), b = js.deviceSecret(storage, random);
+let malformed = "";
+try { js.deviceSecret({ getItem: () => "12", setItem: () => {} }, random); }
+catch (e) { malformed = e.message; }
+console.log(JSON.stringify({ a: Buffer.from(a).toString("hex"), b: Buffer.from(b).toString("hex"),
+  stored: store.get(js.SECRET_ITEM), calls, malformed }));
+"""
+
+
+def test_the_page_makes_its_secret_once_and_keeps_it(tmp_path):
+    runner = tmp_path / "secret.mjs"
+    runner.write_text(SECRET_RUNNER % (WEB / "obfuscator.js").as_uri())
+    proc = subprocess.run([NODE, str(runner)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["a"] == got["b"] == got["stored"] and len(got["a"]) == 64
+    assert got["calls"] == 1 and int(got["a"], 16) != 0  # 32 random bytes, drawn once
+    assert "malformed" in got["malformed"] and "clear this site's data" in got["malformed"]

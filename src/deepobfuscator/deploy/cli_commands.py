@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError, missing_extra
+from .keyed_noise import NOISE_KEYS
 from .wire import DTYPES
 
 
@@ -32,7 +33,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = export_run(Path(args.run), Path(args.out), wire_dtype=args.wire_dtype,
                      per_channel=not args.per_tensor, parity_images=args.parity_images,
-                     mobile=not args.no_mobile, force=args.force)
+                     mobile=not args.no_mobile, force=args.force, noise_key=args.noise_key)
     from .manifest import load_export
 
     bundle = load_export(out, check_hashes=False)  # export_run has just checked them
@@ -51,6 +52,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     w = m["wire"]
     print(f"wire: {w['dtype']} ({w['quantization']}), {w['bytes_per_image']} bytes per image "
           f"vs {w['image_bytes_uint8']} bytes of raw uint8 input")
+    if bundle.noise_std > 0:
+        how = ("keyed to the photo (a repeated photo carries the same noise)"
+               if bundle.noise_key == "photo" else "fresh for every upload")
+        print(f"feature noise: std {bundle.noise_std} added on the device, {how}")
     return 0
 
 
@@ -110,6 +115,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--force", action="store_true",
                    help="replace an export already in --out (swapped in only once the new "
                    "one is complete and parity-checked)")
+    e.add_argument("--noise-key", choices=list(NOISE_KEYS), default="photo",
+                   help="how the device draws the feature noise (runs trained with "
+                   "privacy.feature_noise): photo (default) keys it to the photo with a "
+                   "secret kept on the device, so the same photo sent again carries the same "
+                   "noise and cannot be averaged; fresh draws new noise for every upload")
     e.set_defaults(func=cmd_export)
 
     s = subparsers.add_parser("serve", help="serve the cloud classifier of an export (HTTP)")

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..threads import resolve_threads
-from . import wire
+from . import keyed_noise, wire
 from .manifest import ExportBundle, load_export
 from .preprocess_np import load_batch
 
@@ -29,7 +29,11 @@ class ClientError(UserError):
 class DeviceObfuscator:
     """obfuscator.onnx in onnxruntime, with the manifest's preprocessing and wire settings."""
 
-    def __init__(self, export_dir: str | Path, threads: int = 0) -> None:
+    def __init__(self, export_dir: str | Path, threads: int = 0,
+                 device_secret: bytes | None = None) -> None:
+        """device_secret: the 32-byte key of photo-keyed noise (manifest `features.
+        noise_key` "photo"); None: this device's (keyed_noise.device_secret(), made on
+        first use). Read only when the export asks for keyed noise; never sent or logged."""
         import onnxruntime as ort
 
         self.bundle: ExportBundle = load_export(export_dir)
@@ -38,6 +42,11 @@ class DeviceObfuscator:
         self.session = ort.InferenceSession(str(self.bundle.model_path("obfuscator")), opts,
                                             providers=["CPUExecutionProvider"])
         self._rng = np.random.default_rng()  # unseeded: the noise must not be predictable
+        self._secret: bytes | None = None
+        if self.bundle.noise_std > 0 and self.bundle.noise_key == "photo":
+            if device_secret is None:
+                device_secret = keyed_noise.device_secret()
+            self._secret = keyed_noise.check_secret(device_secret)
 
     def preprocess(self, image_paths: Sequence[str | Path]) -> np.ndarray:
         """Files -> float32 (N, 3, H, W) in [0, 1], exactly as in training."""
@@ -47,13 +56,24 @@ class DeviceObfuscator:
         """float32 (N, 3, H, W) model input -> float32 features (N, C, H', W'), as uploaded.
 
         When the manifest has `features.noise_std` > 0 (an obfuscator trained with
-        `privacy.feature_noise`), Gaussian noise of that std is added here, from the OS's
-        entropy: the ONNX graph leaves it out. noise=False: the graph's output only.
+        `privacy.feature_noise`), Gaussian noise of that std is added here: the ONNX graph
+        leaves it out. With `features.noise_key` "photo" each image's noise is keyed to its
+        pixels by the device secret (the same image always gets the same noise, so repeats
+        cannot be averaged); with "fresh" it comes from the OS's entropy on every call.
+        noise=False: the graph's output only.
         """
-        z = self.session.run(None, {"image": np.ascontiguousarray(images, np.float32)})[0]
+        x = np.ascontiguousarray(images, np.float32)
+        z = self.session.run(None, {"image": x})[0]
         std = self.bundle.noise_std
         if noise and std > 0:
-            z = z + (std * self._rng.standard_normal(z.shape)).astype(np.float32)
+            if self._secret is None:
+                drawn = self._rng.standard_normal(z.shape)
+            else:
+                drawn = np.empty(z.shape, np.float32)
+                for i, image in enumerate(x):  # one key per image: its noise is its own
+                    key = keyed_noise.photo_key(self._secret, image)
+                    drawn[i] = keyed_noise.keyed_normal(key, drawn[i].size).reshape(z.shape[1:])
+            z = z + (std * drawn).astype(np.float32)
         return z
 
     def encode(self, features: np.ndarray, dtype: str | None = None) -> bytes:
@@ -108,18 +128,19 @@ def post_features(server_url: str, body: bytes, token: str | None = None,
 def classify_images(server_url: str, export_dir: str | Path,
                     image_paths: Sequence[str | Path], token: str | None = None,
                     batch_size: int = 32, timeout: float = 30.0,
-                    compress: bool = True, threads: int = 0) -> list[dict]:
+                    compress: bool = True, threads: int = 0,
+                    device_secret: bytes | None = None) -> list[dict]:
     """Classify image files through the cloud service; one dict per image, in order:
     {"image", "answers"}, answers holding every task's answer by name (binary:
     {"probability", "label"}; multi-class: {"class", "probability", "probabilities"}); a
     one-task export's also keeps {"task", "probability", "label"} beside it. Only
     obfuscated features leave this machine, in the manifest's wire dtype, gzip-compressed
-    where that helps (compress=False: never)."""
+    where that helps (compress=False: never). device_secret: as DeviceObfuscator's."""
     if batch_size < 1:
         raise ClientError(f"batch size {batch_size}: send at least 1 image per request")
     import httpx
 
-    device = DeviceObfuscator(export_dir, threads=threads)
+    device = DeviceObfuscator(export_dir, threads=threads, device_secret=device_secret)
     names = device.bundle.task_names
     paths = [Path(p) for p in image_paths]
     results: list[dict] = []

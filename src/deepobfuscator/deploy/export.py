@@ -26,6 +26,7 @@ from ..io import atomic_write, atomic_write_json
 from ..models.budget import phone_budget
 from ..models.upload import PackUpload, UnpackUpload, kept_positions
 from . import wire
+from .keyed_noise import NOISE_KEYS
 from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, ExportError, load_export, sha256_file
 
 if TYPE_CHECKING:
@@ -45,14 +46,20 @@ EXPORT_FILES = (MANIFEST, "obfuscator.onnx", "classifier.onnx", "obfuscator.pte"
 
 def export_run(run_dir: str | Path, out_dir: str | Path, wire_dtype: str = "int8",
                per_channel: bool = True, parity_images: int = PARITY_IMAGES,
-               mobile: bool = True, force: bool = False) -> Path:
+               mobile: bool = True, force: bool = False, noise_key: str = "photo") -> Path:
     """Write obfuscator.onnx, classifier.onnx (+ obfuscator.pte) and manifest.json into out_dir.
 
     The export is built in a folder beside out_dir and swapped in only once complete and
     parity-checked, so a failed or killed export leaves the previous one as it was. A
     complete export already in out_dir is replaced only with force=True.
     mobile: also build the ExecuTorch .pte when executorch is installed (extra `[mobile]`).
+    noise_key (an obfuscator trained with feature noise): "photo", the device keys the
+    noise to the photo (a repeated photo carries the same noise, so repeats cannot be
+    averaged); "fresh", new noise for every upload.
     """
+    if noise_key not in NOISE_KEYS:
+        raise ExportError(f"unknown noise key {noise_key!r}: use 'photo' (the same photo "
+                          "always carries the same noise) or 'fresh' (new noise per upload)")
     if wire_dtype not in wire.DTYPES:
         raise ExportError(f"unknown wire dtype {wire_dtype!r}: use one of {sorted(wire.DTYPES)}")
     if parity_images < 1:
@@ -71,7 +78,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, wire_dtype: str = "int8
     stage.mkdir()
     try:
         _write_export(cfg, models, run_dir, stage, wire_dtype, per_channel, parity_images,
-                      mobile)
+                      mobile, noise_key)
         _swap_in(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -105,7 +112,7 @@ def _swap_in(stage: Path, out: Path) -> None:
 
 
 def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_channel: bool,
-                  parity_images: int, mobile: bool) -> None:
+                  parity_images: int, mobile: bool, noise_key: str) -> None:
     import torch
 
     from ..data.factory import preprocess_from_config
@@ -162,9 +169,11 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
         "features": {"name": "features", "shape": list(shape), "dtype": "float32",
                      "min": 0.0 if noise_std == 0 and not normalized else None,
                      "noise_std": noise_std,
+                     # absent without noise: nothing to key (and absent means "fresh")
+                     **({"noise_key": noise_key} if noise_std > 0 else {}),
                      "normalization": "unit_rms" if normalized else "none",
                      "information_cap": _cap_note(normalized, noise_std, c * h * w,
-                                                  feat_elems),
+                                                  feat_elems, noise_key),
                      "positions": None if positions is None else {
                          "of_shape": [c, h, w], "flat_indices": positions.tolist(),
                          "rule": "features hold the numbers at these C-order indices of "
@@ -173,9 +182,7 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
                      "erased": next((e for e in defences if e["name"] == "erase"), None),
                      # every stage between the VGG blocks and the wire, in order
                      "defences": defences,
-                     "noise": "none" if noise_std == 0 else "the device adds Gaussian noise "
-                     f"of std {noise_std} to every value of obfuscator.onnx's output before "
-                     "encoding (privacy.feature_noise; the classifier was trained with it)",
+                     "noise": _noise_note(noise_std, noise_key),
                      "elements": feat_elems,
                      "elements_vs_image": round(feat_elems / (3 * pre["size"][0]
                                                               * pre["size"][1]), 4)},
@@ -198,7 +205,24 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
     load_export(out)  # what serve and classify will do: fail here, not there
 
 
-def _cap_note(normalized: bool, noise_std: float, elements: int, sent: int) -> str:
+def _noise_note(noise_std: float, noise_key: str) -> str:
+    """The device's noise rule, in words: which noise, and how it is drawn."""
+    if noise_std == 0:
+        return "none"
+    rule = (f"the device adds Gaussian noise of std {noise_std} to every value of "
+            "obfuscator.onnx's output before encoding (privacy.feature_noise; the classifier "
+            "was trained with it), ")
+    if noise_key == "photo":
+        return rule + ("keyed to the photo (noise_key photo): drawn from HMAC-SHA256 of a "
+                       "secret that never leaves the device and the uint8 model input, so "
+                       "the same photo always carries the same noise and sending it again "
+                       "tells the server nothing new (docs/deploy.md, keyed_noise.py)")
+    return rule + ("drawn afresh from the OS's entropy for every upload (noise_key fresh): "
+                   "the same photo sent N times can have its noise averaged away")
+
+
+def _cap_note(normalized: bool, noise_std: float, elements: int, sent: int,
+              noise_key: str = "photo") -> str:
     """The information cap, in words: part of the export's contract with the device."""
     from ..defences.cap import capacity_bits
 
@@ -207,8 +231,12 @@ def _cap_note(normalized: bool, noise_std: float, elements: int, sent: int) -> s
     bits = capacity_bits(elements, noise_std, sent if sent < elements else 0)
     if bits is None:
         return "features scaled to unit RMS per image in obfuscator.onnx; no noise: no bound"
+    repeats = ("the noise is keyed to the photo, so sending it again adds nothing"
+               if noise_key == "photo" else "per upload: the noise is fresh, so a photo sent "
+               "N times can give more")
     return (f"obfuscator.onnx scales each image's features to unit RMS and the device adds "
-            f"noise of std {noise_std}: at most {bits:.1f} bits per image can reach the cloud")
+            f"noise of std {noise_std}: at most {bits:.1f} bits per image can reach the cloud "
+            f"({repeats})")
 
 
 def without_noise(encoder):
@@ -219,7 +247,8 @@ def without_noise(encoder):
     differ between runtimes; and onnxruntime's RandomNormalLike without a seed drew the
     same noise in every new session, 1.32.0 on 2026-12-04: noise in the graph would be
     predictable, so an attacker could subtract it) and the manifest's `features.noise_std`
-    tells the device to add it from the OS's entropy; `DeviceObfuscator.features` does.
+    tells the device to add it, keyed to the photo by a secret only the device holds or
+    fresh from the OS's entropy (`features.noise_key`); `DeviceObfuscator.features` does.
     """
     std = float(getattr(encoder, "noise_std", 0.0) or 0.0)
     if std == 0:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from .keyed_noise import NOISE_KEYS
 from .wire import DTYPES as WIRE_DTYPES
 from .wire import QUANT_CHANNEL, QUANT_NAMES
 from .wire import VERSION as WIRE_VERSION
@@ -101,6 +102,13 @@ class ExportBundle:
         return float(self.manifest["features"].get("noise_std") or 0.0)
 
     @property
+    def noise_key(self) -> str:
+        """How the device draws that noise: "photo" (keyed to the photo by a secret kept on
+        the device: a repeated photo carries the same noise) or "fresh" (new for every
+        upload; what an export made before keyed noise, without the field, means)."""
+        return str(self.manifest["features"].get("noise_key", "fresh"))
+
+    @property
     def threshold(self) -> float:
         """The single task's threshold (several tasks: each binary entry has its own)."""
         return float(self.manifest.get("task", {}).get("threshold", 0.5))
@@ -136,13 +144,15 @@ _FIELDS = [
      lambda v: isinstance(v, list) and len(v) == 3 and all(_is_int(x) for x in v)),
     ("features", "noise_std", "a number >= 0 (or absent)",
      lambda v: v is None or (_is_number(v) and v >= 0)),
+    ("features", "noise_key", " or ".join(map(repr, NOISE_KEYS)) + " (or absent)",
+     lambda v: v in NOISE_KEYS),
     ("wire", "dtype", f"one of {sorted(WIRE_DTYPES)}", lambda v: v in WIRE_DTYPES),
     ("wire", "quantization", "a string", lambda v: isinstance(v, str)),
     ("task", "name", "the task attribute's name", lambda v: isinstance(v, str) and bool(v)),
     ("task", "threshold", "a number in (0, 1) (or absent)",
      lambda v: v is None or (_is_number(v) and 0 < v < 1)),
 ]
-_OPTIONAL = {("features", "noise_std"), ("task", "threshold")}
+_OPTIONAL = {("features", "noise_std"), ("features", "noise_key"), ("task", "threshold")}
 
 
 def _check_fields(manifest: dict, mpath: Path) -> None:

@@ -1,6 +1,8 @@
 // The page: runs the exported obfuscator in this browser (onnxruntime-web, WebAssembly),
 // sends only the wire-format features to /v1/classify, and shows what left the device.
-import { addNoise, encode, preprocess, toInput } from "./obfuscator.js";
+import {
+  addKeyedNoise, addNoise, deviceSecret, encode, photoKey, preprocess, toInput,
+} from "./obfuscator.js";
 
 const $ = (id) => document.getElementById(id);
 const state = { manifest: null, session: null, ort: null, view: null, baseline: null };
@@ -57,16 +59,25 @@ async function loadModel() {
   }
   const m = state.manifest, b = m.budget;
   const names = m.tasks ? m.tasks.map((t) => t.name) : [m.task.name];
+  const keyed = noiseKey(m) === "photo";
   show("model", `${names.length > 1 ? "tasks" : "task"} ${names.join(", ")}; input ` +
     `${m.input.size.join(" x ")} px, crop ` +
     `${m.input.crop}; features ${m.features.shape.join(" x ")} sent as ${m.wire.dtype}` +
-    (m.features.noise_std ? ` with noise of std ${m.features.noise_std}` : ""));
+    (m.features.noise_std ? ` with noise of std ${m.features.noise_std}` +
+      (keyed ? ", keyed to the photo" : ", fresh for every upload") : ""));
+  // the small print about the device secret: shown until the export says it keys no noise
+  $("noise-note").hidden = !(m.features.noise_std > 0 && keyed);
   if (b) {
     show("split", `phone ${(b.phone_macs / 1e6).toFixed(1)} M MACs (this browser), cloud ` +
       `${(b.cloud_macs / 1e6).toFixed(1)} M MACs: the phone runs ` +
       `${(100 * b.phone_share).toFixed(0)}% of the model (VGG blocks 1-${b.split_block}` +
       `${b.bottleneck ? ` + a ${b.bottleneck}-channel bottleneck` : ""})`);
   }
+}
+
+// "photo" (noise keyed to the photo) or "fresh"; an export without the field is "fresh"
+function noiseKey(m) {
+  return m.features.noise_key ?? "fresh";
 }
 
 // decode exactly as stored: no colour conversion, no alpha premultiplication
@@ -100,8 +111,13 @@ export async function run(blob, options = {}) {
     [state.session.inputNames[0]]: new state.ort.Tensor("float32", x, [1, 3, h, w]) });
   let z = out[state.session.outputNames[0]].data;
   const t2 = performance.now();
-  if (options.noise !== false) {
-    z = addNoise(z, m.features.noise_std, (a) => crypto.getRandomValues(a));
+  if (options.noise !== false && m.features.noise_std > 0) {
+    if (noiseKey(m) === "photo") { // the same photo, the same noise: repeats add nothing
+      const secret = deviceSecret(localStorage, (a) => crypto.getRandomValues(a));
+      z = await addKeyedNoise(z, m.features.noise_std, await photoKey(secret, x));
+    } else {
+      z = addNoise(z, m.features.noise_std, (a) => crypto.getRandomValues(a));
+    }
   }
   const wire = encode(z, [1, ...m.features.shape], m.wire.dtype,
     m.wire.quantization === "per-channel affine");

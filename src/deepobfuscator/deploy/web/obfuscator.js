@@ -223,16 +223,111 @@ export function encode(features, shape, dtype = "int8", perChannel = true) {
   return new Uint8Array(buf);
 }
 
-// Gaussian noise of std `std` from the platform's cryptographic source (Box-Muller), as the
-// Python client draws it from the OS: the noise the classifier was trained with
+// ---- the feature noise -----------------------------------------------------------------
+
+// One standard normal from two uint32 (Box-Muller); (u0 + 1) / (2^32 + 1) is never 0
+function boxMuller(u0, u1) {
+  const a = (u0 + 1) / 4294967297, b = u1 / 4294967296;
+  return Math.sqrt(-2 * Math.log(a)) * Math.cos(2 * Math.PI * b);
+}
+
+// Gaussian noise of std `std` from the platform's cryptographic source, fresh for every
+// upload (manifest features.noise_key "fresh"): the noise the classifier was trained with
 export function addNoise(features, std, randomValues) {
   if (!(std > 0)) return features;
   const out = new Float32Array(features.length);
   const u = new Uint32Array(2);
   for (let i = 0; i < features.length; i++) {
     randomValues(u);
-    const u1 = (u[0] + 1) / 4294967297, u2 = u[1] / 4294967296;
-    out[i] = features[i] + std * Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
+    out[i] = features[i] + std * boxMuller(u[0], u[1]);
   }
   return out;
+}
+
+// Noise keyed to the photo (noise_key "photo"), the twin of deploy/keyed_noise.py: the same
+// photo always carries the same noise, so a server sent it N times cannot average the
+// noise away. key = HMAC-SHA256(secret, "deepobfuscator-noise-v1" + round(x * 255) as
+// uint8); block i = SHA-256(key || i, 4 bytes big-endian) = 8 little-endian uint32 = 4
+// normals. Web Crypto is async, and browsers give it to secure pages only.
+const NOISE_DOMAIN = new TextEncoder().encode("deepobfuscator-noise-v1");
+const SECRET_BYTES = 32;
+
+function subtleCrypto() {
+  const subtle = globalThis.crypto?.subtle;
+  if (!subtle) {
+    throw new Error("noise keyed to the photo needs the browser's Web Crypto (crypto.subtle), " +
+      "which it gives only to secure pages: open this page over https or on localhost");
+  }
+  return subtle;
+}
+
+// One photo's (3, H, W) float32 model input -> uint8 round(x * 255), C order (numpy's rint:
+// half to even, computed in float64, clipped to 0..255)
+export function quantise(x) {
+  const q = new Uint8Array(x.length);
+  for (let i = 0; i < x.length; i++) q[i] = Math.min(255, Math.max(0, rintEven(x[i] * 255)));
+  return q;
+}
+
+// The 32-byte noise key of one photo (Uint8Array)
+export async function photoKey(secret, x) {
+  if (!(secret instanceof Uint8Array) || secret.length !== SECRET_BYTES) {
+    throw new Error(`a device secret is ${SECRET_BYTES} random bytes`);
+  }
+  const subtle = subtleCrypto();
+  const key = await subtle.importKey("raw", secret, { name: "HMAC", hash: "SHA-256" }, false,
+    ["sign"]);
+  const msg = new Uint8Array(NOISE_DOMAIN.length + x.length);
+  msg.set(NOISE_DOMAIN);
+  msg.set(quantise(x), NOISE_DOMAIN.length);
+  return new Uint8Array(await subtle.sign("HMAC", key, msg));
+}
+
+// n float32 standard normals drawn from `key` by SHA-256 in counter mode
+export async function keyedNormal(key, n) {
+  const subtle = subtleCrypto();
+  const blocks = Math.ceil(n / 4);
+  const digests = await Promise.all(Array.from({ length: blocks }, (_, i) => {
+    const msg = new Uint8Array(key.length + 4);
+    msg.set(key);
+    new DataView(msg.buffer).setUint32(key.length, i, false);
+    return subtle.digest("SHA-256", msg);
+  }));
+  const out = new Float32Array(n);
+  digests.forEach((d, b) => {
+    const v = new DataView(d);
+    for (let j = 0; j < 4 && 4 * b + j < n; j++) {
+      out[4 * b + j] = boxMuller(v.getUint32(8 * j, true), v.getUint32(8 * j + 4, true));
+    }
+  });
+  return out;
+}
+
+// Features of one photo plus noise of std `std` keyed by photoKey(secret, its input)
+export async function addKeyedNoise(features, std, key) {
+  if (!(std > 0)) return features;
+  const g = await keyedNormal(key, features.length);
+  const out = new Float32Array(features.length);
+  for (let i = 0; i < features.length; i++) out[i] = features[i] + std * g[i];
+  return out;
+}
+
+// This browser's device secret: 32 bytes of crypto.getRandomValues, made once and kept as
+// hex in `storage` (the page's localStorage) under this name; it never leaves the device
+export const SECRET_ITEM = "deepobfuscator-device-secret";
+
+export function deviceSecret(storage, randomValues) {
+  let hex = storage.getItem(SECRET_ITEM);
+  if (hex === null) {
+    const fresh = new Uint8Array(SECRET_BYTES);
+    randomValues(fresh);
+    storage.setItem(SECRET_ITEM, Array.from(fresh, (v) => v.toString(16).padStart(2, "0"))
+      .join(""));
+    hex = storage.getItem(SECRET_ITEM); // another tab may have won: use what is kept
+  }
+  if (!/^[0-9a-f]{64}$/i.test(hex ?? "")) {
+    throw new Error("this browser's stored device secret is malformed: clear this site's " +
+      "data in the browser settings and a new one is made");
+  }
+  return Uint8Array.from(hex.match(/../g), (h) => parseInt(h, 16));
 }

@@ -50,8 +50,12 @@ def test_demo_writes_every_audit_artifact(demo_out):
 
 def test_report_embeds_its_figures_and_states_chance(demo_out):
     html = (demo_out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 2
+    # reconstructions, ROC curves, and privacy against repeated uploads (a noisy upload)
+    assert html.count("data:image/png;base64,") == 3
+    assert (demo_out / "figures" / "repeats.png").is_file()
     md = (demo_out / "report.md").read_text()
+    assert "## The strongest attacker" in md and "| uploads of each photo |" in md
+    assert "Identity, the strongest of every identity attack" in md
     assert "| figure | baseline (no privacy) | obfuscated | chance | change |" in md
     assert "Re-identification top-1" in md and "Male: attacker balanced accuracy" in md
     table = summary_table(demo_out)

@@ -26,7 +26,7 @@ from deepobfuscator.tasks import task_set
 from deepobfuscator.training import train
 
 FAST = AuditSettings(max_epochs=2, whitebox_images=4, whitebox_steps=5, grid_images=3,
-                     progress=False, recogniser="off")
+                     progress=False, recogniser="off", repeats="1,2")
 
 
 MULTI = ["data.task=[Smiling,Eyeglasses,{name: hair, classes: [Black_Hair, Blond_Hair, "
@@ -42,7 +42,9 @@ def attacked(request, tmp_path_factory, tiny_config_module):
     name -> the result entries it returned (None when it did not apply)."""
     tmp = tmp_path_factory.mktemp("registry")
     over = MULTI if request.param == "several tasks" else []
-    run = train(tiny_config_module(*over), tmp / "run", progress=False)
+    # device noise: the repeated-uploads attack averages it (it applies to noisy runs only)
+    run = train(tiny_config_module(*over, "privacy.feature_noise=0.2"), tmp / "run",
+                progress=False)
     cfg, models = load_run(run, torch.device("cpu"))
     roles = make_splits(cfg)
     emb, _ = _train_embedder(roles, cfg, FAST, torch.device("cpu"), "fp32", tmp)
@@ -87,6 +89,21 @@ def test_every_registered_attack_fills_the_figures_it_declares(attacked, name):
             assert v is not None and math.isfinite(v), f"{name} left {fig.key} empty"
             chance = fig.chance_in(chances)
             assert chance is not None, f"{fig.key} has no chance level"
+
+
+def test_the_attacks_run_in_the_order_the_registry_lists_them():
+    """Later attacks read what earlier ones produced (the identity summary reads every
+    identity attack's figure): a built-in must keep its listed place."""
+    from deepobfuscator.audit.attacks import BUILTIN
+
+    assert list(ATTACKS)[:len(BUILTIN)] == list(BUILTIN)
+    names = list(ATTACKS)
+    for name, cls in ATTACKS.items():
+        for product in cls.needs:
+            makers = {"reconstructions": "inversion"}
+            assert names.index(makers[product]) < names.index(name), (name, product)
+    assert names.index("identity") > max(names.index(n) for n in
+                                         ("reid", "feature_reid", "prior_inversion"))
 
 
 def test_figure_keys_are_unique_and_found_again_by_key():

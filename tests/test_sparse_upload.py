@@ -435,10 +435,13 @@ def test_the_audit_reports_the_sparse_budget_and_attacks_the_zeroed_map(sparse_e
     # 8 numbers vary, more than the 4 asked for: every learned attacker tried both views
     _, models = load_run(run)
     assert set(r["views"]["positions"]) < set(kept_positions(models.encoder).tolist())
-    learned = ["inversion", "probe_Smiling", "probe_Male", "probe_Young"]
+    # the inverse network and every attribute's probe of each family (the CNN's key is
+    # the attribute's alone)
+    learned = ["inversion", *(f"probe_{a}{fam}" for a in ("Smiling", "Male", "Young")
+                              for fam in ("", ":linear", ":mlp"))]
     assert set(r["views"]) == {"positions", *learned}
     report = (tmp_path / "audit" / "report.md").read_text()
-    won = [key for key in learned if r["views"][key] == "top4"]
+    won = [key for key in r["views"] if key != "positions" and r["views"][key] == "top4"]
     assert f"the top-4 view won for {', '.join(won) or 'none'}" in report
     for key in learned:
         other = "all" if r["views"][key] == "top4" else "top4"
@@ -499,7 +502,8 @@ def _planted_context(k: int, noise: float = 4.0, tmp=None, carrier: float = 5.0)
         z.view(n, -1)[:, PLANTED] *= carrier
         return FeatureSet(z, torch.zeros(n, 3, 8, 8), {"Male": male})
 
-    s = AuditSettings(select_positions=k, max_epochs=8, progress=False)
+    # the CNN alone: these tests are about the views, not the probe families
+    s = AuditSettings(select_positions=k, max_epochs=8, progress=False, probe_families="cnn")
     cpu = torch.device("cpu")
     return AttackContext("obfuscated", SimpleNamespace(privacy=SimpleNamespace(
         feature_noise=noise), data=SimpleNamespace(held_out=[])), None, split(300),

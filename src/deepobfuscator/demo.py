@@ -62,9 +62,12 @@ def run_demo(out: Path, quick: bool = False, progress: bool = True, threads: int
     settings = AuditSettings(max_epochs=DEMO_ATTACK_EPOCHS, wire="int8", progress=progress,
                              threads=threads, recogniser="off", **DEMO_WHITEBOX)
     if quick:
+        # no prior-guided inversion: its face prior learns nothing from 2 epochs on a
+        # smoke test's few hundred photos
         settings = AuditSettings(max_epochs=2, whitebox_images=4, whitebox_steps=10,
                                  grid_images=4, wire="int8", progress=progress,
-                                 threads=threads, recogniser="off")
+                                 threads=threads, recogniser="off", prior_images=0)
+        log.info("== quick audit: the prior-guided inversion is skipped (prior_images=0)")
     log.info("== auditing with fresh attackers")
     result = audit(runs["obfuscated"], runs["baseline"], out / "audit", settings)
     # the phone's half, ready to serve: the page runs it in a browser

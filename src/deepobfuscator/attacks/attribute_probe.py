@@ -1,7 +1,11 @@
-"""Attribute inference: a fresh CNN probe that reads a private attribute off uploaded features.
+"""Attribute inference: a fresh probe that reads a private attribute off uploaded features.
 
 Its balanced accuracy and AUC on the test split are the privacy figure for that attribute,
-so the probe must be strong: a weak one flatters the defence. It trains class-balanced,
+so the probe must be strong: a weak one flatters the defence. It comes in three families
+(`FAMILIES`): linear (a logistic regression on every number), MLP (two hidden layers on
+every number) and CNN (conv stages that keep where things are); the audit trains each and
+reports the one that reads the most, since a defence may hold against one family and not
+another (a linear erasure guarantees nothing against a nonlinear reader). It trains class-balanced,
 so it cannot score by always answering the majority class. Besides the fixed 0.5 cut it
 picks its own threshold on its held-out split (as an attacker with that split would):
 under a tight cap a probe can rank well (AUC 0.59) and still answer one class at 0.5.
@@ -29,6 +33,7 @@ from .base import (
     holdout_split,
 )
 
+FAMILIES = ("linear", "mlp", "cnn")
 HEAD_GRID = 4  # the last feature map is pooled to 4x4 and flattened: keeps where things are
 ROC_POINTS = 101
 
@@ -58,18 +63,53 @@ class ProbeNetwork(Standardized):
         return self.head(self.body(self.standardize(z))).squeeze(1)
 
 
+class FlatProbe(Standardized):
+    """Standardise -> flatten every number -> a logistic regression (hidden=0), or an MLP
+    with two hidden layers of `hidden` units -> 1 logit."""
+
+    def __init__(self, feature_shape: tuple[int, int, int], hidden: int = 0,
+                 dropout: float = 0.3) -> None:
+        c, h, w = feature_shape
+        super().__init__(c)
+        d = c * h * w
+        layers: list[nn.Module] = [nn.Flatten()]
+        if hidden:
+            layers += [nn.Linear(d, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                       nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+                       nn.Dropout(dropout), nn.Linear(hidden, 1)]
+        else:
+            layers.append(nn.Linear(d, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.standardize(z).contiguous()).squeeze(1)
+
+
+def probe_network(family: str, feature_shape: tuple[int, int, int],
+                  width: int = 64) -> Standardized:
+    """A fresh probe of one family (FAMILIES) for features of shape (C, h, w)."""
+    if family == "cnn":
+        return ProbeNetwork(feature_shape, width)
+    if family == "mlp":
+        return FlatProbe(feature_shape, hidden=256)
+    if family == "linear":
+        return FlatProbe(feature_shape)
+    raise ValueError(f"unknown probe family {family!r}: use one of {', '.join(FAMILIES)}")
+
+
 class AttributeProbe:
     """A fresh binary attribute attacker on features of shape (C, h, w)."""
 
     def __init__(self, feature_shape: tuple[int, int, int], settings: FitSettings,
-                 width: int = 64) -> None:
+                 width: int = 64, family: str = "cnn") -> None:
         self.settings = settings
+        self.family = family
         self.device = torch.device(settings.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed)
-            model = ProbeNetwork(tuple(feature_shape), width)
+            model = probe_network(family, feature_shape, width)
         # channels-last runs oneDNN convolutions ~1.5x faster on CPU
-        self.model = model.to(self.device, memory_format=torch.channels_last)
+        self.model = model.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         # the cut with the best balanced accuracy on the held-out split (set by fit)
         self.threshold = 0.5
 

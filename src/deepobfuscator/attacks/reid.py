@@ -52,10 +52,16 @@ class EmbeddingNet(nn.Module):
 
     def cosface_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Needs `self.classes`, the (identities, D) class centres, set by IdentityEmbedder.fit."""
-        e = self.forward(x).float()
-        with torch.autocast(x.device.type, enabled=False):  # scaled cosines need float32
-            cos = F.normalize(e, dim=1) @ F.normalize(self.classes, dim=1).T
-            return F.cross_entropy(SCALE * (cos - MARGIN * F.one_hot(y, cos.shape[1])), y)
+        return cosface_loss(self.forward(x), self.classes, y)
+
+
+def cosface_loss(emb: torch.Tensor, classes: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """CosFace on embeddings (N, D) against class centres (K, D): s * (cos - m at the true
+    class), cross-entropy. A margin on the cosine makes the embedding generalise to people
+    it never saw (their photos land near each other, not near a trained class)."""
+    with torch.autocast(emb.device.type, enabled=False):  # scaled cosines need float32
+        cos = F.normalize(emb.float(), dim=1) @ F.normalize(classes.float(), dim=1).T
+        return F.cross_entropy(SCALE * (cos - MARGIN * F.one_hot(y, cos.shape[1])), y)
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

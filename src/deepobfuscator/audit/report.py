@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_write_text
+from .report_strongest import repeats_figure, strongest_lines
 from .result import RUNS, AuditResult
 
 
@@ -135,6 +136,8 @@ def _figures(out: Path, results: dict, grid: dict[str, torch.Tensor]) -> dict[st
     fig.tight_layout()
     figs["roc"] = out / "figures" / "roc.png"
     _save(fig, figs["roc"])
+    if (rep := repeats_figure(results, out / "figures" / "repeats.png")) is not None:
+        figs["repeats"] = rep
     return figs
 
 
@@ -222,6 +225,9 @@ def render_markdown(results: dict, figs: dict[str, Path], out: Path) -> str:
               "accuracy; for reconstruction, the attacker split's mean face used as every "
               "reconstruction; for re-identification, 1 / number of test identities.", ""]
     lines += floor_lines(results)
+    lines += strongest_lines(results)
+    if "repeats" in figs:
+        lines += [f"![repeats]({figs['repeats'].relative_to(out)})", ""]
     budget = budget_rows(results)
     if budget:
         lines += ["## Phone budget", "",

@@ -33,6 +33,9 @@ from ..tasks import task_set
 from ..threads import use_threads
 from .attacks import AttackContext, run_attacks
 from .attacks._weights import save_weights
+from .attacks.attributes import probe_families
+from .attacks.pooled import counts
+from .bounds import bounds
 from .features import check_wire, extract, through_wire, wire_change
 from .image_metrics import image_scores, msssim_settings_for, summarize
 from .settings import AuditSettings
@@ -53,6 +56,9 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
     device = resolve_device(s.device)
     precision = resolve_precision(s.precision, device)
     check_wire(s.wire)
+    for setting in ("repeats", "pooled"):  # one-line errors before anything runs
+        counts(getattr(s, setting), setting)
+    probe_families(s.probe_families)
     if s.recogniser not in ("auto", "off"):
         raise UserError(f"recogniser={s.recogniser!r}: use 'auto' or 'off'")
     use_threads(s.threads)
@@ -241,6 +247,10 @@ def _audit_one(job: AuditJob, out: Path, embedder):
                "wire": {"format": s.wire, **wire_change(ctx.products["sent"], ctx.test)},
                "budget": phone_budget(cfg).to_dict()}  # compute per side, bytes per image
     r.update(run_attacks(ctx))
+    ids = ctx.test.identities
+    people = None if ids is None else int((np.unique(ids, return_counts=True)[1] >= 2).sum())
+    if (b := bounds(cfg, counts(s.repeats, "repeats"), people)) is not None:
+        r["bounds"] = b  # what the cap allows any attacker, per number of uploads
     if "view_choices" in ctx.products:  # which numbers each learned attacker kept
         r["views"] = ctx.products["view_choices"]
     r["curves"] = ctx.curves

@@ -38,6 +38,15 @@ class AuditSettings:
                                    0.0)
     whitebox_images: int = _h("test images the white-box attacker reconstructs", 32)
     whitebox_steps: int = _h("optimisation steps per white-box reconstruction", 300)
+    # the prior-guided inversion (attacks/prior_inversion.py): a face VAE trained on the
+    # attacker's photos, its latent searched through E for each upload from the inverse
+    # network's guess; the search stops at its budget (the VAE's training is capped by
+    # max_epochs and max_attack_seconds like every attacker's)
+    prior_images: int = _h("test images the prior-guided inversion reconstructs (0 = skip "
+                           "the attack)", 32)
+    prior_steps: int = _h("latent-search steps per prior-guided reconstruction", 200)
+    prior_seconds: float = _h("wall-clock budget of each run's prior-guided latent search, "
+                              "all its images together (0 = no limit)", 60.0)
     grid_images: int = _h("faces in the report's reconstruction grid", 8)
     # what the attackers and the cloud receive: the features after a round trip through
     # the upload format ("int8" is the deployment default and every published figure's;
@@ -64,6 +73,20 @@ class AuditSettings:
     select_positions: int = _h("learned attackers are also trained on the K uploaded "
                                "numbers of highest variance on their own split; the "
                                "stronger is reported (noisy uploads only; 0 = off)", 16)
+    # attribute probes of each family are trained and the one that reads the most on the
+    # test split is the figure (a defence may hold against a linear reader only)
+    probe_families: str = _h("attribute probe families, each trained, the strongest "
+                             "reported: linear, mlp, cnn (comma-separated)", "linear,mlp,cnn")
+    # a server that receives the same photo N times (retries, reloads, video frames) can
+    # average the device's fresh noise away: the probes and the identity attacks on the
+    # features are run again on the mean of N uploads of every photo, for each N listed
+    repeats: str = _h("also attack the mean of N uploads of each photo (fresh device noise "
+                      "each), for each N in this comma-separated list (noisy uploads "
+                      "only; \"1\" = off)", "1,16")
+    # an attacker with M photos of one person pools them: attribute probabilities and
+    # identity embeddings averaged over M photos
+    pooled: str = _h("also score attributes and identity pooled over M photos of one "
+                     "person, for each M in this comma-separated list (\"1\" = off)", "1,4")
     progress: bool = _h("progress bars", True)
 
     def fit_settings(self, device: torch.device, precision: str,

@@ -96,6 +96,22 @@ class Obfuscator(nn.Module):
             self.train(was_training)
             self.noise_std = std
 
+    def upload_noise(self, shape: tuple[int, ...],
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """One draw of the device's feature noise as it reaches the upload (N, C, H, W):
+        the noise stage's Gaussian through the stages after it (the sparse upload's mask,
+        which is linear). forward() in eval mode = the noise-free upload + this."""
+        std = self.noise_std
+        z = std * torch.randn(shape, generator=generator) if std > 0 else torch.zeros(shape)
+        names = list(self.stages)
+        later = names[names.index("noise") + 1:] if "noise" in names else []
+        if later:
+            device = next(self.parameters()).device
+            z = z.to(device)
+            for name in later:
+                z = self.stages[name](z)
+        return z.cpu()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.blocks(x)
         for stage in self.stages.values():

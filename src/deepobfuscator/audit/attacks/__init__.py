@@ -116,6 +116,8 @@ class AuditAttack:
     name: ClassVar[str]
     figures: ClassVar[tuple[FigureSpec, ...]] = ()
     needs: ClassVar[tuple[str, ...]] = ()  # products of earlier attacks it reads
+    # run again on the mean of N uploads of each photo (audit setting `repeats`)
+    repeatable: ClassVar[bool] = False
 
     def applies(self, ctx: AttackContext) -> bool:
         return True
@@ -125,10 +127,12 @@ class AuditAttack:
 
 
 # the registry, in the order the audit runs them (and the verdict lists their figures)
-BUILTIN = ("inversion", "whitebox", "attributes", "reidentification", "feature_reid",
-           "own_adversaries", "utility")
+BUILTIN = ("inversion", "whitebox", "prior_inversion", "attributes", "reid",
+           "feature_reid", "identity", "pooled", "repeats", "training_adversaries", "utility")
+# an attack's module, where its name differs (the registry orders the built-ins by name)
+_MODULES = {"reid": "reidentification", "training_adversaries": "own_adversaries"}
 ATTACKS: Registry[type[AuditAttack]] = Registry(
-    "audit attack", {name: f"{__name__}.{name}" for name in BUILTIN})
+    "audit attack", {name: f"{__name__}.{_MODULES.get(name, name)}" for name in BUILTIN})
 
 
 def register_attack(cls: type[AuditAttack]) -> type[AuditAttack]:
@@ -136,12 +140,14 @@ def register_attack(cls: type[AuditAttack]) -> type[AuditAttack]:
     return cls
 
 
-def run_attacks(ctx: AttackContext) -> dict:
-    """Every registered attack that applies, in registry order; their result entries."""
+def run_attacks(ctx: AttackContext, repeatable_only: bool = False) -> dict:
+    """Every registered attack that applies, in registry order; their result entries.
+    repeatable_only: only those that run again on repeated uploads (audit/attacks/
+    repeats.py)."""
     result: dict = {}
     for name, cls in ATTACKS.items():
         attack = cls()
-        if not attack.applies(ctx):
+        if (repeatable_only and not cls.repeatable) or not attack.applies(ctx):
             continue
         missing = [p for p in cls.needs if p not in ctx.products]
         if missing:

@@ -55,6 +55,13 @@ class Reidentification(AuditAttack):
                                 ctx.products["reconstructions"], ctx.settings.seed,
                                 ctx.settings.recogniser)
         ctx.arrays["reid_ranks"] = ranks
+        reads = ctx.products.setdefault("identity_reads", {})
+        reads["reconstructions"] = out["reconstruction_probes"]["top1"]
+        if "dlib_reconstruction_probes" in out:
+            reads["reconstructions (dlib)"] = out["dlib_reconstruction_probes"]["top1"]
+        # the same recogniser on the raw photos: what any identity attack could reach
+        ctx.products["identity_ceiling"] = max(
+            out["raw_probes"]["top1"], out.get("dlib_raw_probes", {}).get("top1", 0.0))
         return {"reid": out}
 
 

@@ -12,7 +12,7 @@ from deepobfuscator.runs import RunError
 from deepobfuscator.training import train
 
 FAST = AuditSettings(max_epochs=2, whitebox_images=4, whitebox_steps=5, grid_images=3,
-                     progress=False, recogniser="off")
+                     progress=False, recogniser="off", prior_images=0)
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +217,7 @@ def test_the_demo_audits_through_the_int8_wire_and_float32_changes_nothing(demo_
     runs = first["runs_dirs"]
     out = audit(runs["obfuscated"], None, tmp_path / "f32",
                 AuditSettings(max_epochs=1, whitebox_images=2, whitebox_steps=2, grid_images=2,
-                              wire="float32", progress=False))
+                              wire="float32", progress=False, prior_images=0))
     res = json.loads((out / "audit.json").read_text())
     assert res["runs"]["obfuscated"]["wire"] == {"format": "float32", "max_change": 0.0,
                                                  "mean_change": 0.0}

@@ -26,7 +26,8 @@ from deepobfuscator.tasks import task_set
 from deepobfuscator.training import train
 
 FAST = AuditSettings(max_epochs=2, whitebox_images=4, whitebox_steps=5, grid_images=3,
-                     progress=False, recogniser="off", repeats="1,2")
+                     progress=False, recogniser="off", repeats="1,2", prior_images=4,
+                     prior_steps=10)
 
 
 MULTI = ["data.task=[Smiling,Eyeglasses,{name: hair, classes: [Black_Hair, Blond_Hair, "

@@ -162,7 +162,8 @@ def tiny_audit(tiny_run, tmp_path_factory):
                  progress=False)
     return audit(tiny_run, base, tmp / "audit",
                  AuditSettings(max_epochs=2, whitebox_images=2, whitebox_steps=2,
-                               progress=False, recogniser="off", wire="int8", threads=1))
+                               progress=False, recogniser="off", wire="int8", threads=1,
+                               prior_images=0))
 
 
 def test_the_attacker_view_rebuilds_from_exactly_the_bytes_sent(tiny_export, tiny_audit,

@@ -57,7 +57,8 @@ def trained():
     """A prior trained on 192 planted images, and 16 others to invert with their uploads."""
     torch.set_num_threads(1)
     enc = random_obfuscator()
-    atk = PriorInversionAttack(enc, (SIZE, SIZE), FAST, steps=150, seconds=0, width=16)
+    # lr 0.1: the search starts from the latent mean 0, far from most targets
+    atk = PriorInversionAttack(enc, (SIZE, SIZE), FAST, steps=150, seconds=0, lr=0.1, width=16)
     curve = atk.fit(planted_faces(192, seed=1))
     test = planted_faces(16, seed=2)
     with torch.no_grad():
@@ -96,6 +97,23 @@ def test_a_learned_guess_is_never_made_worse(trained):
         start = atk.vae.decode(atk.encode(guess.clamp(0, 1)))
         err = lambda x: (atk.encoder(x) - z).pow(2).flatten(1).sum(1)  # noqa: E731
         assert torch.all(err(recon) <= err(start) * (1 + 1e-4) + 1e-6)
+
+
+def test_feature_noise_weights_the_prior(trained):
+    """Under E's feature noise the MAP weight of the prior grows with the noise's power: an
+    upload that is nearly all noise keeps the search at the prior's mean face."""
+    atk, _, _, z = trained
+    with torch.no_grad():
+        mean_face = atk.vae.decode(torch.zeros(1, atk.vae.latent_dim))
+    moved = {}
+    atk.steps = 20
+    try:
+        for std in (0.0, 1e3):
+            atk.noise_std = std
+            moved[std] = float((atk.reconstruct(z[:4]) - mean_face).abs().mean())
+    finally:
+        atk.steps, atk.noise_std = 150, 0.0
+    assert moved[1e3] < 0.1 * moved[0.0], moved
 
 
 def test_the_search_keeps_to_its_time_budget(trained):

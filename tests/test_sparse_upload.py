@@ -427,7 +427,8 @@ def test_the_audit_reports_the_sparse_budget_and_attacks_the_zeroed_map(sparse_e
 
     run, _ = sparse_export
     fast = AuditSettings(max_epochs=1, whitebox_images=2, whitebox_steps=3, grid_images=2,
-                         progress=False, recogniser="off", wire="int8", select_positions=4)
+                         progress=False, recogniser="off", wire="int8", select_positions=4,
+                         prior_images=0)
     doc = json.loads((audit(run, None, tmp_path / "audit", fast) / "audit.json").read_text())
     r = doc["runs"]["obfuscated"]
     assert (r["budget"]["upload_numbers"], r["budget"]["upload_bytes"]) == (K, 32 + K)

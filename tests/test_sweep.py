@@ -13,7 +13,7 @@ from deepobfuscator.demo import QUICK_OVERRIDES
 
 BASE = [*QUICK_OVERRIDES, "threads=1", "privacy.method=deepobfuscator"]  # lambda acts
 TINY_AUDIT = AuditSettings(max_epochs=2, whitebox_images=4, whitebox_steps=10, grid_images=4,
-                           progress=False)
+                           progress=False, prior_images=0, repeats="1")
 
 
 def test_grid_parsing_and_points():

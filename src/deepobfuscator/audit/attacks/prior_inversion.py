@@ -10,6 +10,7 @@ import torch
 
 from ...attacks.prior_inversion import PriorInversionAttack
 from ...attacks.reid import gallery_probe_split, reid_scores
+from ...log import log
 from ..figures import FigureSpec
 from ..image_metrics import image_scores, summarize
 from . import AttackContext, AuditAttack, register_attack
@@ -54,6 +55,8 @@ class PriorInversion(AuditAttack):
                                    noise_std=float(getattr(ctx.models.encoder, "noise_std", 0.0)))
         ctx.curves["prior_vae"] = _trained_prior(atk, ctx)
         recon = atk.reconstruct(ctx.test.features[:k], start=ctx.products["reconstructions"][:k])
+        log.info(f"   prior-guided inversion: {k} images, {atk.stats.steps} steps in "
+                 f"{atk.stats.seconds:.0f} s ({atk.stats.stopped})")
         scores = image_scores(recon, ctx.test.images[:k])
         ctx.arrays.update({f"prior_{m}": v for m, v in scores.items()})
         ctx.products["prior_reconstructions"] = recon

@@ -233,5 +233,7 @@ def test_pooling_photos_of_one_person_reads_a_stable_attribute_and_identity_bett
     g, p = gallery_probe_split(ids, 0)
     one = reid_scores(vec[g], ids[g], vec[p], ids[p])[0]["top1"]
     assert out["4"]["reid"]["top1"] > one + 0.1
+    # four known photos of each person name a new one better than one known photo
+    assert out["4"]["reid_gallery"]["top1"] > one + 0.1
     for group in person_groups(ids, 4, 0):
         assert len(group) == 4 and len(set(ids[group])) == 1

@@ -100,13 +100,17 @@ def pooled_lines(results: dict) -> list[str]:
     single = {"photos": 1, "attributes": r.get("attributes", {}),
               "reid": {"top1": r.get("feature_reid", {}).get("top1")}}
     lines = ["Photos of one person pooled: the attacker averages its readings over M photos "
-             "of the same person (obfuscated run; balanced accuracy; identity top-1 from the "
-             "features).", "", "| photos per person | " + " | ".join(private)
-             + " | identity top-1 |", "|---|" + "---|" * (len(private) + 1)]
+             "of the same person, or knows M photos of each person and names a new one "
+             "(obfuscated run; balanced accuracy; identity top-1 from the features).", "",
+             "| photos per person | " + " | ".join(private)
+             + " | identity top-1, M photos pooled | identity top-1, M photos known |",
+             "|---|" + "---|" * (len(private) + 2)]
+    single["reid_gallery"] = single["reid"]
     for m, e in sorted({"1": single, **pooled}.items(), key=lambda kv: int(kv[0])):
         lines.append(f"| {m} | " + " | ".join(
             _f(e["attributes"].get(a, {}).get("balanced_accuracy")) for a in private)
-            + f" | {_f(e.get('reid', {}).get('top1'))} |")
+            + f" | {_f(e.get('reid', {}).get('top1'))} | "
+            f"{_f(e.get('reid_gallery', {}).get('top1'))} |")
     return [*lines, ""]
 
 

@@ -8,7 +8,10 @@ person are cut into groups of M (seeded; the rest dropped) and
   attributes attack) are averaged in log-odds over the group; the group's label is the
   majority of its photos' (a tie: its first photo's);
 - the best feature identity reader's vectors (feature_reid) are averaged over the group
-  and matched against the one-photo gallery.
+  and matched against the one-photo gallery;
+- the other way round, M photos of each person are the gallery (a labelled photo
+  library, an account's earlier uploads) and each other photo is named by its nearest
+  gallery photo (`reid_gallery`; chance: 1 / the people in its gallery).
 The largest M is also stored under "largest", which the figures read.
 """
 
@@ -48,6 +51,19 @@ def person_groups(ids: np.ndarray, m: int, seed: int,
     return groups
 
 
+def gallery_of(ids: np.ndarray, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(gallery, probes): m random photos of each person with more than m in the gallery,
+    that person's other photos as probes; people with m or fewer photos are left out."""
+    rng = np.random.default_rng(seed)
+    gallery, probes = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for person in np.unique(ids):
+        idx = rng.permutation(np.flatnonzero(ids == person))
+        if len(idx) > m:
+            gallery.append(idx[:m])
+            probes.append(idx[m:])
+    return np.sort(np.concatenate(gallery)), np.sort(np.concatenate(probes))
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
@@ -64,6 +80,9 @@ class PooledPhotos(AuditAttack):
         FigureSpec("pooled_reid_top1", "Re-identification top-1, pooling photos of one person "
                    "(most photos)", "re-identification top-1 (pooled)",
                    ("pooled", "largest", "reid", "top1"), "lower", ("reid", "top1")),
+        FigureSpec("pooled_gallery_reid_top1", "Re-identification top-1, M photos of each "
+                   "person known (most photos)", "re-identification top-1 (M-photo gallery)",
+                   ("pooled", "largest", "reid_gallery", "top1"), "lower", ("reid", "top1")),
     )
 
     def applies(self, ctx: AttackContext) -> bool:
@@ -98,6 +117,14 @@ class PooledPhotos(AuditAttack):
                     pid = np.array([ids[g[0]] for g in pgroups])
                     entry["reid"] = {**reid_scores(
                         vec[gallery], ids[gallery], pooled, pid,
+                        metric="euclidean" if method == "euclidean" else "cosine")[0],
+                        "reader": method}
+                # the other way round: M photos of each person already known (a labelled
+                # library, an account's earlier uploads), one new photo to name
+                g2, p2 = gallery_of(ids, m, seed)
+                if len(p2):
+                    entry["reid_gallery"] = {**reid_scores(
+                        vec[g2], ids[g2], vec[p2], ids[p2],
                         metric="euclidean" if method == "euclidean" else "cosine")[0],
                         "reader": method}
             out[str(m)] = entry

@@ -113,12 +113,16 @@ def test_the_identity_figure_is_the_strongest_attack():
 
     ctx = SimpleNamespace(products={"identity_reads": {"features": 0.3, "reconstructions": 0.1,
                                                         "reconstructions (dlib)": 0.4},
-                                    "identity_ceiling": 0.9})
+                                    "identity_ceiling": 0.9,
+                                    # a few probes only: beside the maximum, not in it
+                                    "identity_reads_subset": {"prior": {"top1": 0.6,
+                                                                        "probes": 30}}})
     attack = StrongestIdentity()
     assert attack.applies(ctx)  # type: ignore[arg-type]
     out = attack.run(ctx)["identity"]  # type: ignore[arg-type]
     assert (out["top1"], out["attack"], out["raw_photo_ceiling"]) == \
         (0.4, "reconstructions (dlib)", 0.9)
+    assert out["subset_reads"] == {"prior": {"top1": 0.6, "probes": 30}}
     assert not attack.applies(SimpleNamespace(products={}))  # type: ignore[arg-type]
 
 

@@ -23,10 +23,12 @@ def identity_lines(results: dict) -> list[str]:
         reads = ", ".join(f"{k} {v:.3f}" for k, v in sorted(ident["reads"].items(),
                                                             key=lambda kv: -kv[1]))
         ceiling = ident.get("raw_photo_ceiling")
+        subset = "".join(f"; {k} {v['top1']:.3f} on {v['probes']} probes only, not in the "
+                         "maximum" for k, v in ident.get("subset_reads", {}).items())
         out.append(f"- {run}: **top-1 {ident['top1']:.3f}** by {ident['attack']} (every "
                    f"identity attack: {reads}; chance {_f(chance)}"
                    + (f"; the recogniser on raw photos {ceiling:.3f}" if ceiling is not None
-                      else "") + ")")
+                      else "") + subset + ")")
     return ["Identity, the strongest of every identity attack (re-identification top-1):",
             "", *out, ""] if out else []
 

@@ -1,9 +1,12 @@
 """The audit's identity figure: the strongest of its identity attacks.
 
-Each identity attack leaves its re-identification top-1 in ctx.products["identity_reads"]
-(from the features, from the inverse network's and the prior-guided inversion's
+Each identity attack scored on every test probe leaves its re-identification top-1 in
+ctx.products["identity_reads"] (from the features; from the inverse network's
 reconstructions, by the trained recogniser and by dlib's when installed); the headline is
 the maximum, named, beside the raw-photo ceiling (the same recogniser on the photos).
+Attacks scored on a subset of the probes (the prior-guided inversion's first
+`prior_images`) are listed beside it with their number of probes, not maximised over: on
+a few dozen probes sampling error alone would decide the maximum.
 """
 
 from __future__ import annotations
@@ -29,5 +32,7 @@ class StrongestIdentity(AuditAttack):
         reads = dict(ctx.products["identity_reads"])
         best = max(reads, key=lambda k: reads[k])
         ceiling = ctx.products.get("identity_ceiling")
+        subset = ctx.products.get("identity_reads_subset")
         return {"identity": {"top1": reads[best], "attack": best, "reads": reads,
-                             **({"raw_photo_ceiling": ceiling} if ceiling is not None else {})}}
+                             **({"raw_photo_ceiling": ceiling} if ceiling is not None else {}),
+                             **({"subset_reads": subset} if subset else {})}}

@@ -243,7 +243,8 @@ def test_feature_reid_standardises_before_matching():
 
     test = FeatureSet(feats(ids), torch.zeros(len(ids), 3, 4, 4), {}, ids)
     attacker = FeatureSet(feats(rng.integers(0, 10, 200)), torch.zeros(200, 3, 4, 4), {}, None)
-    ctx = SimpleNamespace(test=test, attacker=attacker, settings=SimpleNamespace(seed=0))
+    ctx = SimpleNamespace(test=test, attacker=attacker, settings=SimpleNamespace(seed=0),
+                          products={})
     out = FeatureReidentification().run(ctx)["feature_reid"]  # type: ignore[arg-type]
     assert out["top1"] > 0.9, out
     gallery, probes = gallery_probe_split(ids, 0)

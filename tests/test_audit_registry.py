@@ -79,7 +79,7 @@ def test_every_registered_attack_fills_the_figures_it_declares(attacked, name):
     names = Names(tasks.names, list(ctx.cfg.data.private), list(ctx.cfg.data.held_out))
     chances = {"reconstruction_mean_image": {m: {"mean": 0.0} for m in
                                              ("msssim", "ssim", "psnr")},
-               "reid": {"top1": 0.1, "top5": 0.5},
+               "reid": {"top1": 0.1, "top5": 0.5, "leave_one_out_top1": 0.1},
                "tasks": {n: {"majority_rate": 0.5, "chance": 0.5}
                          for n in [*tasks.names, names.task]}}
     for spec in ATTACKS[name].figures:

@@ -96,16 +96,32 @@ def test_features_that_are_an_identity_embedding_are_re_identified_and_noise_is_
     out = FeatureReidentification().run(ctx)["feature_reid"]
     chance = out["cosine"]["chance_top1"]
     assert math.isclose(chance, 1 / 25)
+    from deepobfuscator.attacks.reid import leave_one_out_chance
+
+    loo_chance = leave_one_out_chance(ctx.test.identities)
+    assert math.isclose(loo_chance, 4 / 124)  # 4 other photos of the person among 124
     if signal:
         assert out["top1"] > 0.95 and out["embedder"]["top1"] > 0.9, out
         assert out["verification"]["auc"] > 0.95
+        assert out["leave_one_out"]["top1"] > 0.95
     else:
         for reader in ("cosine", "euclidean", "embedder"):
             assert out[reader]["top1"] < 3.5 * chance, (reader, out[reader])
+            assert out["leave_one_out"][reader] < 3.5 * loo_chance
         assert 0.35 < out["verification"]["auc"] < 0.65
     ident = StrongestIdentity().run(ctx)["identity"]
-    assert ident["reads"]["features"] == out["top1"] == ident["top1"]
-    assert ident["attack"] == "features"
+    assert ident["reads"]["features"] == out["top1"]
+    assert ident["reads"]["features, every other photo known"] == out["leave_one_out"]["top1"]
+    assert ident["top1"] == max(ident["reads"].values())
+
+
+def test_leave_one_out_scores_identical_vectors_at_chance():
+    from deepobfuscator.attacks.reid import leave_one_out_chance, leave_one_out_top1
+
+    ids = np.repeat(np.arange(7), [2, 3, 4, 5, 2, 9, 3])
+    for metric in ("cosine", "euclidean"):
+        got = leave_one_out_top1(torch.ones(len(ids), 5), ids, metric, chunk=4)
+        assert got == pytest.approx(leave_one_out_chance(ids))
 
 
 def test_the_identity_figure_is_the_strongest_attack():

@@ -183,6 +183,34 @@ def reid_scores(gallery_emb, gallery_ids: np.ndarray, probe_emb, probe_ids: np.n
             "mean_rank": mean(ranks), "n_identities": int(k), "n_probes": int(len(p))}, ranks
 
 
+def leave_one_out_top1(vectors, identities: np.ndarray, metric: str = "cosine",
+                       chunk: int = 1024) -> float:
+    """Each photo named by its nearest other photo (every other photo of the split is the
+    gallery: an attacker who already knows many photos of each person). Ties count as a
+    random pick among the tied, so identical vectors score chance, not 0 or 1."""
+    x = torch.as_tensor(vectors, dtype=torch.float32).flatten(1)
+    if metric == "cosine":
+        x = F.normalize(x, dim=1)
+    ids = torch.from_numpy(np.unique(np.asarray(identities), return_inverse=True)[1])
+    hits = []
+    for i in range(0, len(x), chunk):
+        sim = x[i:i + chunk] @ x.T if metric == "cosine" else -torch.cdist(x[i:i + chunk], x)
+        rows = torch.arange(i, min(i + chunk, len(x)))
+        sim[rows - i, rows] = -torch.inf  # never itself
+        tied = sim == sim.max(1, keepdim=True).values
+        same = ids[rows].unsqueeze(1) == ids.unsqueeze(0)
+        hits.append((tied & same).sum(1).double() / tied.sum(1).double())
+    return float(torch.cat(hits).mean()) if hits else float("nan")
+
+
+def leave_one_out_chance(identities: np.ndarray) -> float:
+    """A random other photo's chance of showing the same person, averaged over photos."""
+    _, inverse, counts = np.unique(np.asarray(identities), return_inverse=True,
+                                   return_counts=True)
+    n = len(inverse)
+    return float(((counts[inverse] - 1) / max(n - 1, 1)).mean()) if n else float("nan")
+
+
 DLIB_WEIGHTS = "dlib_face_recognition_resnet_model_v1.dat"
 
 

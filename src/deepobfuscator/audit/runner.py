@@ -341,7 +341,11 @@ def _chance(roles: dict, test: FeatureSet, cfg: Config, seed: int = 0) -> dict:
         # among them, not among everyone in the test split
         _, counts = np.unique(test.identities, return_counts=True)
         n = max(1, int((counts >= 2).sum()))
-        out["reid"] = {"top1": 1.0 / n, "top5": min(5, n) / n, "identities": n}
+        from ..attacks.reid import leave_one_out_chance
+
+        out["reid"] = {"top1": 1.0 / n, "top5": min(5, n) / n, "identities": n,
+                       # a random other test photo shows the same person
+                       "leave_one_out_top1": leave_one_out_chance(test.identities)}
         if n > 1:
             # the identity floor: nearest neighbour on the true answer vectors, with the
             # audit's gallery and probes (ties are a random pick among the tied)

@@ -96,3 +96,62 @@ def test_stray_words_are_still_refused(argv, capsys):
         main(argv)
     assert e.value.code == 2
     assert "unrecognized arguments" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("what", ["weights", "config", "non-utf8 config", "nan lr"])
+def test_damaged_files_and_bad_numbers_are_one_line(what, tiny_run, tmp_path, monkeypatch,
+                                                    capsys):
+    """Issue 37, item 2: a truncated .safetensors (export and audit), a run's malformed
+    config.yaml (export), a --config that is not UTF-8, a learning rate of NaN: each one
+    line naming the file or key and the fix, never a traceback."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    if what == "weights":
+        w = run / "weights" / "encoder.safetensors"
+        w.write_bytes(w.read_bytes()[:100])
+        cases = [(["export", str(run), "--out", "x"], "encoder.safetensors is damaged"),
+                 (["audit", str(run), "--out", "a"], "encoder.safetensors is damaged")]
+    elif what == "config":
+        (run / "config.yaml").write_text("data: [unclosed\n")
+        cases = [(["export", str(run), "--out", "x"], "config.yaml is not a readable run "
+                  "config")]
+    elif what == "non-utf8 config":
+        (tmp_path / "bad.yaml").write_bytes(b"seed: 1\n\xff\xfe")
+        cases = [(["train", "--config", str(tmp_path / "bad.yaml")], "not a UTF-8 text file")]
+    else:
+        cases = [(["train", "--config", "cpu", "train.task.lr=nan"],
+                  "train.task.lr=nan: give a finite number"),
+                 (["train", "--config", "cpu", "train.adversarial.lr=0"],
+                  "a learning rate must be > 0")]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+        assert not (tmp_path / "x").exists()
+
+
+def test_a_port_out_of_range_is_one_usage_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["serve", "/nowhere", "--port", "99999"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "'99999' is not a TCP port: give 1-65535" in err[-1]
+
+
+def test_an_unreadable_input_file_is_named_as_one_to_read(tmp_path, monkeypatch):
+    """Root reads anything, so os.access is simulated: an existing file it may not read
+    is an input to fix, not a folder to write elsewhere (issue 37, item 2)."""
+    from deepobfuscator.deploy.cli_commands import permission_message
+
+    f = tmp_path / "encoder.safetensors"
+    f.write_bytes(b"x")
+    exc = PermissionError(13, "Permission denied", str(f))
+    monkeypatch.setattr("os.access", lambda path, mode: False)
+    assert permission_message(exc) == (f"permission denied: cannot read {f}; fix its "
+                                       "permissions (chmod u+r)")
+    monkeypatch.undo()
+    out = PermissionError(13, "Permission denied", str(tmp_path / "ro" / "export"))
+    assert "choose a folder you can write to" in permission_message(out)

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -314,7 +315,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 f"({', '.join(preset_names())})"
             )
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}: not a UTF-8 text file (byte {exc.start}); save the "
+                              "config as UTF-8 YAML") from exc
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML ({exc})") from exc
         if not isinstance(raw, dict):
@@ -477,6 +481,28 @@ def _enumerated(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return out
 
 
+def _numbers(obj: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted key, value) of every float field, nested sections included."""
+    out: list[tuple[str, float]] = []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, float):
+            out.append((prefix + f.name, value))
+        elif dataclasses.is_dataclass(value):
+            out += _numbers(value, f"{prefix}{f.name}.")
+    return out
+
+
+def _check_numbers(cfg: Config) -> None:
+    # NaN or infinity anywhere reaches torch as a traceback (issue 37: train.task.lr=nan)
+    for key, value in _numbers(cfg):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={value}: give a finite number")
+        name = key.rsplit(".", 1)[-1]
+        if (name == "lr" or name.endswith("_lr")) and not value > 0:
+            raise ConfigError(f"{key}={value}: a learning rate must be > 0")
+
+
 def _check_finish(cfg: Config) -> None:
     # the finish phase's cloud re-fit (training/finish.py)
     t = cfg.train
@@ -493,6 +519,7 @@ def _check_finish(cfg: Config) -> None:
 def validate(cfg: Config) -> None:
     # enumerated keys are checked against their Literal when built; a Config made in
     # code (or changed with dataclasses.replace) is checked here
+    _check_numbers(cfg)
     for key, value in _enumerated(cfg):
         tp = _hint(cfg, key)
         if value not in get_args(tp):

@@ -115,7 +115,15 @@ def read_run_config(run_dir: Path) -> Config:
     if not paths.config.is_file():
         raise RunError(f"{paths.root} is not a run folder (no config.yaml); "
                        "pass the --out folder of `deepobfuscator train`")
-    return config_from_dict(yaml.safe_load(paths.config.read_text()))
+    try:
+        raw = yaml.safe_load(paths.config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise RunError(f"{paths.config} is not a readable run config ({type(exc).__name__}); "
+                       "it was edited or damaged: restore it, or train the run again") from exc
+    if not isinstance(raw, dict):
+        raise RunError(f"{paths.config} is not a run config (not a mapping of keys); restore "
+                       "it, or train the run again")
+    return config_from_dict(raw)
 
 
 def load_run(run_dir: Path, device: str | torch.device = "cpu") -> tuple[Config, Models]:
@@ -131,7 +139,14 @@ def load_run(run_dir: Path, device: str | torch.device = "cpu") -> tuple[Config,
                 if paths.checkpoint.is_file() else "no checkpoints either: train it first")
         raise RunError(f"{paths.root}: final weights missing for {', '.join(missing)} ({hint})")
     for name, module in models.named().items():
-        module.load_state_dict(load_file(str(paths.weight_file(name)), device="cpu"))
+        path = paths.weight_file(name)
+        try:
+            state = load_file(str(path), device="cpu")
+            module.load_state_dict(state)
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise RunError(f"{path} is damaged or not this run's weights ({type(exc).__name__}); "
+                           "restore the file from a copy, or train the run again into a new "
+                           "folder (--out)") from exc
         module.eval()
     models.encoder.mark_finished()  # final weights hold the finish phase's fits
     return cfg, models.to(torch.device(device))

@@ -28,6 +28,19 @@ class UsageError(UserError):
 USER_ERRORS: tuple[type[Exception], ...] = (UserError, FileNotFoundError)
 
 
+
+def port_number(text: str) -> int:
+    """--port: a TCP port (argparse prints the message as one line, no traceback)."""
+    import argparse
+
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port: give 1-65535")
+    return port
+
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_run
 
@@ -125,7 +138,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s = subparsers.add_parser("serve", help="serve the cloud classifier of an export (HTTP)")
     s.add_argument("export", help="export folder from `deepobfuscator export`")
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=port_number, default=8000,
+                   help="TCP port, 1-65535 (default 8000)")
     s.add_argument("--token", default=None,
                    help="require 'Authorization: Bearer TOKEN' (default: $DEEPOBFUSCATOR_TOKEN)")
     s.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
@@ -173,6 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(args)
 
 
+def permission_message(exc: PermissionError) -> str:
+    """What was refused and the fix: an existing file it may not read is an input (fix
+    its permissions); anything else is where it writes (choose another folder)."""
+    import os
+
+    path = exc.filename
+    if path and os.path.isfile(path) and not os.access(path, os.R_OK):
+        return f"permission denied: cannot read {path}; fix its permissions (chmod u+r)"
+    return (f"permission denied: {path or exc}; choose a folder you can write to (or fix "
+            "its permissions)")
+
+
 def run_command(args: argparse.Namespace, interrupted: str = "") -> int:
     """Run a parsed command; every error a user can fix is one line on stderr, exit 2
     (shared by both command lines)."""
@@ -182,8 +208,7 @@ def run_command(args: argparse.Namespace, interrupted: str = "") -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except PermissionError as exc:  # a read-only output folder, an unreadable input
-        print(f"error: permission denied: {exc.filename or exc}; choose a folder you can "
-              "write to (or fix its permissions)", file=sys.stderr)
+        print(f"error: {permission_message(exc)}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:
         if (fix := missing_extra(exc)) is None:

@@ -222,6 +222,36 @@ def test_an_empty_token_is_refused_not_an_open_door(tiny_export):
     assert main(["serve", str(tiny_export), "--token", "", "--port", "1"]) == 2
 
 
+def test_an_empty_token_variable_is_refused_as_an_empty_flag_is(tiny_export, monkeypatch):
+    """Issue 37, item 5: DEEPOBFUSCATOR_TOKEN= (set, empty) served with no authentication."""
+    monkeypatch.setenv("DEEPOBFUSCATOR_TOKEN", "  ")
+    with pytest.raises(ValueError, match=r"empty bearer token.*unset \$DEEPOBFUSCATOR_TOKEN"):
+        create_app(tiny_export)
+    monkeypatch.delenv("DEEPOBFUSCATOR_TOKEN")
+    create_app(tiny_export)  # unset: no authentication, as documented
+
+
+def test_the_token_from_a_file_and_a_warning_for_one_on_the_command_line(tmp_path, capsys):
+    import argparse
+
+    from deepobfuscator.deploy.cli_commands import UsageError, resolve_token
+
+    f = tmp_path / "token"
+    f.write_text("s3cret\n")
+    ns = argparse.Namespace
+    assert resolve_token(ns(token=None, token_file=str(f))) == "s3cret"
+    assert capsys.readouterr().err == ""  # a file is the quiet, safe form
+    assert resolve_token(ns(token="visible", token_file=None)) == "visible"
+    assert "shows in `ps`" in capsys.readouterr().err
+    assert resolve_token(ns(token=None, token_file=None)) is None  # the environment's
+    (tmp_path / "empty").write_text("\n")
+    for bad, message in ((ns(token="a", token_file=str(f)), "not both"),
+                         (ns(token=None, token_file=str(tmp_path / "empty")), "is empty"),
+                         (ns(token=None, token_file=str(tmp_path / "nope")), "cannot read it")):
+        with pytest.raises(UsageError, match=message):
+            resolve_token(bad)
+
+
 def test_token_from_the_environment(tiny_export, monkeypatch):
     monkeypatch.setenv("DEEPOBFUSCATOR_TOKEN", "from-env")
     with LiveServer(create_app(tiny_export)) as s:

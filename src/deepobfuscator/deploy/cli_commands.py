@@ -72,15 +72,39 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def resolve_token(args: argparse.Namespace) -> str | None:
+    """--token or --token-file (one of them), None for the environment's. A token on the
+    command line is visible to every user of the machine (`ps`): it works, with a
+    warning; a file (mode 0600) or $DEEPOBFUSCATOR_TOKEN do not show."""
+    path = getattr(args, "token_file", None)
+    if path is not None and args.token is not None:
+        raise UsageError("give --token or --token-file, not both")
+    if path is not None:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").strip().splitlines()
+            token = lines[0].strip() if lines else ""
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--token-file {path}: cannot read it ({type(exc).__name__}); "
+                             "give a readable UTF-8 file holding the token") from exc
+        if not token:
+            raise UsageError(f"--token-file {path} is empty: write the token into it")
+        return token
+    if args.token is not None:
+        if not args.token.strip():
+            # e.g. --token "$TOKEN" with TOKEN unset: it would look protected, accept anyone
+            raise UsageError("--token is empty: pass a non-empty token, or leave --token out "
+                             "(and $DEEPOBFUSCATOR_TOKEN unset) to serve without "
+                             "authentication")
+        print("warning: a token on the command line shows in `ps` to every user of this "
+              "machine; use --token-file FILE or $DEEPOBFUSCATOR_TOKEN", file=sys.stderr)
+    return args.token
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .server import serve
 
-    if args.token is not None and not args.token.strip():
-        # e.g. --token "$TOKEN" with TOKEN unset: it would look protected and accept anyone
-        raise UsageError("--token is empty: pass a non-empty token, or leave --token out "
-                         "(and $DEEPOBFUSCATOR_TOKEN unset) to serve without authentication")
-
-    serve(Path(args.export), host=args.host, port=args.port, token=args.token,
+    token = resolve_token(args)
+    serve(Path(args.export), host=args.host, port=args.port, token=token,
           max_body_bytes=args.max_body_bytes, threads=args.threads, log_level=args.log_level,
           manifest_sha256=args.manifest_sha256, attacker_view=args.attacker_view)
     return 0
@@ -89,7 +113,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_classify(args: argparse.Namespace) -> int:
     from .client import classify_images
 
-    results = classify_images(args.server, Path(args.model), args.images, token=args.token,
+    results = classify_images(args.server, Path(args.model), args.images,
+                              token=resolve_token(args),
                               batch_size=args.batch_size, compress=not args.no_compress,
                               threads=args.threads)
     if args.json:
@@ -141,7 +166,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--port", type=port_number, default=8000,
                    help="TCP port, 1-65535 (default 8000)")
     s.add_argument("--token", default=None,
-                   help="require 'Authorization: Bearer TOKEN' (default: $DEEPOBFUSCATOR_TOKEN)")
+                   help="require 'Authorization: Bearer TOKEN' (default: $DEEPOBFUSCATOR_TOKEN; "
+                   "visible in `ps`: prefer --token-file)")
+    s.add_argument("--token-file", default=None, metavar="FILE",
+                   help="read the bearer token from FILE (its first line)")
     s.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
     s.add_argument("--threads", type=int, default=0,
                    help="onnxruntime threads (0: the cores other processes leave free)")
@@ -161,7 +189,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("images", nargs="+", metavar="IMAGE")
     c.add_argument("--server", required=True, help="e.g. http://127.0.0.1:8000")
     c.add_argument("--model", required=True, help="the export folder (runs the obfuscator here)")
-    c.add_argument("--token", default=None, help="bearer token (default: $DEEPOBFUSCATOR_TOKEN)")
+    c.add_argument("--token", default=None, help="bearer token (default: $DEEPOBFUSCATOR_TOKEN; "
+                   "visible in `ps`: prefer --token-file)")
+    c.add_argument("--token-file", default=None, metavar="FILE",
+                   help="read the bearer token from FILE (its first line)")
     c.add_argument("--batch-size", type=int, default=32)
     c.add_argument("--no-compress", action="store_true",
                    help="send the features without gzip (Content-Encoding)")

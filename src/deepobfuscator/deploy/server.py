@@ -124,10 +124,12 @@ def create_app(export_dir: str | Path, token: str | None = None,
             raise ExportError(f"{bundle.root / MANIFEST}: SHA-256 {got[:16]}... is not the "
                               f"pinned {manifest_sha256[:16]}...: this is not the export you "
                               "meant to serve")
-    token = token if token is not None else os.environ.get(TOKEN_ENV) or None
+    if token is None and TOKEN_ENV in os.environ:
+        token = os.environ[TOKEN_ENV]  # set but empty is refused below, as --token "" is
     if token is not None and not token.strip():
         # an empty token would match a request with no Authorization header at all
-        raise UserError("empty bearer token: pass a non-empty token, or None for no auth")
+        raise UserError(f"empty bearer token (--token, --token-file or ${TOKEN_ENV}): give a "
+                        f"non-empty token, or unset ${TOKEN_ENV} to serve without one")
     session = _load_classifier(bundle, threads)
     public = dict(bundle.manifest)
     public["run"] = {k: v for k, v in public.get("run", {}).items()

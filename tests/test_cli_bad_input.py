@@ -155,3 +155,29 @@ def test_an_unreadable_input_file_is_named_as_one_to_read(tmp_path, monkeypatch)
     monkeypatch.undo()
     out = PermissionError(13, "Permission denied", str(tmp_path / "ro" / "export"))
     assert "choose a folder you can write to" in permission_message(out)
+
+
+def test_export_takes_threads(tiny_run, tmp_path, monkeypatch):
+    """Issue 37, item 6: `export --threads N` runs PyTorch and the parity check's
+    onnxruntime on N threads (it used whatever the machine had), and checks the count."""
+    import torch
+
+    before = torch.get_num_threads()
+    seen = []
+    import onnxruntime as ort
+
+    real = ort.InferenceSession
+
+    def session(path, opts=None, **kw):
+        seen.append(opts.intra_op_num_threads if opts is not None else None)
+        return real(path, opts, **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    try:
+        assert main(["export", str(tiny_run), "--out", str(tmp_path / "x"), "--threads", "1",
+                     "--no-mobile", "--parity-images", "2"]) == 0
+        assert torch.get_num_threads() == 1 and seen and set(seen) == {1}
+    finally:
+        torch.set_num_threads(before)
+    assert main(["export", str(tiny_run), "--out", str(tmp_path / "y"), "--threads", "-2"]) == 2
+    assert not (tmp_path / "y").exists()

@@ -74,7 +74,7 @@ def run_demo(out: Path, quick: bool = False, progress: bool = True, threads: int
     from .deploy.export import export_run
 
     export = export_run(runs["obfuscated"], out / "export", parity_images=8, mobile=False,
-                        force=True)
+                        force=True, threads=threads)
     log.info("")
     log.info(summary_table(result))
     log.info(f"\ndemo finished in {time.time() - t0:.0f} s")

@@ -69,7 +69,7 @@ class AttackerView:
         self._tmp = tempfile.TemporaryDirectory(prefix="deepobfuscator-attacker-view-")
         # the baseline's obfuscator, for the page to run on the same photo
         base = export_run(runs["baseline"], Path(self._tmp.name) / "baseline", parity_images=4,
-                          mobile=False)
+                          mobile=False, threads=torch.get_num_threads())  # the server's own
         self.baseline_model = (base / "obfuscator.onnx").read_bytes()
         self.baseline_manifest = json.loads((base / "manifest.json").read_text())
         if self.baseline_manifest["input"] != bundle.preprocessing:

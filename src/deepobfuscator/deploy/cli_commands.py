@@ -46,7 +46,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = export_run(Path(args.run), Path(args.out), wire_dtype=args.wire_dtype,
                      per_channel=not args.per_tensor, parity_images=args.parity_images,
-                     mobile=not args.no_mobile, force=args.force, noise_key=args.noise_key)
+                     mobile=not args.no_mobile, force=args.force, noise_key=args.noise_key,
+                     threads=args.threads)
     from .manifest import load_export
 
     bundle = load_export(out, check_hashes=False)  # export_run has just checked them
@@ -148,6 +149,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--per-tensor", action="store_true",
                    help="int8 with one scale for the tensor instead of one per channel")
     e.add_argument("--parity-images", type=int, default=32)
+    e.add_argument("--threads", type=int, default=0,
+                   help="CPU threads (0: the cores other processes leave free)")
     e.add_argument("--no-mobile", action="store_true",
                    help="skip the ExecuTorch .pte even when executorch is installed")
     e.add_argument("--force", action="store_true",

@@ -46,17 +46,23 @@ EXPORT_FILES = (MANIFEST, "obfuscator.onnx", "classifier.onnx", "obfuscator.pte"
 
 def export_run(run_dir: str | Path, out_dir: str | Path, wire_dtype: str = "int8",
                per_channel: bool = True, parity_images: int = PARITY_IMAGES,
-               mobile: bool = True, force: bool = False, noise_key: str = "photo") -> Path:
+               mobile: bool = True, force: bool = False, noise_key: str = "photo",
+               threads: int = 0) -> Path:
     """Write obfuscator.onnx, classifier.onnx (+ obfuscator.pte) and manifest.json into out_dir.
 
     The export is built in a folder beside out_dir and swapped in only once complete and
     parity-checked, so a failed or killed export leaves the previous one as it was. A
     complete export already in out_dir is replaced only with force=True.
     mobile: also build the ExecuTorch .pte when executorch is installed (extra `[mobile]`).
+    threads: CPU threads for PyTorch and the parity check's onnxruntime (0: the cores
+    other processes leave free, as every command).
     noise_key (an obfuscator trained with feature noise): "photo", the device keys the
     noise to the photo (a repeated photo carries the same noise, so repeats cannot be
     averaged); "fresh", new noise for every upload.
     """
+    from ..threads import use_threads
+
+    use_threads(threads)  # a bad count is a one-line error before any work
     if noise_key not in NOISE_KEYS:
         raise ExportError(f"unknown noise key {noise_key!r}: use 'photo' (the same photo "
                           "always carries the same noise) or 'fresh' (new noise per upload)")
@@ -340,6 +346,7 @@ def check_onnx_parity(out: Path, encoder, task, images: np.ndarray,
     import torch
 
     opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()  # export_run's --threads
     enc = ort.InferenceSession(str(out / "obfuscator.onnx"), opts,
                                providers=["CPUExecutionProvider"])
     cls = ort.InferenceSession(str(out / "classifier.onnx"), opts,

@@ -139,3 +139,29 @@ def test_restart_deletes_only_what_training_wrote(tmp_path, tiny_config, capsys)
     assert paths.info.stat().st_mtime_ns != before
     assert load_run(run)[0].seed == 3  # a new run, not a resumed one
     assert "kept what train did not write: audit, notes.txt" in capsys.readouterr().out
+
+
+def test_a_complete_run_whose_weights_were_deleted_rebuilds_them(tiny_config, tmp_path):
+    """Issue 37, item 6: `train` said "already complete" while `export` said "run the same
+    train command again" (a loop). Now the same command rebuilds the final weights from
+    the last checkpoint, byte for byte; without a checkpoint it says what to do."""
+    import hashlib
+    import shutil
+
+    from deepobfuscator.runs import RunError
+
+    cfg = tiny_config()
+    run = train(cfg, tmp_path / "run", progress=False)
+
+    def hashes() -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted((run / "weights").iterdir())}
+
+    before = hashes()
+    shutil.rmtree(run / "weights")
+    train(cfg, run, progress=False)
+    assert hashes() == before
+    (run / "weights" / "encoder.safetensors").unlink()
+    (run / "checkpoint.pt").unlink()
+    with pytest.raises(RunError, match="final weights are missing .*encoder.*--restart"):
+        train(cfg, run, progress=False)

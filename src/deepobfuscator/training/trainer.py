@@ -77,9 +77,20 @@ def _train(cfg: Config, out_dir: Path, progress: bool, restart: bool, d: Dist) -
     d.main_only(lambda: _prepare_folder(cfg, paths, restart))
     d.barrier()
     if paths.info.is_file() and _read_json(paths.info).get("status") == "complete":
-        if progress:
-            log.info(f"{paths.root}: training already complete")
-        return paths.root
+        missing = [n for n in build_models(cfg).named()
+                   if not paths.weight_file(n).is_file()]
+        if not missing:
+            if progress:
+                log.info(f"{paths.root}: training already complete")
+            return paths.root
+        if not paths.checkpoint.is_file():
+            raise RunError(f"{paths.root}: the run is complete but its final weights are "
+                           f"missing ({', '.join(missing)}) and there is no checkpoint to "
+                           "rebuild them from: restore them, or train again with --restart")
+        # resuming from the last checkpoint rebuilds the same weights, byte for byte
+        # (export would otherwise send the user back here in a loop; issue 37)
+        log.info(f"{paths.root}: final weights missing ({', '.join(missing)}): rebuilding "
+                 "them from the last checkpoint")
     threads = use_threads(cfg.threads)  # 0: the cores nobody else is busy on (threads.py)
     if progress and cfg.threads == 0:
         log.info(f"threads: {threads} (auto: free cores now; set threads=N to fix it)")

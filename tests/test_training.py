@@ -165,3 +165,20 @@ def test_a_complete_run_whose_weights_were_deleted_rebuilds_them(tiny_config, tm
     (run / "checkpoint.pt").unlink()
     with pytest.raises(RunError, match="final weights are missing .*encoder.*--restart"):
         train(cfg, run, progress=False)
+
+
+def test_a_second_train_into_the_same_folder_stops_with_one_line(tiny_config, tmp_path):
+    """Issue 37, item 6: two `train` into one folder ran together. The first holds the
+    folder's lock; a second is refused before it touches anything; the lock goes with
+    the run, so the next train (or a resume) proceeds."""
+    from deepobfuscator.runs import RunError, RunPaths
+    from deepobfuscator.training.lock import train_lock
+
+    paths = RunPaths(tmp_path / "run")
+    with train_lock(paths):  # another process's train, as far as flock is concerned
+        with pytest.raises(RunError, match="another `train` is writing into .*run"):
+            train(tiny_config(), paths.root, progress=False)
+        assert [p.name for p in paths.root.iterdir()] == [".train.lock"]
+    assert not paths.root.exists()  # it made the folder and left it empty: gone again
+    run = train(tiny_config(), paths.root, progress=False)
+    assert not paths.lock.exists() and (run / "run.json").is_file()

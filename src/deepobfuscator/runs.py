@@ -62,6 +62,11 @@ class RunPaths:
     def audit_cache(self) -> Path:
         return self.root / "audit_cache"
 
+    @property
+    def lock(self) -> Path:
+        """Held (flock) by the `train` writing here; gone when it ends (training/lock.py)."""
+        return self.root / ".train.lock"
+
     def training_files(self) -> list[Path]:
         """What `train` writes here (and the baseline-audit cache derived from it): all
         that `train --restart` deletes. Anything else in the folder is the user's."""
@@ -82,7 +87,7 @@ class RunPaths:
         if not self.root.is_dir():
             raise RunError(f"--restart: {self.root} is a file, not a run folder; "
                            "choose another --out")
-        entries = list(self.root.iterdir())
+        entries = [p for p in self.root.iterdir() if p != self.lock]
         if entries and not self._is_run():
             raise RunError(
                 f"--restart: {self.root} is not a run folder of deepobfuscator (no readable "
@@ -93,7 +98,7 @@ class RunPaths:
                 shutil.rmtree(p)
             else:
                 p.unlink()
-        return sorted(p.name for p in self.root.iterdir())
+        return sorted(p.name for p in self.root.iterdir() if p != self.lock)
 
     def _is_run(self) -> bool:
         if not self.config.is_file():

@@ -42,6 +42,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .distributed import Dist, GradSync, shard, state_checksum
 from .evaluate import evaluate
 from .finish import FinishPlan, FinishRecord, finish_plan, history_record, run_finish
+from .lock import train_lock
 from .steps import (
     Batch,
     StepContext,
@@ -67,7 +68,10 @@ def train(cfg: Config, out_dir: Path, progress: bool = True, restart: bool = Fal
     """
     d = Dist.from_env()
     try:
-        return _train(cfg, Path(out_dir), progress and d.is_main, restart, d)
+        if not d.is_main:  # rank 0 holds the folder's lock for all of them
+            return _train(cfg, Path(out_dir), False, restart, d)
+        with train_lock(RunPaths(Path(out_dir))):
+            return _train(cfg, Path(out_dir), progress, restart, d)
     finally:
         d.close()
 

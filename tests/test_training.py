@@ -141,6 +141,38 @@ def test_restart_deletes_only_what_training_wrote(tmp_path, tiny_config, capsys)
     assert "kept what train did not write: audit, notes.txt" in capsys.readouterr().out
 
 
+def test_restart_keeps_a_users_files_inside_weights_and_splits(tmp_path, tiny_config,
+                                                               capsys):
+    """Issue 37, item 1: restart deleted weights/ and splits/ whole, a user's files in
+    them too, and did not say so. Now only the files train names go, and the kept ones
+    are named; a folder with a user's own config.yaml and folders is not a run."""
+    from deepobfuscator.data.splits import ROLES
+    from deepobfuscator.models import build_models
+    from deepobfuscator.runs import NETWORKS, SPLIT_ROLES
+
+    assert tuple(ROLES) == SPLIT_ROLES
+    cfg = tiny_config("privacy.method=none")
+    assert set(build_models(cfg).named()) <= set(NETWORKS)
+    run = train(cfg, tmp_path / "run", progress=False)
+    (run / "weights" / "my_extra.bin").write_bytes(b"mine")
+    (run / "splits" / "my_holdout.txt").write_text("mine")
+    train(tiny_config("privacy.method=none", "seed=3"), run, progress=False, restart=True)
+    assert (run / "weights" / "my_extra.bin").read_bytes() == b"mine"
+    assert (run / "splits" / "my_holdout.txt").read_text() == "mine"
+    assert load_run(run)[0].seed == 3
+    assert all((run / "splits" / f"{r}.json").is_file() for r in ROLES)  # the new run's
+    out = capsys.readouterr().out
+    assert "splits/my_holdout.txt" in out and "weights/my_extra.bin" in out
+    # a user's folder: their own (valid) config.yaml, a splits/ of their own
+    mine = tmp_path / "mine"
+    (mine / "splits").mkdir(parents=True)
+    (mine / "splits" / "holdout.txt").write_text("mine")
+    (mine / "config.yaml").write_text((run / "config.yaml").read_text())
+    with pytest.raises(RunError, match="not a run folder"):
+        train(cfg, mine, progress=False, restart=True)
+    assert (mine / "splits" / "holdout.txt").read_text() == "mine"
+
+
 def test_a_complete_run_whose_weights_were_deleted_rebuilds_them(tiny_config, tmp_path):
     """Issue 37, item 6: `train` said "already complete" while `export` said "run the same
     train command again" (a loop). Now the same command rebuilds the final weights from

@@ -22,6 +22,11 @@ from .config import Config, config_from_dict
 from .errors import RunError
 from .models import Models, build_models
 
+# every network a run's weights/ may hold (models.Models.named; a test keeps them equal)
+NETWORKS = ("encoder", "classifier", "adversaries", "reconstructor", "critics")
+# the data roles a run's splits/ holds (data.splits.ROLES; a test keeps them equal)
+SPLIT_ROLES = ("defender_train", "defender_val", "attacker", "test")
+
 
 @dataclass(frozen=True)
 class RunPaths:
@@ -69,17 +74,34 @@ class RunPaths:
 
     def training_files(self) -> list[Path]:
         """What `train` writes here (and the baseline-audit cache derived from it): all
-        that `train --restart` deletes. Anything else in the folder is the user's."""
-        fixed = [self.config, self.preprocessing, self.splits, self.metrics, self.checkpoint,
-                 self.weights, self.info, self.audit_cache]
+        that `train --restart` deletes. Inside weights/ and splits/ only the files train
+        names (a network's .safetensors, a role's .json); anything else is the user's."""
+        fixed = [self.config, self.preprocessing, self.metrics, self.checkpoint, self.info,
+                 self.audit_cache, *(self.weight_file(n) for n in NETWORKS),
+                 *(self.splits / f"{role}.json" for role in SPLIT_ROLES)]
         # temporaries of an atomic write interrupted by a kill (io.atomic_write)
-        partial = [p for p in self.root.glob(".*.tmp")
-                   if any(p.name.startswith(f".{f.name}.") for f in fixed)]
-        return [p for p in [*fixed, *partial] if p.exists() or p.is_symlink()]
+        partial = [q for d in {f.parent for f in fixed} if d.is_dir()
+                   for q in d.glob(".*.tmp")
+                   if any(q.name.startswith(f".{f.name}.") for f in fixed if f.parent == d)]
+        return [q for q in [*fixed, *partial] if q.exists() or q.is_symlink()]
+
+    def _is_run(self) -> bool:
+        # train's own record: a config beside run.json, a checkpoint or its preprocessing
+        # record (a user's config.yaml beside folders of their own is not a run)
+        if not self.config.is_file():
+            return False
+        if not any(p.is_file() for p in (self.info, self.checkpoint, self.preprocessing)):
+            return False
+        try:
+            config_from_dict(yaml.safe_load(self.config.read_text()))
+        except Exception:  # noqa: BLE001 - any unreadable config means "not ours"
+            return False
+        return True
 
     def clear_for_restart(self) -> list[str]:
         """Delete this run's training files so it can start over; refuses (RunError) unless
-        the folder is empty or recognisably a run of this toolkit. Returns what stays."""
+        the folder is empty or recognisably a run of this toolkit. Returns what stays
+        (paths relative to the folder, a user's files inside weights/ or splits/ named)."""
         import shutil
 
         if not self.root.exists():
@@ -98,19 +120,16 @@ class RunPaths:
                 shutil.rmtree(p)
             else:
                 p.unlink()
-        return sorted(p.name for p in self.root.iterdir() if p != self.lock)
-
-    def _is_run(self) -> bool:
-        if not self.config.is_file():
-            return False
-        if not any(p.exists() for p in (self.preprocessing, self.splits, self.metrics,
-                                          self.checkpoint, self.info)):
-            return False
-        try:
-            config_from_dict(yaml.safe_load(self.config.read_text()))
-        except Exception:  # noqa: BLE001 - any unreadable config means "not ours"
-            return False
-        return True
+        kept = []
+        for sub in (self.weights, self.splits):
+            if sub.is_dir() and not sub.is_symlink():
+                if not any(sub.iterdir()):
+                    sub.rmdir()  # train made it and nothing of the user's is inside
+                else:
+                    kept += [str(q.relative_to(self.root)) for q in sorted(sub.iterdir())]
+        top = [p.name for p in self.root.iterdir()
+               if p != self.lock and p not in (self.weights, self.splits)]
+        return sorted([*top, *kept])
 
 
 def read_run_config(run_dir: Path) -> Config:

@@ -108,9 +108,10 @@ def _train(cfg: Config, out_dir: Path, progress: bool, restart: bool, d: Dist) -
         raise
 
     def write_run_files() -> None:
-        if paths.splits.is_dir():
-            check_splits_match(roles, paths.splits)
-        else:
+        check_splits_match(roles, paths.splits)  # the roles saved so far (none: nothing)
+        if not all((paths.splits / f"{r}.json").is_file() for r in roles):
+            # a new run, or a restart that kept a user's own files in splits/
+            paths.splits.mkdir(parents=True, exist_ok=True)
             write_splits(roles, paths.splits)
         save_config(cfg, paths.config)
         _write_preprocessing(cfg, paths)

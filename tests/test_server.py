@@ -417,3 +417,33 @@ def test_a_manifest_that_does_not_match_the_classifiers_outputs_is_refused(multi
     _edit_manifest(d, lambda m: m.update(tasks=m["tasks"][:2]))  # hair's 4 columns unlisted
     with pytest.raises(ExportError, match=r"answers shape \[2, 6\] .* not \[2, 2\]"):
         create_app(d)
+
+
+def test_a_client_that_leaves_mid_body_is_one_log_line(tiny_export, caplog):
+    """Issue 37, item 4: every client that disconnected mid-body logged a 60-line
+    ClientDisconnect traceback (anyone could flood the log). Now: one info line."""
+    import asyncio
+    import logging
+
+    app = create_app(tiny_export)
+    events = [{"type": "http.request", "body": b"DOBF", "more_body": True},
+              {"type": "http.disconnect"}]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return events.pop(0) if events else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/classify", "raw_path":
+             b"/v1/classify", "query_string": b"", "root_path": "",
+             "headers": [(b"content-type", b"application/octet-stream"),
+                         (b"content-length", b"1000")],
+             "client": ("203.0.113.5", 4321), "server": ("127.0.0.1", 8000)}
+    with caplog.at_level(logging.INFO):
+        asyncio.run(app(scope, receive, send))  # raises nothing
+    lines = [r for r in caplog.records if "disconnected" in r.getMessage()]
+    assert len(lines) == 1 and "203.0.113.5" in lines[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]

@@ -314,11 +314,20 @@ async def _read_limited(request: Request, limit: int) -> bytes:
         if int(declared) > limit:
             raise ApiError(413, "too_large", f"body of {declared} bytes > limit {limit}; "
                            "send fewer images per request")
+    from starlette.requests import ClientDisconnect
+
     buf = bytearray()
-    async for chunk in request.stream():
-        buf += chunk
-        if len(buf) > limit:
-            raise ApiError(413, "too_large", f"body exceeds limit {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            buf += chunk
+            if len(buf) > limit:
+                raise ApiError(413, "too_large", f"body exceeds limit {limit} bytes")
+    except ClientDisconnect:
+        # one line, not uvicorn's 60-line traceback: anyone could flood the log (issue 37)
+        log.info(f"client {request.client.host if request.client else '?'} disconnected "
+                 f"after {len(buf)} bytes of the body")
+        raise ApiError(400, "client_disconnected", "the client left before sending the whole "
+                       "body") from None
     return bytes(buf)
 
 

@@ -294,3 +294,19 @@ def test_the_page_keys_its_noise_to_the_photo_as_the_python_client_does(tiny_exp
     own = DeviceObfuscator(noisy, device_secret=bytes.fromhex(kept)).features(x)
     np.testing.assert_allclose(np.asarray(made["features"], np.float32).reshape(py.shape) - clean,
                                own - clean, rtol=0, atol=2e-4)
+
+
+def test_the_page_is_served_with_security_headers(tiny_export):
+    """Issue 37, item 4: no Content-Security-Policy or frame headers. The page's own
+    tests above run under this policy in Chromium, so it is one the page works with."""
+    import httpx
+
+    from deepobfuscator.deploy.server import create_app
+
+    with LiveServer(create_app(tiny_export)) as s:
+        r = httpx.get(s.url + "/")
+    csp = r.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp
+    assert "'unsafe-eval'" not in csp.replace("'wasm-unsafe-eval'", "")
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["x-content-type-options"] == "nosniff"

@@ -258,6 +258,16 @@ def create_app(export_dir: str | Path, token: str | None = None,
     return app
 
 
+# the page runs only its own scripts (and onnxruntime-web's WebAssembly), talks only to
+# this server, and may not be framed by another site (clickjacking); issue 37, item 4
+PAGE_CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; "
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+            "connect-src 'self' data: blob:; worker-src 'self' blob:; media-src 'self' blob:; "
+            "object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+PAGE_HEADERS = {"Content-Security-Policy": PAGE_CSP, "X-Frame-Options": "DENY",
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+
+
 def _mount_page(app: FastAPI) -> None:
     """The page at / and its assets at /static: the browser runs the obfuscator itself
     (onnxruntime-web from deploy/web/vendor, fetched at set-up) and sends only features."""
@@ -269,7 +279,7 @@ def _mount_page(app: FastAPI) -> None:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse(index)
+        return HTMLResponse(index, headers=PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=WEB), name="static")
     app.state.page_assets = installed()

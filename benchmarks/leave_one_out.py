@@ -22,6 +22,7 @@ from deepobfuscator.attacks.reid import (
     leave_one_out_top1,
     reid_scores,
 )
+from deepobfuscator.audit.attacks.feature_reid import standardise
 from deepobfuscator.audit.features import extract, through_wire
 from deepobfuscator.data.splits import make_splits
 from deepobfuscator.runs import load_run
@@ -43,10 +44,7 @@ def main() -> None:
         test = through_wire(extract(models, roles["test"], [], cpu), "int8")
         ids = test.identities
         assert ids is not None, f"{run}: the test split has no identities"
-        train = atk.features.flatten(1).double()
-        mean, std = train.mean(0), train.std(0)
-        x = ((test.features.flatten(1).double() - mean)
-             / torch.where(std > 0, std, torch.ones_like(std))).float()
+        x = standardise(atk.features, test.features)
         g, p = gallery_probe_split(ids, args.seed)
         for metric in ("cosine", "euclidean"):
             one = reid_scores(x[g], ids[g], x[p], ids[p], metric=metric)[0]

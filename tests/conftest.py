@@ -99,3 +99,14 @@ def multi_export(multi_run, tmp_path_factory) -> Path:
                           parity_images=16)
     finally:
         mp.undo()
+
+
+@pytest.fixture
+def one_thread():
+    """Small models on shared cores: one thread avoids OpenMP oversubscription stalls."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

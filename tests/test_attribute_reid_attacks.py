@@ -22,13 +22,7 @@ from deepobfuscator.metrics import balanced_accuracy, best_threshold
 FAST = dict(max_epochs=10, patience=3, batch_size=32, progress=False, precision="fp32")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on shared cores: one thread avoids OpenMP oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 # ---- score_attribute ------------------------------------------------------------------

@@ -21,13 +21,7 @@ SIZE = 32
 FAST = FitSettings(max_epochs=8, patience=3, batch_size=16, progress=False, precision="fp32")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small models on shared cores: one thread avoids OpenMP oversubscription stalls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def planted_faces(n: int, seed: int, k: int = 3) -> torch.Tensor:

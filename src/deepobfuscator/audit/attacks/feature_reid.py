@@ -30,10 +30,11 @@ from ._weights import save_weights
 METRICS = ("cosine", "euclidean")
 
 
-def standardised(ctx: AttackContext, features: torch.Tensor) -> torch.Tensor:
-    """(N, D) features standardised per number with the attacker split's statistics."""
-    train = ctx.attacker.features.flatten(1).double()
-    mean, std = train.mean(0), train.std(0)
+def standardise(train: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """(N, D) features standardised per number with the mean and spread of `train` (the
+    attacker split's uploads); a number that never varies is only centred."""
+    t = train.flatten(1).double()
+    mean, std = t.mean(0), t.std(0)
     return ((features.flatten(1).double() - mean)
             / torch.where(std > 0, std, torch.ones_like(std))).float()
 
@@ -65,7 +66,7 @@ class FeatureReidentification(AuditAttack):
         ids = ctx.test.identities
         assert ids is not None  # applies() said so
         gallery, probes = gallery_probe_split(ids, ctx.settings.seed)
-        x = standardised(ctx, ctx.test.features)
+        x = standardise(ctx.attacker.features, ctx.test.features)
         each = {m: reid_scores(x[gallery], ids[gallery], x[probes], ids[probes],
                                metric=m)[0] for m in METRICS}
         vectors = {m: x for m in METRICS}

@@ -79,3 +79,29 @@ def assert_onnx_matches_run(run, export_dir, image_size: int = 32) -> None:
     p_o = ort.InferenceSession(str(export_dir / "classifier.onnx")).run(
         None, {"features": z.numpy()})
     np.testing.assert_allclose(p_o[0], p.numpy(), atol=1e-6)
+
+
+def export_with_features(export, dst, **fields):
+    """A copy of `export` whose manifest's features carry `fields` (noise_std=0.5, say), as
+    an export made with those settings would: the graphs re-stamped with the new privacy
+    digest and the manifest's hashes updated (editing the manifest alone is refused)."""
+    import json
+    import shutil
+
+    from deepobfuscator.deploy.export import stamp_privacy
+    from deepobfuscator.deploy.manifest import privacy_digest, sha256_file
+
+    shutil.copytree(export, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    for key, value in fields.items():
+        if value is None:
+            m["features"].pop(key, None)
+        else:
+            m["features"][key] = value
+    for name in ("obfuscator", "classifier"):
+        path = dst / m["models"][name]["file"]
+        path.chmod(0o644)
+        stamp_privacy(path, privacy_digest(m["features"]))
+        m["models"][name]["sha256"] = sha256_file(path)
+    (dst / "manifest.json").write_text(json.dumps(m))
+    return dst

@@ -15,7 +15,7 @@ from deepobfuscator.deploy.export import (
     load_export,
     task_probability,
 )
-from deepobfuscator.deploy.manifest import sha256_file
+from deepobfuscator.deploy.manifest import FORMAT_VERSION, sha256_file
 from deepobfuscator.models import feature_shape
 from deepobfuscator.runs import load_run
 
@@ -23,7 +23,7 @@ from deepobfuscator.runs import load_run
 def test_manifest_describes_the_export(tiny_run, tiny_export):
     cfg, _ = load_run(tiny_run)
     m = json.loads((tiny_export / "manifest.json").read_text())
-    assert m["format_version"] == 1 and m["package_version"] == __version__
+    assert m["format_version"] == FORMAT_VERSION and m["package_version"] == __version__
     assert m["run"]["config_fingerprint"] == cfg.fingerprint()
     assert m["input"]["size"] == [32, 32] and m["input"]["crop"] == "square"
     assert m["input"]["value_range"] == [0.0, 1.0] and m["input"]["channel_order"] == "RGB"
@@ -102,7 +102,7 @@ def test_bad_manifest_and_bad_options(tiny_run, tiny_export, tmp_path):
     (d / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ExportError, match="version 99 is not supported"):
         load_export(d)
-    m["format_version"] = 1
+    m["format_version"] = FORMAT_VERSION
     m["wire"]["format_version"] = 1  # an export made before the wire format's version 2
     (d / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ExportError, match="wire format version 1, this package speaks 2"):

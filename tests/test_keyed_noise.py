@@ -7,7 +7,6 @@ import hmac
 import json
 import math
 import os
-import shutil
 import stat
 import struct
 
@@ -178,17 +177,13 @@ def test_the_secret_never_appears_in_an_error(tmp_path):
 
 
 def _noisy(export, tmp_path, key: str | None, std: float = 0.5):
-    """A copy of the tiny export whose manifest asks the device for noise of `std`, keyed
-    `key` (None: the field absent, as in an export made before keyed noise). The models
-    and their hashes are the export's own: only what the device adds changes."""
-    dst = tmp_path / f"noisy-{key}"
-    shutil.copytree(export, dst)
-    m = json.loads((dst / "manifest.json").read_text())
-    m["features"]["noise_std"] = std
-    if key is not None:
-        m["features"]["noise_key"] = key
-    (dst / "manifest.json").write_text(json.dumps(m))
-    return dst
+    """A copy of the tiny export made as if with noise of `std`, keyed `key` (None: the field
+    absent, as in an export made before keyed noise). The models compute what the export's
+    own do: only what the device adds changes."""
+    from deploy_helpers import export_with_features
+
+    return export_with_features(export, tmp_path / f"noisy-{key}", noise_std=std,
+                                noise_key=key)
 
 
 def test_photo_keyed_features_repeat_exactly(tiny_export, tmp_path):

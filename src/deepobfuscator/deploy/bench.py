@@ -23,6 +23,7 @@ from ..log import log
 from . import wire
 from .manifest import ExportError, load_export
 from .preprocess_np import to_input, to_uint8
+from .sessions import open_checked
 
 ORIGINAL_SIZE = (218, 178)  # CelebA's aligned crops (h, w): the stand-in "original photo"
 
@@ -34,6 +35,8 @@ def bench(export_dir: str | Path, threads: Sequence[int] = (1, 2), runs: int = 1
         raise ExportError(f"bench: runs={runs}, warmup={warmup}, threads={list(threads)}: "
                           "time at least 1 run, with thread counts of at least 1")
     bundle = load_export(export_dir)
+    for name in ("obfuscator", "classifier"):  # the manifest's shapes and privacy settings
+        open_checked(bundle, name, 1)
     pre = bundle.preprocessing
     photo, photo_source = _sample_photo(image)
     x = to_input(to_uint8(photo, pre)[None])

@@ -62,7 +62,8 @@ def cmd_export(args: argparse.Namespace) -> int:
           f"{p['probability_tolerance']:.0e})")
     from .manifest import MANIFEST, sha256_file
 
-    print(f"manifest sha256: {sha256_file(out / MANIFEST)} (pin it: serve --manifest-sha256)")
+    print(f"manifest sha256: {sha256_file(out / MANIFEST)} (pin it: serve and classify "
+          "--manifest-sha256; an app ships it inside itself)")
     w = m["wire"]
     print(f"wire: {w['dtype']} ({w['quantization']}), {w['bytes_per_image']} bytes per image "
           f"vs {w['image_bytes_uint8']} bytes of raw uint8 input")
@@ -117,7 +118,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     results = classify_images(args.server, Path(args.model), args.images,
                               token=resolve_token(args),
                               batch_size=args.batch_size, compress=not args.no_compress,
-                              threads=args.threads)
+                              threads=args.threads, pin=args.manifest_sha256)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -202,6 +203,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--json", action="store_true", help="print the answers as JSON")
     c.add_argument("--threads", type=int, default=0,
                    help="onnxruntime threads for the obfuscator (0: the free cores)")
+    c.add_argument("--manifest-sha256", default=None, metavar="HEX",
+                   help="refuse the export unless manifest.json has this SHA-256 (printed by "
+                   "`export`; an app ships it inside itself)")
     c.set_defaults(func=cmd_classify)
 
     b = subparsers.add_parser("bench", help="on-device latency, size, FLOPs, payload bytes")

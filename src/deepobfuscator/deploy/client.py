@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..threads import resolve_threads
 from . import keyed_noise, wire
-from .manifest import ExportBundle, load_export
+from .manifest import ExportBundle, load_export, privacy_digest
 from .preprocess_np import load_batch
+from .sessions import open_checked
 
 TOKEN_ENV = "DEEPOBFUSCATOR_TOKEN"
 
@@ -30,17 +30,15 @@ class DeviceObfuscator:
     """obfuscator.onnx in onnxruntime, with the manifest's preprocessing and wire settings."""
 
     def __init__(self, export_dir: str | Path, threads: int = 0,
-                 device_secret: bytes | None = None) -> None:
+                 device_secret: bytes | None = None, pin: str | None = None) -> None:
         """device_secret: the 32-byte key of photo-keyed noise (manifest `features.
         noise_key` "photo"); None: this device's (keyed_noise.device_secret(), made on
-        first use). Read only when the export asks for keyed noise; never sent or logged."""
-        import onnxruntime as ort
-
-        self.bundle: ExportBundle = load_export(export_dir)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = resolve_threads(threads)  # 0: the free cores
-        self.session = ort.InferenceSession(str(self.bundle.model_path("obfuscator")), opts,
-                                            providers=["CPUExecutionProvider"])
+        first use). Read only when the export asks for keyed noise; never sent or logged.
+        pin: the manifest's SHA-256 as `export` printed it (load_export)."""
+        self.bundle: ExportBundle = load_export(export_dir, pin=pin)
+        # checked against the manifest before any photo is read: an edited input size or
+        # noise is refused here
+        self.session = open_checked(self.bundle, "obfuscator", threads)
         self._rng = np.random.default_rng()  # unseeded: the noise must not be predictable
         self._secret: bytes | None = None
         if self.bundle.noise_std > 0 and self.bundle.noise_key == "photo":
@@ -129,22 +127,26 @@ def classify_images(server_url: str, export_dir: str | Path,
                     image_paths: Sequence[str | Path], token: str | None = None,
                     batch_size: int = 32, timeout: float = 30.0,
                     compress: bool = True, threads: int = 0,
-                    device_secret: bytes | None = None) -> list[dict]:
+                    device_secret: bytes | None = None, pin: str | None = None) -> list[dict]:
     """Classify image files through the cloud service; one dict per image, in order:
     {"image", "answers"}, answers holding every task's answer by name (binary:
     {"probability", "label"}; multi-class: {"class", "probability", "probabilities"}); a
     one-task export's also keeps {"task", "probability", "label"} beside it. Only
     obfuscated features leave this machine, in the manifest's wire dtype, gzip-compressed
-    where that helps (compress=False: never). device_secret: as DeviceObfuscator's."""
+    where that helps (compress=False: never). device_secret and pin: as DeviceObfuscator's.
+    Nothing is sent unless the server's classifier was exported with this export's privacy
+    settings (its /healthz `privacy_sha256`)."""
     if batch_size < 1:
         raise ClientError(f"batch size {batch_size}: send at least 1 image per request")
     import httpx
 
-    device = DeviceObfuscator(export_dir, threads=threads, device_secret=device_secret)
+    device = DeviceObfuscator(export_dir, threads=threads, device_secret=device_secret,
+                              pin=pin)
     names = device.bundle.task_names
     paths = [Path(p) for p in image_paths]
     results: list[dict] = []
     with httpx.Client() as http:
+        _check_server_privacy(http, server_url, device.bundle, timeout)
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
             z = device.features(device.preprocess(chunk))
@@ -156,6 +158,25 @@ def classify_images(server_url: str, export_dir: str | Path,
             for path, pred in zip(chunk, preds, strict=True):
                 results.append({"image": str(path), **_answers(pred, answer, names)})
     return results
+
+
+def _check_server_privacy(http, server_url: str, bundle: ExportBundle, timeout: float) -> None:
+    """The server's classifier and this device's obfuscator agree on the privacy settings
+    (noise, normalisation, sent positions, erasure), or nothing is sent."""
+    import httpx
+
+    url = server_url.rstrip("/") + "/healthz"
+    try:
+        r = http.get(url, timeout=timeout)
+        stated = r.json().get("privacy_sha256") if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        raise ClientError(f"cannot reach {url}: {exc.__class__.__name__}: {exc}; is "
+                          "`deepobfuscator serve` running there?") from exc
+    mine = privacy_digest(bundle.manifest["features"])
+    if stated != mine:
+        raise ClientError(f"the server at {server_url} serves a classifier exported with other "
+                          "privacy settings than this export's (features: noise, normalisation,"
+                          " positions, erasure): use the export the server was made from")
 
 
 def _answers(pred: dict, answer: dict, names: list[str]) -> dict:

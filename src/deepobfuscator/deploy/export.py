@@ -27,7 +27,16 @@ from ..models.budget import phone_budget
 from ..models.upload import PackUpload, UnpackUpload, kept_positions
 from . import wire
 from .keyed_noise import NOISE_KEYS
-from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, ExportError, load_export, sha256_file
+from .manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    PRIVACY_KEY,
+    ExportError,
+    load_export,
+    privacy_digest,
+    sha256_file,
+)
 
 if TYPE_CHECKING:
     from ..tasks import TaskSet
@@ -147,14 +156,36 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
                  "probability" if tasks.single else "probabilities")
     parity = check_onnx_parity(out, encoder, task, images, tasks)
     parity["images"], parity["image_source"] = len(images), image_source
+    pre = preprocess_from_config(cfg.data).to_dict()
+    feat_elems = int(np.prod(shape))
+    features = {"name": "features", "shape": list(shape), "dtype": "float32",
+                "min": 0.0 if noise_std == 0 and not normalized else None,
+                "noise_std": noise_std,
+                # absent without noise: nothing to key (and absent means "fresh")
+                **({"noise_key": noise_key} if noise_std > 0 else {}),
+                "normalization": "unit_rms" if normalized else "none",
+                "information_cap": _cap_note(normalized, noise_std, c * h * w,
+                                             feat_elems, noise_key),
+                "positions": None if positions is None else {
+                    "of_shape": [c, h, w], "flat_indices": positions.tolist(),
+                    "rule": "features hold the numbers at these C-order indices of "
+                            "the obfuscator's (C, H, W) map; the rest are 0 and not "
+                            "sent (model.upload_positions)"},
+                "erased": next((e for e in defences if e["name"] == "erase"), None),
+                # every stage between the VGG blocks and the wire, in order
+                "defences": defences,
+                "noise": _noise_note(noise_std, noise_key),
+                "elements": feat_elems,
+                "elements_vs_image": round(feat_elems / (3 * pre["size"][0]
+                                                         * pre["size"][1]), 4)}
+    for name in ("obfuscator", "classifier"):  # a privacy setting now moves the hashes
+        stamp_privacy(out / f"{name}.onnx", privacy_digest(features))
     models_entry: dict[str, dict | None] = {
         name: _model_entry(out / f"{name}.onnx", "onnx") for name in ("obfuscator", "classifier")}
     mobile_note = "not requested"
     if mobile:
         models_entry["obfuscator_pte"], mobile_note = _maybe_export_pte(encoder, images, out)
-    pre = preprocess_from_config(cfg.data).to_dict()
     info = read_info(run_dir)
-    feat_elems = int(np.prod(shape))
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "package_version": __version__, "torch_version": torch.__version__,
@@ -172,26 +203,7 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
                           "floor(F x shorter side + 0.5) / min(N, shorter side) px; "
                           "resize to size=[height, width] with PIL's `resample` filter; "
                           "uint8 / 255 as float32; HWC -> CHW"},
-        "features": {"name": "features", "shape": list(shape), "dtype": "float32",
-                     "min": 0.0 if noise_std == 0 and not normalized else None,
-                     "noise_std": noise_std,
-                     # absent without noise: nothing to key (and absent means "fresh")
-                     **({"noise_key": noise_key} if noise_std > 0 else {}),
-                     "normalization": "unit_rms" if normalized else "none",
-                     "information_cap": _cap_note(normalized, noise_std, c * h * w,
-                                                  feat_elems, noise_key),
-                     "positions": None if positions is None else {
-                         "of_shape": [c, h, w], "flat_indices": positions.tolist(),
-                         "rule": "features hold the numbers at these C-order indices of "
-                                 "the obfuscator's (C, H, W) map; the rest are 0 and not "
-                                 "sent (model.upload_positions)"},
-                     "erased": next((e for e in defences if e["name"] == "erase"), None),
-                     # every stage between the VGG blocks and the wire, in order
-                     "defences": defences,
-                     "noise": _noise_note(noise_std, noise_key),
-                     "elements": feat_elems,
-                     "elements_vs_image": round(feat_elems / (3 * pre["size"][0]
-                                                              * pre["size"][1]), 4)},
+        "features": features,
         "wire": {"format_version": wire.VERSION, "dtype": wire_dtype,
                  "quantization": wire.QUANT_NAMES[(wire.QUANT_CHANNEL if per_channel else
                                                    wire.QUANT_TENSOR)
@@ -335,6 +347,19 @@ def _export_onnx(module, example, path: Path, input_name: str, output_name: str)
                                  dynamic_shapes=({0: batch},), verbose=False)
     assert prog is not None  # dynamo=True always returns the program
     atomic_write(path, lambda p: prog.save(str(p), external_data=False))
+
+
+def stamp_privacy(path: Path, digest: str) -> None:
+    """The graph carries the digest of the manifest's privacy settings (manifest.
+    PRIVACY_KEY): serve, classify and bench refuse a manifest edited away from it."""
+    import onnx
+
+    model = onnx.load(str(path))
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key != PRIVACY_KEY]
+    del model.metadata_props[:]
+    for key, value in [*kept, (PRIVACY_KEY, digest)]:
+        model.metadata_props.add(key=key, value=value)
+    atomic_write(path, lambda p: onnx.save(model, str(p)))
 
 
 def check_onnx_parity(out: Path, encoder, task, images: np.ndarray,

@@ -25,8 +25,15 @@ from .wire import VERSION as WIRE_VERSION
 
 MANIFEST = "manifest.json"
 FORMAT = "deepobfuscator-export"
-FORMAT_VERSION = 1
+# 2: both graphs carry the digest of the manifest's privacy settings (PRIVACY_KEY)
+FORMAT_VERSION = 2
 REQUIRED_MODELS = ("obfuscator", "classifier")
+# the manifest's features fields that decide what the upload reveals: the device's noise
+# and how it is drawn, the normalisation under the cap, which numbers are sent, the erasure
+PRIVACY_FIELDS = ("shape", "noise_std", "noise_key", "normalization", "positions", "erased",
+                  "defences")
+# ONNX metadata key under which export stamps their digest into both graphs
+PRIVACY_KEY = "deepobfuscator.privacy_sha256"
 
 
 class ExportError(UserError):
@@ -112,6 +119,46 @@ class ExportBundle:
     def threshold(self) -> float:
         """The single task's threshold (several tasks: each binary entry has its own)."""
         return float(self.manifest.get("task", {}).get("threshold", 0.5))
+
+
+def privacy_digest(features: dict) -> str:
+    """SHA-256 of the privacy settings in a manifest's `features` (canonical JSON). Export
+    stamps it into both graphs, whose own hashes the manifest holds: a privacy setting can
+    change only together with the files' hashes."""
+    settings = {k: features.get(k) for k in PRIVACY_FIELDS}
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _graph_shape(arg) -> list:
+    return [d if isinstance(d, int) else None for d in (arg.shape or [])]
+
+
+def check_graph(bundle: ExportBundle, name: str, session) -> None:
+    """An onnxruntime session of the export's `name` model against the manifest, before any
+    image is read: the privacy settings it was exported with (PRIVACY_KEY) and the shapes
+    the manifest promises (input size, features, outputs). Refused in one line."""
+    path = bundle.model_path(name)
+    stamped = session.get_modelmeta().custom_metadata_map.get(PRIVACY_KEY)
+    if stamped != privacy_digest(bundle.manifest["features"]):
+        raise ExportError(
+            f"{bundle.root / MANIFEST}: its privacy settings (features: "
+            f"{', '.join(PRIVACY_FIELDS)}) are not the ones {path.name} was exported with: "
+            "the manifest was edited. Export the run again; never edit these fields by hand")
+    feats = list(bundle.feature_shape)
+    h, w = (int(v) for v in bundle.preprocessing["size"])
+    outs = [] if bundle.single else [bundle.outputs]  # per image: () or (outputs,)
+    expected = {"obfuscator": (("input", "input.size", [3, h, w]),
+                               ("output", "features.shape", feats)),
+                "classifier": (("input", "features.shape", feats),
+                               ("output", "tasks", outs))}[name]
+    actual = (session.get_inputs()[0], session.get_outputs()[0])
+    for (role, field, want), arg in zip(expected, actual, strict=True):
+        got = _graph_shape(arg)[1:]  # the batch axis is dynamic
+        if got != want:
+            raise ExportError(f"{bundle.root / MANIFEST}: {field} gives {path.name} an {role} "
+                              f"of {want} per image, but the graph's is {got}. Export the "
+                              "run again")
 
 
 def _is_int(v: object, lo: int = 1) -> bool:
@@ -240,8 +287,12 @@ def _check_positions(manifest: dict, mpath: Path) -> None:
                           "per feature. Export the run again")
 
 
-def load_export(export_dir: str | Path, check_hashes: bool = True) -> ExportBundle:
-    """Open an export folder, checking that every file is there and every hash matches."""
+def load_export(export_dir: str | Path, check_hashes: bool = True,
+                pin: str | None = None) -> ExportBundle:
+    """Open an export folder, checking that every file is there and every hash matches.
+
+    pin: the SHA-256 of manifest.json that `export` printed (an app ships it inside itself):
+    the model hashes catch corruption, the pin catches a different or edited export."""
     root = Path(export_dir)
     if not root.is_dir():
         raise ExportError(f"export folder not found: {root}; create it with "
@@ -250,6 +301,9 @@ def load_export(export_dir: str | Path, check_hashes: bool = True) -> ExportBund
     if not mpath.is_file():
         raise ExportError(f"{root}: {MANIFEST} is missing: the folder is incomplete; "
                           "export the run again")
+    if pin is not None and (got := sha256_file(mpath)) != pin.strip().lower():
+        raise ExportError(f"{mpath}: SHA-256 {got[:16]}... is not the pinned {pin[:16]}...: "
+                          "this is not the export you pinned (edited or replaced)")
     try:
         manifest = json.loads(mpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -26,9 +26,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import UserError
 from ..log import log
-from ..threads import resolve_threads
 from . import wire
-from .manifest import MANIFEST, ExportError, load_export, sha256_file
+from .manifest import ExportError, load_export, privacy_digest
+from .sessions import open_checked
 
 TOKEN_ENV = "DEEPOBFUSCATOR_TOKEN"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -117,13 +117,7 @@ def create_app(export_dir: str | Path, token: str | None = None,
     if max_body_bytes < wire.HEADER_BYTES or max_batch < 1:
         raise UserError(f"max_body_bytes={max_body_bytes}, max_batch={max_batch}: a request "
                         f"must be allowed at least {wire.HEADER_BYTES} bytes and 1 image")
-    bundle = load_export(export_dir)
-    if manifest_sha256 is not None:
-        got = sha256_file(bundle.root / MANIFEST)
-        if got != manifest_sha256.strip().lower():
-            raise ExportError(f"{bundle.root / MANIFEST}: SHA-256 {got[:16]}... is not the "
-                              f"pinned {manifest_sha256[:16]}...: this is not the export you "
-                              "meant to serve")
+    bundle = load_export(export_dir, pin=manifest_sha256)
     if token is None and TOKEN_ENV in os.environ:
         token = os.environ[TOKEN_ENV]  # set but empty is refused below, as --token "" is
     if token is not None and not token.strip():
@@ -131,6 +125,7 @@ def create_app(export_dir: str | Path, token: str | None = None,
         raise UserError(f"empty bearer token (--token, --token-file or ${TOKEN_ENV}): give a "
                         f"non-empty token, or unset ${TOKEN_ENV} to serve without one")
     session = _load_classifier(bundle, threads)
+    privacy = privacy_digest(bundle.manifest["features"])
     public = dict(bundle.manifest)
     public["run"] = {k: v for k, v in public.get("run", {}).items()
                      if k not in ("path", "config_file")}  # no server file paths in answers
@@ -169,7 +164,10 @@ def create_app(export_dir: str | Path, token: str | None = None,
         # `task` (one-task exports) as before; `tasks` names every task of any export
         return {"status": "ok", **({"task": names[0]} if bundle.single else {}),
                 "tasks": names, "version": __version__,
-                "classifier_sha256": bundle.manifest["models"]["classifier"]["sha256"]}
+                "classifier_sha256": bundle.manifest["models"]["classifier"]["sha256"],
+                # what the classifier was exported with: a client whose manifest differs
+                # (its noise edited away, say) stops before it sends anything
+                "privacy_sha256": privacy}
 
     @app.get("/v1/manifest", dependencies=[Depends(authorize)])
     async def manifest() -> dict:
@@ -286,18 +284,12 @@ def _mount_page(app: FastAPI) -> None:
 
 
 def _load_classifier(bundle, threads: int):
-    """The cloud model, loaded and tried once on zeros of the manifest's feature shape."""
-    import onnxruntime as ort
-
+    """The cloud model, checked against the manifest (sessions.open_checked) and tried once
+    on zeros of the manifest's feature shape. The obfuscator the page downloads is checked
+    too: a manifest edited away from it is refused before anything listens."""
+    open_checked(bundle, "obfuscator", 1)
+    session = open_checked(bundle, "classifier", threads)
     path = bundle.model_path("classifier")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = resolve_threads(threads)  # 0: the free cores
-    try:
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's own exception types
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-        raise ExportError(f"{path}: onnxruntime cannot load it ({type(exc).__name__}: "
-                          f"{first}); export the run again") from None
     shape = bundle.feature_shape
     try:
         out = session.run(None, {"features": np.zeros((2, *shape), np.float32)})[0]

@@ -15,6 +15,12 @@ from pathlib import Path
 
 from ..errors import UserError, missing_extra
 from .keyed_noise import NOISE_KEYS
+from .limits import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_UPLOADS,
+)
 from .wire import DTYPES
 
 
@@ -108,7 +114,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token = resolve_token(args)
     serve(Path(args.export), host=args.host, port=args.port, token=token,
           max_body_bytes=args.max_body_bytes, threads=args.threads, log_level=args.log_level,
-          manifest_sha256=args.manifest_sha256, attacker_view=args.attacker_view)
+          manifest_sha256=args.manifest_sha256, attacker_view=args.attacker_view,
+          body_timeout=args.body_timeout, max_uploads=args.max_uploads,
+          max_connections=args.max_connections, api_docs=args.api_docs)
     return 0
 
 
@@ -174,7 +182,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "visible in `ps`: prefer --token-file)")
     s.add_argument("--token-file", default=None, metavar="FILE",
                    help="read the bearer token from FILE (its first line)")
-    s.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
+    s.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY)
+    s.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT, metavar="S",
+                   help="answer 408 to a body that has not arrived within S seconds "
+                   f"(default {DEFAULT_BODY_TIMEOUT:g}: a trickling client holds a slot no longer)")
+    s.add_argument("--max-uploads", type=int, default=DEFAULT_MAX_UPLOADS, metavar="N",
+                   help=f"bodies read at once; beyond, 503 at once (default {DEFAULT_MAX_UPLOADS})")
+    s.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
+                   help="connections uvicorn holds; beyond, 503 (default "
+                   f"{DEFAULT_MAX_CONNECTIONS})")
+    s.add_argument("--api-docs", action="store_true",
+                   help="serve the API reference at /docs (rendered by the server; off by "
+                   "default)")
     s.add_argument("--threads", type=int, default=0,
                    help="onnxruntime threads (0: the cores other processes leave free)")
     s.add_argument("--log-level", default="info",

@@ -7,6 +7,7 @@ the service refuses to start on an incomplete or altered export folder.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -27,12 +28,17 @@ from .. import __version__
 from ..errors import UserError
 from ..log import log
 from . import wire
+from .limits import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_UPLOADS,
+)
 from .manifest import ExportError, load_export, privacy_digest
 from .sessions import open_checked
 
 TOKEN_ENV = "DEEPOBFUSCATOR_TOKEN"
-DEFAULT_MAX_BODY = 16 * 1024 * 1024
-DEFAULT_MAX_BATCH = 256
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -105,7 +111,9 @@ _BODY_DOC = {"requestBody": {"required": True, "description": "a feature batch i
 def create_app(export_dir: str | Path, token: str | None = None,
                max_body_bytes: int = DEFAULT_MAX_BODY, max_batch: int = DEFAULT_MAX_BATCH,
                threads: int = 0, manifest_sha256: str | None = None,
-               attacker_view: str | Path | None = None) -> FastAPI:
+               attacker_view: str | Path | None = None,
+               body_timeout: float = DEFAULT_BODY_TIMEOUT,
+               max_uploads: int = DEFAULT_MAX_UPLOADS, api_docs: bool = False) -> FastAPI:
     """The service for one export folder. token=None reads $DEEPOBFUSCATOR_TOKEN (unset: no auth).
 
     Raises ExportError (before anything listens) if the folder is incomplete or altered, its
@@ -113,10 +121,16 @@ def create_app(export_dir: str | Path, token: str | None = None,
     not load or does not answer features of the manifest's shape.
     attacker_view: an audit folder of this export's run: also serve what its inverse networks
     rebuild from a wire body (deploy/attacker_view.py; off by default).
+    body_timeout, max_uploads: a body that has not fully arrived within body_timeout
+    seconds is answered 408; beyond max_uploads bodies being read at once, 503 at once.
+    api_docs: serve the API's reference at /docs (rendered here, no outside assets).
     """
     if max_body_bytes < wire.HEADER_BYTES or max_batch < 1:
         raise UserError(f"max_body_bytes={max_body_bytes}, max_batch={max_batch}: a request "
                         f"must be allowed at least {wire.HEADER_BYTES} bytes and 1 image")
+    if not (body_timeout > 0 and max_uploads >= 1):
+        raise UserError(f"body_timeout={body_timeout}, max_uploads={max_uploads}: give a "
+                        "timeout above 0 seconds and at least 1 upload at a time")
     bundle = load_export(export_dir, pin=manifest_sha256)
     if token is None and TOKEN_ENV in os.environ:
         token = os.environ[TOKEN_ENV]  # set but empty is refused below, as --token "" is
@@ -131,7 +145,11 @@ def create_app(export_dir: str | Path, token: str | None = None,
                      if k not in ("path", "config_file")}  # no server file paths in answers
 
     tasks, names = bundle.tasks, bundle.task_names
+    uploads = _Uploads()
+    # no /docs or /redoc from FastAPI: they load Swagger UI and fonts from outside this
+    # server; api_docs renders the reference here instead (api_docs.py)
     app = FastAPI(title="DeepObfuscator cloud classifier", version=__version__,
+                  docs_url=None, redoc_url=None,
                   description=f"Answers {', '.join(f'`{n}`' for n in names)} from obfuscated "
                   "features. The device runs obfuscator.onnx and sends its output in the wire "
                   "format; each prediction's `answers` holds every task's answer (binary: "
@@ -183,7 +201,14 @@ def create_app(export_dir: str | Path, token: str | None = None,
                          413: {"description": "body or batch too large"},
                          415: {"description": "a Content-Encoding other than gzip"}})
     async def classify(request: Request) -> ClassifyResponse:
-        body = await _read_limited(request, max_body_bytes)
+        if uploads.reading >= max_uploads:
+            raise ApiError(503, "busy", f"{max_uploads} uploads are arriving already; retry "
+                           "in a moment", {"Retry-After": "1"})
+        uploads.reading += 1  # one event loop: no lock needed
+        try:
+            body = await _read_limited(request, max_body_bytes, body_timeout)
+        finally:
+            uploads.reading -= 1
         encoding = request.headers.get("content-encoding", "identity").strip().lower()
         if encoding not in ("gzip", "x-gzip", "identity", ""):
             raise ApiError(415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not "
@@ -250,6 +275,10 @@ def create_app(export_dir: str | Path, token: str | None = None,
         return Response(png, media_type="image/png")
 
     _mount_page(app)
+    if api_docs:
+        from .api_docs import mount_api_docs
+
+        mount_api_docs(app, PAGE_HEADERS)
     app.state.view = view
     app.state.bundle = bundle
     app.state.auth = token is not None
@@ -307,8 +336,17 @@ def _load_classifier(bundle, threads: int):
     return session
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) as soon as it is known to exceed `limit` bytes."""
+class _Uploads:
+    """How many request bodies are being read now."""
+
+    reading = 0
+
+
+async def _read_limited(request: Request, limit: int,
+                        timeout: float = DEFAULT_BODY_TIMEOUT) -> bytes:
+    """The request body, refusing (413) as soon as it is known to exceed `limit` bytes, and
+    (408) once it has taken more than `timeout` seconds: a client that trickles its body
+    (slowloris) holds a slot for that long at most."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -320,10 +358,16 @@ async def _read_limited(request: Request, limit: int) -> bytes:
 
     buf = bytearray()
     try:
-        async for chunk in request.stream():
-            buf += chunk
-            if len(buf) > limit:
-                raise ApiError(413, "too_large", f"body exceeds limit {limit} bytes")
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                buf += chunk
+                if len(buf) > limit:
+                    raise ApiError(413, "too_large", f"body exceeds limit {limit} bytes")
+    except TimeoutError:
+        log.info(f"client {request.client.host if request.client else '?'} sent {len(buf)} "
+                 f"bytes of the body in {timeout:g} s: answered 408")
+        raise ApiError(408, "body_timeout", f"the body did not arrive within {timeout:g} s; "
+                       "send it at once", {"Connection": "close"}) from None
     except ClientDisconnect:
         # one line, not uvicorn's 60-line traceback: anyone could flood the log (issue 37)
         log.info(f"client {request.client.host if request.client else '?'} disconnected "
@@ -405,19 +449,27 @@ def serve(export_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
           token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
           threads: int = 0, log_level: str = "info",
           manifest_sha256: str | None = None,
-          attacker_view: str | Path | None = None) -> None:
+          attacker_view: str | Path | None = None,
+          body_timeout: float = DEFAULT_BODY_TIMEOUT, max_uploads: int = DEFAULT_MAX_UPLOADS,
+          max_connections: int = DEFAULT_MAX_CONNECTIONS, api_docs: bool = False) -> None:
     """Run the service on uvicorn until interrupted."""
     import uvicorn
 
+    if max_connections < 1:
+        raise UserError(f"max_connections={max_connections}: allow at least 1 connection")
     app = create_app(export_dir, token, max_body_bytes, threads=threads,
-                     manifest_sha256=manifest_sha256, attacker_view=attacker_view)
+                     manifest_sha256=manifest_sha256, attacker_view=attacker_view,
+                     body_timeout=body_timeout, max_uploads=max_uploads, api_docs=api_docs)
     if not app.state.auth and host not in LOOPBACK:
         log.warning(f"serving on {host} without a token; set --token or ${TOKEN_ENV}")
     log.info(f"serving {app.state.bundle.task} from {export_dir} on http://{host}:{port} "
-             f"(the page: /, API docs: /docs, auth: "
+             f"(the page: /, API docs: {'/docs' if api_docs else 'off (--api-docs)'}, auth: "
              f"{'bearer token' if app.state.auth else 'none'})")
     if not app.state.page_assets:
         log.warning("the page's onnxruntime-web is not installed, so / cannot run the "
                     "obfuscator: `python -m deepobfuscator.deploy.web_assets` (needs npm) "
                     "fetches it")
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    # limit_concurrency: beyond it uvicorn answers 503 (connections that trickle their
+    # headers hold one each; a reverse proxy in front is still the cure for those)
+    uvicorn.run(app, host=host, port=port, log_level=log_level,
+                limit_concurrency=max_connections)

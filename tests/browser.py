@@ -4,6 +4,7 @@ JSON messages, NUL-terminated, on file descriptors 3 and 4). No driver package n
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import shutil
@@ -20,11 +21,21 @@ def find_chromium() -> str | None:
     return None
 
 
+def _above_9(fd: int) -> int:
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return high
+
+
 class Chromium:
     def __init__(self, binary: str, width: int = 1100, height: int = 900) -> None:
         self._profile = tempfile.TemporaryDirectory()
+        # the child's ends above fd 9: the shell below moves them to 3 and 4, which must not
+        # be where they already are (a fresh process's first pipe lands on 3 and 4, and
+        # `exec 3<&3 ... 3<&-` would close it)
         to_chrome_r, self._to_chrome = os.pipe()
         self._from_chrome, from_chrome_w = os.pipe()
+        to_chrome_r, from_chrome_w = _above_9(to_chrome_r), _above_9(from_chrome_w)
         args = [binary, "--headless=new", "--remote-debugging-pipe", "--no-sandbox",
                 "--disable-gpu", "--no-first-run", "--no-default-browser-check",
                 "--disable-extensions", "--disable-dev-shm-usage", "--mute-audio",

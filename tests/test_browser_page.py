@@ -253,19 +253,16 @@ def test_the_page_keys_its_noise_to_the_photo_as_the_python_client_does(tiny_exp
     """With features.noise_key "photo" the page's noise is the Python client's for the same
     secret and photo, the same photo sends the same bytes twice, and the secret is made
     once in localStorage and said so in the small print."""
-    import json
-    import shutil
+    from deploy_helpers import export_with_features
 
     from deepobfuscator.deploy.client import DeviceObfuscator
     from deepobfuscator.deploy.preprocess_np import load_batch
     from deepobfuscator.deploy.server import create_app
 
     path, url = photo
-    noisy = tmp_path / "noisy"  # the tiny export's models; the device adds keyed noise
-    shutil.copytree(tiny_export, noisy)
-    m = json.loads((noisy / "manifest.json").read_text())
-    m["features"].update(noise_std=0.5, noise_key="photo")
-    (noisy / "manifest.json").write_text(json.dumps(m))
+    # the tiny export's models, exported as if with keyed noise: the device adds it
+    noisy = export_with_features(tiny_export, tmp_path / "noisy", noise_std=0.5,
+                                 noise_key="photo")
     secret = bytes(range(100, 132))
     item = "deepobfuscator-device-secret"
     with LiveServer(create_app(noisy, token=TOKEN)) as server, Chromium(CHROMIUM) as browser:
@@ -310,3 +307,44 @@ def test_the_page_is_served_with_security_headers(tiny_export):
     assert "'unsafe-eval'" not in csp.replace("'wasm-unsafe-eval'", "")
     assert r.headers["x-frame-options"] == "DENY"
     assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_transparent_png_gives_the_page_and_the_client_the_same_pixels(page, tmp_path,
+                                                                         tiny_export):
+    """Transparency is composited over white on both sides (issue 37, item 6: the colour
+    stored under transparent pixels reached the client and not the page, 246 levels apart)."""
+    from deepobfuscator.deploy.manifest import load_export
+    from deepobfuscator.deploy.preprocess_np import to_uint8
+
+    _, browser, _ = page
+    rng = np.random.default_rng(7)
+    rgba = rng.integers(0, 256, (40, 48, 4), dtype=np.uint8)
+    rgba[..., 3] = np.linspace(0, 255, 48, dtype=np.uint8)[None, :]  # every alpha level
+    rgba[:8, :, 3] = 0  # fully transparent rows hiding bright colours
+    img = Image.fromarray(rgba, "RGBA")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    res = browser.evaluate(f"window.deepobfuscator.run('{url}')")
+    pre = load_export(tiny_export).preprocessing
+    py = to_uint8(Image.open(io.BytesIO(buf.getvalue())), pre).astype(int)
+    js = np.asarray(res["modelInput"], int).reshape(py.shape)
+    assert np.abs(js - py).max() <= 1
+    plain = np.asarray(to_uint8(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), pre),
+                       int)
+    assert np.abs(plain - py).max() > 100  # the stored colours would have been far off
+
+
+def test_the_browser_helper_starts_in_a_fresh_process(tmp_path):
+    """A fresh process's first pipe lands on fds 3 and 4, where Chromium's ends must go."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import os, sys; from browser import Chromium; r, w = os.pipe(); os.close(r); "
+            "os.close(w); "  # the helper's own pipes are now the first: fds 3 and 4 free
+            f"b = Chromium({CHROMIUM!r}); print(b.evaluate('6 * 7')); b.__exit__(None)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "42"

@@ -135,3 +135,27 @@ def test_16_bit_greyscale_keeps_its_gradient_instead_of_saturating(tmp_path):
     x = load_batch([path], {"size": [4, 256], "crop": "none", "resample": "bilinear",
                             "value_range": [0.0, 1.0], "channel_order": "RGB"})
     np.testing.assert_allclose(x[0, 0, 0] * 255, ramp[0] >> 8, atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparency_is_composited_over_white_with_known_answers(mode):
+    """round(c a / 255) + 255 - a per channel: opaque keeps its colour, transparent is
+    white whatever colour it stores, half alpha is halfway to white."""
+    rgba = np.array([[[200, 10, 90, 255], [200, 10, 90, 0], [200, 10, 90, 128]]], np.uint8)
+    want = np.array([[[200, 10, 90], [255, 255, 255], [227, 132, 172]]])
+    if mode == "LA":
+        rgba[..., 1:3] = rgba[..., :1]  # grey: every channel 200
+        want = np.array([[[200] * 3, [255] * 3, [227] * 3]])
+        img = Image.fromarray(rgba, "RGBA").convert("LA")
+    elif mode == "P":  # a palette PNG whose entry 1 is transparent
+        img = Image.new("P", (3, 1))
+        img.putpalette([200, 10, 90, 0, 255, 0])
+        img.putdata([0, 1, 0])
+        img.info["transparency"] = 1
+        want = np.array([[[200, 10, 90], [255, 255, 255], [200, 10, 90]]])
+    else:
+        img = Image.fromarray(rgba, "RGBA")
+    got = np.asarray(preprocessing.on_white(img), int)
+    np.testing.assert_array_equal(got, want)
+    opaque = Image.fromarray(rgba[..., :3], "RGB")
+    assert preprocessing.on_white(opaque).tobytes() == opaque.tobytes()

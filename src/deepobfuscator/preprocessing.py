@@ -97,10 +97,28 @@ def eight_bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L")
 
 
+def has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+
+
+def on_white(img: Image.Image) -> Image.Image:
+    """RGB, a photo with transparency composited over white: each channel c with alpha a
+    becomes round(c a / 255) + 255 - a, what a browser's canvas gives when the photo is
+    drawn over white (the page does that), not the colour stored under a transparent
+    pixel (which convert("RGB") kept and the browser drops: up to 246 levels apart)."""
+    if not has_alpha(img):
+        return img.convert("RGB")
+    rgba = np.asarray(img.convert("RGBA"), np.int32)
+    a = rgba[..., 3:]
+    rgb = (rgba[..., :3] * a + 127) // 255 + 255 - a
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
+
+
 def to_uint8(img: Image.Image, size: tuple[int, int] | list[int], crop: str,
              resample: str = "bilinear") -> np.ndarray:
-    """PIL image -> uint8 (H, W, 3): RGB, crop, resize to size = (height, width)."""
-    img = eight_bit(img).convert("RGB")
+    """PIL image -> uint8 (H, W, 3): RGB (transparency over white), crop, resize to size =
+    (height, width)."""
+    img = on_white(eight_bit(img))
     box = crop_box(*img.size, crop)
     if box is not None and box != (0, 0, *img.size):
         img = img.crop(box)

@@ -20,7 +20,8 @@ import numpy as np
 
 from .base import FaceDataset
 
-CACHE_FORMAT = 2  # 2: resizes one axis at a time, width first (preprocessing.to_uint8)
+CACHE_FORMAT = 3  # 2: resizes one axis at a time, width first (preprocessing.to_uint8);
+# 3: transparency composited over white (preprocessing.on_white)
 
 
 def default_cache_dir() -> Path:

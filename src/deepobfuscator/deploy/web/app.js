@@ -80,12 +80,15 @@ function noiseKey(m) {
   return m.features.noise_key ?? "fresh";
 }
 
-// decode exactly as stored: no colour conversion, no alpha premultiplication
+// decode exactly as stored: no colour conversion; a photo with transparency is drawn over
+// white, as the Python client composites it (preprocessing.on_white)
 async function pixels(blob) {
   const bmp = await createImageBitmap(blob, { colorSpaceConversion: "none",
     premultiplyAlpha: "none" });
   const canvas = new OffscreenCanvas(bmp.width, bmp.height);
   const ctx = canvas.getContext("2d", { colorSpace: "srgb" });
+  ctx.fillStyle = "#ffffff";
+  ctx.fillRect(0, 0, bmp.width, bmp.height);
   ctx.drawImage(bmp, 0, 0);
   return { rgba: ctx.getImageData(0, 0, bmp.width, bmp.height).data, width: bmp.width,
            height: bmp.height };

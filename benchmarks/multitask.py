@@ -2,7 +2,8 @@
 tasks while Male, Young and identity stay hidden; arms x training seeds x attacker seeds.
 
     python benchmarks/multitask.py --out runs/multitask [--arms control cap:1 cap-erase:1]
-        [--seeds 0 1 2] [--attack-seeds 1] [--threads 1] [--summary-only]
+        [--seeds 0 1 2] [--attack-seeds 1] [--threads 1] [--audit-args "..."]
+        [--summary-only]
 
 Every arm is configs/celeba-multitask.yaml without its erasure (split 2, the 1 x 16 x 16
 bottleneck: 34% of the compute on the phone, 288 bytes in the int8 wire) with the arm's
@@ -81,6 +82,9 @@ def main() -> None:
     ap.add_argument("--attack-seeds", type=int, default=1)
     ap.add_argument("--noise", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--audit-args", default="",
+                    help="extra `audit` flags for every audit, e.g. '--repeats 1 "
+                         "--prior-images 0' for a seed grid (the quoted string is split)")
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
     out = Path(args.out)
@@ -109,7 +113,8 @@ def main() -> None:
                     if not (ad / "audit.json").is_file():
                         run([*exe, "audit", str(rd), "--baseline", str(base), "--out", str(ad),
                              "--seed", str(seed + 1000 * k), "--threads", str(args.threads),
-                             "--recogniser", "off", "--quiet"], out / "audit.log")
+                             "--recogniser", "off", "--quiet", *args.audit_args.split()],
+                            out / "audit.log")
     summary(out)
 
 

@@ -2,6 +2,7 @@
 
     python benchmarks/load_test.py EXPORT_DIR [--clients 8] [--duration 10] [--batch 1]
                                               [--no-compress] [--server-threads 1]
+                                              [--batch-wait-ms 2]   (-1: no batching)
     python benchmarks/load_test.py EXPORT_DIR --bombs 64 [--duration 10]
 
 Starts `deepobfuscator serve` in a subprocess on a free loopback port (with a token,
@@ -48,12 +49,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(export: Path, port: int, threads: int) -> subprocess.Popen:
+def start_server(export: Path, port: int, threads: int,
+                 batch_wait_ms: float | None = None) -> subprocess.Popen:
     src = Path(__file__).resolve().parents[1] / "src"
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     cmd = [sys.executable, "-m", "deepobfuscator.deploy.cli_commands", "serve", str(export),
            "--port", str(port), "--token", TOKEN, "--log-level", "warning",
            "--threads", str(threads)]
+    if batch_wait_ms is not None:
+        cmd += ["--batch-wait-ms", str(batch_wait_ms)]
     proc = subprocess.Popen(cmd, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -84,8 +88,18 @@ def make_bodies(export: Path, batch: int, compress: bool,
     return bodies, False
 
 
+def server_timing(header: str) -> dict[str, float]:
+    """`read;dur=0.12, decode;dur=0.30, ...` -> {"read": 0.12, ...} (ms)."""
+    out = {}
+    for part in header.split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if dur:
+            out[name] = float(dur)
+    return out
+
+
 async def client(url: str, bodies: list[bytes], stop: float, lat: list, errors: list,
-                 compress: bool) -> None:
+                 compress: bool, timings: list) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/octet-stream"}
     if compress:
         headers["Content-Encoding"] = "gzip"
@@ -96,7 +110,9 @@ async def client(url: str, bodies: list[bytes], stop: float, lat: list, errors: 
             try:
                 r = await http.post(url, content=bodies[i % len(bodies)], headers=headers)
                 ok = r.status_code == 200
-                if not ok:
+                if ok:
+                    timings.append(server_timing(r.headers.get("server-timing", "")))
+                else:
                     errors.append(f"{r.status_code}: {r.text[:100]}")
             except httpx.HTTPError as exc:
                 ok = False
@@ -110,15 +126,23 @@ async def run_load(url: str, bodies: list[bytes], clients: int, duration: float,
                    compress: bool) -> dict:
     lat: list[float] = []
     errors: list[str] = []
+    timings: list[dict[str, float]] = []
     t0 = time.perf_counter()
-    await asyncio.gather(*(client(url, bodies, t0 + duration, lat, errors, compress)
+    await asyncio.gather(*(client(url, bodies, t0 + duration, lat, errors, compress, timings)
                            for _ in range(clients)))
     wall = time.perf_counter() - t0
+    # where a request's time goes: the server's own parts (Server-Timing), the rest is
+    # HTTP, authentication, the event loop and the client
+    parts = {k: round(float(np.mean([t.get(k, 0.0) for t in timings])), 3)
+             for k in ("read", "decode", "queue", "model")} if timings else {}
+    if parts and lat:
+        parts["http_and_rest"] = round(float(np.mean(lat)) - sum(parts.values()), 3)
     return {"requests": len(lat) + len(errors), "ok": len(lat), "errors": len(errors),
             "error_samples": errors[:5], "seconds": round(wall, 2),
             "requests_per_s": round(len(lat) / wall, 1),
             "p50_ms": round(float(np.percentile(lat, 50)), 2) if lat else None,
-            "p99_ms": round(float(np.percentile(lat, 99)), 2) if lat else None}
+            "p99_ms": round(float(np.percentile(lat, 99)), 2) if lat else None,
+            "mean_ms": round(float(np.mean(lat)), 3) if lat else None, "time_ms": parts}
 
 
 def bomb_body(shape: tuple[int, int, int]) -> bytes:
@@ -187,6 +211,8 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=1, help="images per request")
     p.add_argument("--server-threads", type=int, default=1, help="onnxruntime threads")
     p.add_argument("--no-compress", action="store_true", help="send bodies without gzip")
+    p.add_argument("--batch-wait-ms", type=float, default=None,
+                   help="the server's --batch-wait-ms (-1: no batching; default: serve's)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--bombs", type=int, default=0,
                    help="instead: this many clients sending gzip bombs, /healthz probed")
@@ -213,7 +239,7 @@ def main() -> int:
     compress = not args.no_compress
     bodies, compress = make_bodies(args.export, args.batch, compress)
     port = free_port()
-    proc = start_server(args.export, port, args.server_threads)
+    proc = start_server(args.export, port, args.server_threads, args.batch_wait_ms)
     try:
         res = asyncio.run(run_load(f"http://127.0.0.1:{port}/v1/classify", bodies,
                                    args.clients, args.duration, compress))
@@ -222,13 +248,14 @@ def main() -> int:
         proc.wait(10)
     res.update(clients=args.clients, batch=args.batch, gzip=compress,
                body_bytes_mean=round(float(np.mean([len(b) for b in bodies]))),
-               server_threads=args.server_threads,
+               server_threads=args.server_threads, batch_wait_ms=args.batch_wait_ms,
                images_per_s=round(res["requests_per_s"] * args.batch, 1))
     print(f"{res['clients']} clients, batch {res['batch']}, {res['body_bytes_mean']} bytes per "
           f"request ({'gzip' if compress else 'no gzip'}), server threads "
           f"{args.server_threads}, {res['seconds']} s: {res['requests_per_s']} requests/s "
           f"({res['images_per_s']} images/s), p50 {res['p50_ms']} ms, p99 {res['p99_ms']} ms, "
-          f"errors {res['errors']} of {res['requests']}")
+          f"errors {res['errors']} of {res['requests']}; mean {res['mean_ms']} ms = "
+          + " + ".join(f"{k} {v}" for k, v in res["time_ms"].items()))
     for e in res["error_samples"]:
         print(f"  error: {e}")
     if args.json:

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..errors import UserError, missing_extra
 from .keyed_noise import NOISE_KEYS
 from .limits import (
+    DEFAULT_BATCH_WAIT_MS,
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_BODY,
     DEFAULT_MAX_CONNECTIONS,
@@ -116,7 +117,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
           max_body_bytes=args.max_body_bytes, threads=args.threads, log_level=args.log_level,
           manifest_sha256=args.manifest_sha256, attacker_view=args.attacker_view,
           body_timeout=args.body_timeout, max_uploads=args.max_uploads,
-          max_connections=args.max_connections, api_docs=args.api_docs)
+          max_connections=args.max_connections, api_docs=args.api_docs,
+          batch_wait_ms=args.batch_wait_ms)
     return 0
 
 
@@ -191,6 +193,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, metavar="N",
                    help="connections uvicorn holds; beyond, 503 (default "
                    f"{DEFAULT_MAX_CONNECTIONS})")
+    s.add_argument("--batch-wait-ms", type=float, default=DEFAULT_BATCH_WAIT_MS, metavar="MS",
+                   help="concurrent requests run through the classifier as one batch; wait up "
+                   "to MS for requests still arriving (a lone request never waits; -1: no "
+                   f"batching; default {DEFAULT_BATCH_WAIT_MS:g})")
     s.add_argument("--api-docs", action="store_true",
                    help="serve the API reference at /docs (rendered by the server; off by "
                    "default)")

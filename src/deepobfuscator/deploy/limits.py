@@ -9,3 +9,6 @@ DEFAULT_MAX_BATCH = 256  # feature tensors per request
 DEFAULT_BODY_TIMEOUT = 30.0
 DEFAULT_MAX_UPLOADS = 64
 DEFAULT_MAX_CONNECTIONS = 1024
+# dynamic batching (issue 37, item 7): the model waits at most this long for requests that
+# are still arriving while others wait (a lone request never waits); below 0: no batching
+DEFAULT_BATCH_WAIT_MS = 2.0

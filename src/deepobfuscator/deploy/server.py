@@ -8,9 +8,11 @@ the service refuses to start on an incomplete or altered export folder.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import os
+import time
 import zlib
 from pathlib import Path
 from typing import Annotated
@@ -28,7 +30,9 @@ from .. import __version__
 from ..errors import UserError
 from ..log import log
 from . import wire
+from .batcher import Batcher
 from .limits import (
+    DEFAULT_BATCH_WAIT_MS,
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BODY,
@@ -113,7 +117,8 @@ def create_app(export_dir: str | Path, token: str | None = None,
                threads: int = 0, manifest_sha256: str | None = None,
                attacker_view: str | Path | None = None,
                body_timeout: float = DEFAULT_BODY_TIMEOUT,
-               max_uploads: int = DEFAULT_MAX_UPLOADS, api_docs: bool = False) -> FastAPI:
+               max_uploads: int = DEFAULT_MAX_UPLOADS, api_docs: bool = False,
+               batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS) -> FastAPI:
     """The service for one export folder. token=None reads $DEEPOBFUSCATOR_TOKEN (unset: no auth).
 
     Raises ExportError (before anything listens) if the folder is incomplete or altered, its
@@ -124,6 +129,9 @@ def create_app(export_dir: str | Path, token: str | None = None,
     body_timeout, max_uploads: a body that has not fully arrived within body_timeout
     seconds is answered 408; beyond max_uploads bodies being read at once, 503 at once.
     api_docs: serve the API's reference at /docs (rendered here, no outside assets).
+    batch_wait_ms: concurrent requests' features run through the classifier as one batch
+    (batcher.py), waiting up to this long for requests still arriving; below 0: each
+    request runs alone.
     """
     if max_body_bytes < wire.HEADER_BYTES or max_batch < 1:
         raise UserError(f"max_body_bytes={max_body_bytes}, max_batch={max_batch}: a request "
@@ -146,6 +154,11 @@ def create_app(export_dir: str | Path, token: str | None = None,
 
     tasks, names = bundle.tasks, bundle.task_names
     uploads = _Uploads()
+
+    def classifier(z: np.ndarray) -> np.ndarray:
+        return session.run(None, {"features": z})[0]
+
+    batcher = Batcher(classifier, max_batch, batch_wait_ms) if batch_wait_ms >= 0 else None
     # no /docs or /redoc from FastAPI: they load Swagger UI and fonts from outside this
     # server; api_docs renders the reference here instead (api_docs.py)
     app = FastAPI(title="DeepObfuscator cloud classifier", version=__version__,
@@ -200,24 +213,36 @@ def create_app(export_dir: str | Path, token: str | None = None,
                          401: {"description": "missing or wrong token"},
                          413: {"description": "body or batch too large"},
                          415: {"description": "a Content-Encoding other than gzip"}})
-    async def classify(request: Request) -> ClassifyResponse:
+    async def classify(request: Request, response: Response) -> ClassifyResponse:
         if uploads.reading >= max_uploads:
             raise ApiError(503, "busy", f"{max_uploads} uploads are arriving already; retry "
                            "in a moment", {"Retry-After": "1"})
-        uploads.reading += 1  # one event loop: no lock needed
-        try:
-            body = await _read_limited(request, max_body_bytes, body_timeout)
-        finally:
-            uploads.reading -= 1
-        encoding = request.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("gzip", "x-gzip", "identity", ""):
-            raise ApiError(415, "unsupported_encoding", f"Content-Encoding {encoding!r} is not "
-                           "supported: send gzip or no Content-Encoding")
-        # off the event loop: inflating and decoding a batch takes milliseconds, and
-        # /healthz must not wait for them
-        z = await run_in_threadpool(_features, body, encoding in ("gzip", "x-gzip"),
-                                    bundle.feature_shape, max_body_bytes, max_batch)
-        probs = (await run_in_threadpool(session.run, None, {"features": z}))[0]
+        t0 = time.perf_counter()
+        with batcher.arriving_one() if batcher else contextlib.nullcontext():
+            uploads.reading += 1  # one event loop: no lock needed
+            try:
+                body = await _read_limited(request, max_body_bytes, body_timeout)
+            finally:
+                uploads.reading -= 1
+            encoding = request.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("gzip", "x-gzip", "identity", ""):
+                raise ApiError(415, "unsupported_encoding", f"Content-Encoding {encoding!r} is "
+                               "not supported: send gzip or no Content-Encoding")
+            t1 = time.perf_counter()
+            # off the event loop: inflating and decoding a batch takes milliseconds, and
+            # /healthz must not wait for them
+            z = await run_in_threadpool(_features, body, encoding in ("gzip", "x-gzip"),
+                                        bundle.feature_shape, max_body_bytes, max_batch)
+        t2 = time.perf_counter()
+        if batcher is not None:  # gathered with other requests' features into one run
+            probs, queued, model = await batcher.submit(z)
+        else:
+            probs = (await run_in_threadpool(classifier, z))
+            queued, model = 0.0, time.perf_counter() - t2
+        # where the time went (ms), for load tests and for a proxy's logs
+        response.headers["Server-Timing"] = ", ".join(
+            f"{k};dur={v * 1e3:.2f}" for k, v in (("read", t1 - t0), ("decode", t2 - t1),
+                                                  ("queue", queued), ("model", model)))
         probs = np.asarray(probs, np.float64).reshape(len(z), -1)  # (N, outputs)
         if not np.isfinite(probs).all():  # extreme inputs can overflow inside the network
             raise ApiError(422, "non_finite_output", "the classifier's output is not finite "
@@ -281,6 +306,7 @@ def create_app(export_dir: str | Path, token: str | None = None,
         mount_api_docs(app, PAGE_HEADERS)
     app.state.view = view
     app.state.bundle = bundle
+    app.state.batcher = batcher
     app.state.auth = token is not None
     return app
 
@@ -451,7 +477,8 @@ def serve(export_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
           manifest_sha256: str | None = None,
           attacker_view: str | Path | None = None,
           body_timeout: float = DEFAULT_BODY_TIMEOUT, max_uploads: int = DEFAULT_MAX_UPLOADS,
-          max_connections: int = DEFAULT_MAX_CONNECTIONS, api_docs: bool = False) -> None:
+          max_connections: int = DEFAULT_MAX_CONNECTIONS, api_docs: bool = False,
+          batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS) -> None:
     """Run the service on uvicorn until interrupted."""
     import uvicorn
 
@@ -459,7 +486,8 @@ def serve(export_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
         raise UserError(f"max_connections={max_connections}: allow at least 1 connection")
     app = create_app(export_dir, token, max_body_bytes, threads=threads,
                      manifest_sha256=manifest_sha256, attacker_view=attacker_view,
-                     body_timeout=body_timeout, max_uploads=max_uploads, api_docs=api_docs)
+                     body_timeout=body_timeout, max_uploads=max_uploads, api_docs=api_docs,
+                     batch_wait_ms=batch_wait_ms)
     if not app.state.auth and host not in LOOPBACK:
         log.warning(f"serving on {host} without a token; set --token or ${TOKEN_ENV}")
     log.info(f"serving {app.state.bundle.task} from {export_dir} on http://{host}:{port} "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from .audit import AuditSettings, audit, summary_table
 from .config import Config, load_config, no_privacy_overrides
@@ -24,7 +25,7 @@ QUICK_OVERRIDES = [
 DEMO_ATTACK_EPOCHS = 5
 # the white-box attacker is the weakest at these splits (docs/results.md): a small budget;
 # dlib's recogniser (when installed) would add minutes: `deepobfuscator audit` runs it
-DEMO_WHITEBOX = {"whitebox_images": 8, "whitebox_steps": 100}
+DEMO_WHITEBOX: dict[str, Any] = {"whitebox_images": 8, "whitebox_steps": 100}
 
 
 # The demo's synthetic faces (the preset's default is 10,000): every stage's cost scales
@@ -49,7 +50,7 @@ def run_demo(out: Path, quick: bool = False, progress: bool = True, threads: int
     resolve_threads(threads)  # a bad count fails here, before any folder is made
     out = Path(out)
     t0 = time.time()
-    runs = {}
+    runs: dict[str, Path] = {}
     for name, cfg in demo_configs(quick, threads).items():
         log.info(f"== training {name} on synthfaces ({out / name})")
         if "baseline" in runs and start_from_baseline(cfg, out / name, runs["baseline"]):

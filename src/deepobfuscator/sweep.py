@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,7 @@ def default_sweep_dir(base: Config, grid: dict[str, list[str]]) -> Path:
     return Path("runs") / f"sweep-{base.data.source}-{h}"
 
 
-def sweep(config: str | Path = "cpu", grid: dict[str, list[str]] | list[str] = (),
+def sweep(config: str | Path = "cpu", grid: dict[str, list[str]] | Sequence[str] = (),
           out: Path | None = None, baseline_run: Path | None = None,
           settings: AuditSettings | None = None, overrides: list[str] | None = None,
           progress: bool = True) -> Path:
@@ -332,7 +333,8 @@ def _place_labels(ax, spots: list[tuple[float, float, str, str, str, float]]) ->
     ax.get_xlim(), ax.get_ylim()  # settle the autoscaled limits before reading positions
     (x0, y0), (x1, y1) = (v * to_pt for v in ax.bbox.get_points())
 
-    def box_at(i: int, step: int, side: int, far: float = 0) -> tuple[float, ...]:
+    def box_at(i: int, step: int, side: int,
+               far: float = 0) -> tuple[float, float, float, float]:
         (px, py), (w, h), r = where[i], size[i], spots[i][5]
         left = px + r + 1 + far if side > 0 else px - r - 1 - far - w
         return left, left + w, py + h / 2 + step * h - h, py + h / 2 + step * h

@@ -49,6 +49,9 @@ class Standardized(nn.Module):
     by `set_normalization` before fitting). An obfuscator may shrink or blow up channels,
     or shift their mean; the attacker should not care."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(1, channels, 1, 1))

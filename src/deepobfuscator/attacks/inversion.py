@@ -8,6 +8,7 @@ resolution than the training-time decoder R, so a defence that only beat R shows
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
@@ -91,9 +92,12 @@ class InversionAttack:
         self.msssim = settings_for_size(*self.image_size)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed)
-            model = InversionNetwork(tuple(feature_shape), self.image_size, width)
-        # channels-last runs oneDNN convolutions ~1.5x faster on CPU
-        self.model = model.to(self.device, memory_format=torch.channels_last)
+            model = InversionNetwork(cast("tuple[int, int, int]", tuple(feature_shape)),
+                                     self.image_size, width)
+        # channels-last runs oneDNN convolutions ~1.5x faster on CPU (torch's Module.to
+        # overloads omit memory_format, which it accepts)
+        self.model: InversionNetwork = model.to(  # type: ignore[call-overload]
+            self.device, memory_format=torch.channels_last)
 
     def loss(self, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """1 - MS-SSIM + L1. MS-SSIM compares luminance only at its coarsest scale and barely

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from functools import lru_cache
+from typing import cast
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ class EmbeddingNet(nn.Module):
     """Strided stem, conv stages (one conv at the finest scale, two after, doubling width),
     each max-pooled, down to ~4x4 -> flatten -> linear + BN -> embedding (unnormalised)."""
 
+    classes: torch.Tensor  # the CosFace class centres, a Parameter set by IdentityEmbedder.fit
+
     def __init__(self, image_size: tuple[int, int], embedding_dim: int = 128,
                  width: int = 32) -> None:
         super().__init__()
@@ -44,6 +47,11 @@ class EmbeddingNet(nn.Module):
         self.body = nn.Sequential(*layers)
         self.neck = nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(
             ch * h * w, embedding_dim, bias=False), nn.BatchNorm1d(embedding_dim))
+
+    @property
+    def embedding_dim(self) -> int:
+        """D, the embedding's length (the final BatchNorm's width)."""
+        return cast(nn.BatchNorm1d, self.neck[-1]).num_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) != self.size:
@@ -89,8 +97,8 @@ def _per_identity(identities: np.ndarray, seed: int, n_out) -> tuple[np.ndarray,
     for u in np.unique(ids):
         idx = rng.permutation(np.flatnonzero(ids == u))
         taken.append(idx[:n_out(len(idx))] if len(idx) >= 2 else idx[:0])
-    taken = np.sort(np.concatenate(taken).astype(np.int64))
-    return np.setdiff1d(np.arange(len(ids)), taken), taken
+    taken_idx = np.sort(np.concatenate(taken).astype(np.int64))
+    return np.setdiff1d(np.arange(len(ids)), taken_idx), taken_idx
 
 
 class IdentityEmbedder:
@@ -103,7 +111,9 @@ class IdentityEmbedder:
         self.device = torch.device(settings.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed)
-            self.model = EmbeddingNet(tuple(image_size), embedding_dim).to(
+            # torch's Module.to overloads omit memory_format, which it accepts
+            self.model: EmbeddingNet = EmbeddingNet(  # type: ignore[call-overload]
+                cast("tuple[int, int]", tuple(image_size)), embedding_dim).to(
                 self.device, memory_format=torch.channels_last)
 
     def fit(self, images: torch.Tensor, identities: np.ndarray) -> FitResult:
@@ -114,19 +124,22 @@ class IdentityEmbedder:
         tr, va = _per_identity(y, s.seed, lambda n: min(n - 1, max(1, round(s.val_fraction * n))))
         if len(va) == 0:  # everyone has one photo: hold out people instead
             tr, va = holdout_split(len(y), s.val_fraction, s.seed)
-        y, gen = torch.from_numpy(y.astype(np.int64)), torch.Generator().manual_seed(s.seed)
+        labels = torch.from_numpy(y.astype(np.int64))
+        gen = torch.Generator().manual_seed(s.seed)
 
         def loss_fn(model: nn.Module, batch: tuple) -> torch.Tensor:
             x = _augment(batch[0], gen) if model.training else batch[0]
-            return model.cosface_loss(x.to(self.device), batch[1].to(self.device))
+            return cast(EmbeddingNet, model).cosface_loss(x.to(self.device),
+                                                          batch[1].to(self.device))
 
         def train_batches(rng: np.random.Generator) -> list[tuple]:
-            return [(images[tr[b]], y[tr[b]]) for b in batches(len(tr), s.batch_size, rng)]
+            return [(images[tr[b]], labels[tr[b]])
+                    for b in batches(len(tr), s.batch_size, rng)]
 
-        val = [(images[va[b]], y[va[b]]) for b in batches(len(va), 256)]
+        val = [(images[va[b]], labels[va[b]]) for b in batches(len(va), 256)]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)  # class centres, and dropout masks while training
-            w = torch.randn(len(names), self.model.neck[-1].num_features)
+            w = torch.randn(len(names), self.model.embedding_dim)
             self.model.classes = nn.Parameter(w.to(self.device))  # saved with the weights
             return fit(self.model, loss_fn, train_batches, val, s, "reid embedder")
 
@@ -134,7 +147,7 @@ class IdentityEmbedder:
     def embed(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """(N, D) L2-normalised float32 embeddings (image and mirror image averaged)."""
         self.model.eval()
-        out = [torch.zeros(0, self.model.neck[-1].num_features)]
+        out = [torch.zeros(0, self.model.embedding_dim)]
         for i in range(0, len(images), batch_size):
             x = images[i:i + batch_size].to(self.device)
             with autocast(self.settings.precision, self.device):
@@ -168,15 +181,15 @@ def reid_scores(gallery_emb, gallery_ids: np.ndarray, probe_emb, probe_ids: np.n
     if len(names) == 0 or np.any(names[true] != np.asarray(probe_ids)):
         raise ValueError("every probe identity needs a photo in the gallery")
     k, cols = len(names), torch.from_numpy(g_col.astype(np.int64))
-    above, ties = [torch.zeros(0)], [torch.zeros(0)]  # (probes,) identities above / tied
+    above_parts, tie_parts = [torch.zeros(0)], [torch.zeros(0)]  # (probes,) above / tied
     for i in range(0, len(p), chunk):
         sim = p[i:i + chunk] @ g.T if metric == "cosine" else -torch.cdist(p[i:i + chunk], g)
         best = torch.full((len(sim), k), -torch.inf).scatter_reduce(
             1, cols.expand(len(sim), -1), sim, "amax")  # per identity: its best photo
         t = best.gather(1, torch.from_numpy(true[i:i + chunk]).unsqueeze(1))
-        above.append((best > t).sum(1).double())
-        ties.append((best == t).sum(1).double() - 1)
-    above, ties = torch.cat(above).numpy(), torch.cat(ties).numpy()
+        above_parts.append((best > t).sum(1).double())
+        tie_parts.append((best == t).sum(1).double() - 1)
+    above, ties = torch.cat(above_parts).numpy(), torch.cat(tie_parts).numpy()
     ranks, mean = above + 1 + ties / 2, lambda v: float(v.mean()) if len(v) else float("nan")
     hit = lambda n: mean(np.clip((n - above) / (ties + 1), 0, 1))  # noqa: E731
     return {"top1": hit(1), "top5": hit(5), "chance_top1": 1.0 / k, "chance_top5": min(5, k) / k,
@@ -245,8 +258,8 @@ def dlib_embed(images: torch.Tensor) -> torch.Tensor | None:
     if (model := _dlib_model()) is None:
         return None
     chips = F.interpolate(images.float(), (150, 150), mode="bilinear", antialias=True)
-    chips = (chips.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).contiguous().numpy()
-    out = [np.asarray(model.compute_face_descriptor(c), np.float32) for c in chips]
+    chips_u8 = (chips.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).contiguous().numpy()
+    out = [np.asarray(model.compute_face_descriptor(c), np.float32) for c in chips_u8]
     return torch.from_numpy(np.stack(out)) if out else torch.zeros(0, 128)
 
 
@@ -266,7 +279,7 @@ def verification_pairs(identities: np.ndarray, seed: int, max_pairs: int = 3000
         return (np.zeros(0, np.int64),) * 2 + (np.zeros(0, bool),)
     n = min(len(same), max_pairs // 2)
     same_arr = np.asarray(same, np.int64)[rng.permutation(len(same))[:n]]
-    diff = []
+    diff: list[tuple[int, int]] = []
     while len(diff) < n:
         a, b = rng.integers(0, len(ids), 2)
         if ids[a] != ids[b]:

@@ -12,6 +12,8 @@ the case where the attacker has no faces of its own.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -59,7 +61,8 @@ class WhiteBoxAttack:
         """Images (N, 3, H, W), float32 in [0, 1], on the CPU. Their size is `image_size`
         when given, else the features' size times E's downsampling factor (give it when
         E pools odd sizes: 218 px -> 54 features -> 216 px otherwise)."""
-        size = tuple(self.image_size) if self.image_size else self._infer_size(features)
+        size = (cast("tuple[int, int]", tuple(self.image_size)) if self.image_size
+                else self._infer_size(features))
         was_training = self.encoder.training
         grads = [p.requires_grad for p in self.encoder.parameters()]
         self.encoder.eval()

@@ -22,6 +22,8 @@ Conventions (written into audit.json through `msssim_settings_for` and `SSIM_SET
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -35,7 +37,8 @@ from ..privacy.msssim import settings_for_size
 __all__ = ["PSNR_CAP_DB", "SSIM_SETTINGS", "image_scores", "msssim_settings_for", "summarize"]
 
 PSNR_CAP_DB = 100.0  # MSE 1e-10: identical images score this instead of inf
-SSIM_SETTINGS = {"sigma": 1.5, "kernel_size": 11, "data_range": 1.0, "border": "valid"}
+SSIM_SETTINGS: dict[str, Any] = {"sigma": 1.5, "kernel_size": 11, "data_range": 1.0,
+                                 "border": "valid"}
 BATCH = 128  # images per metric call; bounds memory of the 5 x (B, 3, H, W) local moments
 
 

@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -143,7 +144,8 @@ def _with_audit_data(cfg: Config, path: str) -> Config:
     from ..config import load_config
 
     audit_cfg = load_config(path, [f"seed={cfg.seed}"])
-    data = replace(audit_cfg.data, image_size=tuple(cfg.data.image_size), crop=cfg.data.crop)
+    data = replace(audit_cfg.data, image_size=cast("tuple[int, int]", tuple(cfg.data.image_size)),
+                   crop=cfg.data.crop)
     return replace(cfg, data=data)
 
 
@@ -199,7 +201,8 @@ def _train_embedder(roles: dict, cfg: Config, s: AuditSettings, device, precisio
     from ..data.base import to_tensor_batch
 
     atk = roles["attacker"]
-    emb = IdentityEmbedder(tuple(cfg.data.image_size), s.fit_settings(device, precision))
+    emb = IdentityEmbedder(cast("tuple[int, int]", tuple(cfg.data.image_size)),
+                           s.fit_settings(device, precision))
     curve = emb.fit(to_tensor_batch(atk.images), atk.identities)
     save_weights(emb.model, out / "attackers" / "reid_embedder.safetensors")
     return emb, curve.to_dict()
@@ -390,7 +393,8 @@ def _weak_attacker_warnings(results: dict, private: list[str]) -> list[str]:
 
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to the name
-        np.savez_compressed(f, **arrays)
+        # numpy's stub: a **dict's keys might include its allow_pickle flag
+        np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
 
 
 def load_audit(out_dir: Path) -> dict:

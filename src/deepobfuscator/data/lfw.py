@@ -65,6 +65,7 @@ def load_lfw(
 
     def build() -> FaceDataset:
         identities = stable_ids([f.split("/", 1)[0] for f in files])
+        names: list[str]
         if attr_path is None:
             attributes, names, keep = np.zeros((len(files), 0), np.int8), [], files
         else:

@@ -330,7 +330,7 @@ def _render(p: dict, h: int, w: int, rng: np.random.Generator, out: np.ndarray) 
         # Small parts are drawn only in the pixel window that holds their box in every
         # selected image, and sparse ones only on the images that have them: most of the speed.
         idx = slice(None) if which is None else np.flatnonzero(masks[which])
-        if which is not None and idx.size == 0:
+        if isinstance(idx, np.ndarray) and idx.size == 0:  # i.e. which is not None
             continue
         co, si, sc_, dx_, dy_ = (v[:, None] for v in pose[idx].T)
         bx, by = np.array([x_lo, x_lo, x_hi, x_hi]), np.array([y_lo, y_hi, y_lo, y_hi])

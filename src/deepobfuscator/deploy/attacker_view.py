@@ -15,6 +15,7 @@ import io
 import json
 import tempfile
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -46,14 +47,16 @@ class AttackerView:
             raise ExportError(f"--attacker-view {audit_dir} audits {runs['obfuscated']}, not "
                               "the run this export was made from: its inverse network would "
                               "read other features")
-        self.networks = {}
+        self.networks: dict[str, tuple[InversionNetwork, tuple[int, ...],
+                                       np.ndarray | None]] = {}
         self.selected: dict[str, np.ndarray] = {}  # run -> the flat indices its network reads
         for name in ("obfuscated", "baseline"):
             weights = audit_dir / "attackers" / name / "inversion.safetensors"
             if not weights.is_file():
                 raise ExportError(f"--attacker-view: {weights} is missing; audit again")
             run_cfg = read_run_config(Path(runs[name]))
-            net = InversionNetwork(feature_shape(run_cfg), tuple(run_cfg.data.image_size))
+            net = InversionNetwork(feature_shape(run_cfg),
+                                   cast("tuple[int, int]", tuple(run_cfg.data.image_size)))
             net.load_state_dict(load_file(str(weights)))
             self.networks[name] = (net.eval(), tuple(feature_shape(run_cfg)), None)
             # an inverse network that kept the audit's selected view reads only those numbers

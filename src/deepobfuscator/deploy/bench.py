@@ -225,7 +225,7 @@ def payload_sizes(features: np.ndarray, photo: Image.Image, pre: dict) -> dict:
 
     bodies = {f"wire_{d}": wire.encode(features, d) for d in ("float32", "float16", "int8")}
     bodies["wire_int8_per_tensor"] = wire.encode(features, "int8", per_channel=False)
-    sizes = {k: len(b) for k, b in bodies.items()}
+    sizes: dict[str, int | str] = {k: len(b) for k, b in bodies.items()}
     sizes.update({f"{k}_gzip": len(gzip_body(b)) for k, b in bodies.items()})
     small = Image.fromarray(to_uint8(photo, pre))
     for q in (90, 75):

@@ -10,6 +10,8 @@ scaling its features.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -62,7 +64,8 @@ def robust_attackers(cfg: Config, shape: tuple[int, int, int],
     r = cfg.privacy.robust
     adversaries = nn.ModuleDict({
         n: Ensemble([new_probe(shape) for _ in range(r.ensemble)]) for n in names})
-    decoder = new_decoder(shape, tuple(cfg.data.image_size), r.decoder_width)
+    decoder = new_decoder(shape, cast("tuple[int, int]", tuple(cfg.data.image_size)),
+                          r.decoder_width)
     return adversaries, decoder
 
 

@@ -28,7 +28,7 @@ import os
 import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -150,7 +150,7 @@ class Dist:
         """Run `fn` on rank 0, then on the others (e.g. rank 0 fills a cache they read)."""
         first = self.main_only(fn)
         if self.is_main:
-            return first
+            return cast(T, first)  # rank 0 ran fn: its result (None only if fn's was)
         return fn()
 
     def sum_counts(self, running: dict[str, float]) -> dict[str, float]:

@@ -26,10 +26,10 @@ obfuscator itself (models/split.py), so it also holds on the phone and in the ex
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from ..config import Config
 from ..methods import PrivacyMethod, Stage, StepFn, register_method
 from ..models import Models
-from ..models.attackers import reinit_member
+from ..models.attackers import Ensemble, reinit_member
 from ..privacy import entropy_privacy, ms_ssim
 from .steps import Batch, StepContext, _modes, _update, task_loss
 
@@ -51,7 +51,13 @@ def balanced_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     per = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="none")
     pos, neg = y.sum(), (1 - y).sum()
     terms = [(per * w).sum() / n for w, n in ((y, pos), (1 - y, neg)) if n > 0]
-    return sum(terms) / len(terms)
+    return cast(torch.Tensor, sum(terms)) / len(terms)
+
+
+def _ensembles(models: Models) -> Iterable[Ensemble]:
+    """The adversaries as this method builds them (robust_attackers): one Ensemble per
+    private attribute."""
+    return cast("Iterable[Ensemble]", models.adversaries.values())
 
 
 def attacker_loss(ctx: StepContext, z: torch.Tensor,
@@ -62,8 +68,9 @@ def attacker_loss(ctx: StepContext, z: torch.Tensor,
     out: dict[str, float] = {}
     total = torch.zeros((), device=z.device)
     with ctx.amp():
-        for k, ens in enumerate(ctx.models.adversaries.values()):
-            ce = sum(balanced_bce(lg, batch.private[:, k]) for lg in ens.each(z))
+        for k, ens in enumerate(_ensembles(ctx.models)):
+            ce = cast(torch.Tensor, sum(balanced_bce(lg, batch.private[:, k])
+                                        for lg in ens.each(z)))
             total = total + ce
             out[f"adv_{k}_ce"] = ce.item() / len(ens.members)
         if r.reconstruction_weight > 0:
@@ -122,7 +129,7 @@ def _encoder_step(ctx: StepContext, batch: Batch, mean_face: torch.Tensor) -> di
     if r.attribute_weight > 0 and len(ctx.models.adversaries):
         terms = []
         with ctx.amp():
-            for k, ens in enumerate(ctx.models.adversaries.values()):
+            for k, ens in enumerate(_ensembles(ctx.models)):
                 for lg in ens.each(z):
                     if r.attribute_loss == "entropy":
                         terms.append(entropy_privacy(lg))
@@ -172,7 +179,7 @@ def refresh_member(ctx: StepContext, models: Models, epoch: int) -> int | None:
     from ..models import feature_shape
 
     shape = feature_shape(ctx.cfg)
-    for ens in models.adversaries.values():
+    for ens in _ensembles(models):
         reinit_member(ens, index, shape, ctx.optimizers.get("attackers"))
     return index
 
@@ -205,7 +212,8 @@ class RobustGame(PrivacyMethod):
     name = "robust"
     summary = ("strong, current attackers (k steps, ensemble, refresh), bounded objectives, "
                "C trained with E")
-    reads = ("privacy.robust", "train.adversaries", "train.adversarial")
+    reads: ClassVar[tuple[str, ...]] = ("privacy.robust", "train.adversaries",
+                                        "train.adversarial")
     attackers = "robust"
 
     def trains_attackers(self, cfg: Config) -> bool:

@@ -10,6 +10,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import torch
 from torch import nn
@@ -69,8 +70,8 @@ def _update(ctx: StepContext, opt_name: str, loss: torch.Tensor) -> None:
 
 
 def _adversaries_loss(ctx: StepContext, z: torch.Tensor, batch: Batch) -> torch.Tensor:
-    return sum(bce_logits(adv(z), batch.private[:, k])
-               for k, adv in enumerate(ctx.models.adversaries.values()))
+    return cast(torch.Tensor, sum(bce_logits(adv(z), batch.private[:, k])
+                                  for k, adv in enumerate(ctx.models.adversaries.values())))
 
 
 def _dcor_term(ctx: StepContext, batch: Batch, z: torch.Tensor) -> torch.Tensor | None:
@@ -79,8 +80,12 @@ def _dcor_term(ctx: StepContext, batch: Batch, z: torch.Tensor) -> torch.Tensor 
     return w * distance_correlation(batch.x, z) if w > 0 else None
 
 
+class _Noisy(Protocol):
+    noise_std: float  # an Obfuscator's feature-noise std
+
+
 @contextmanager
-def scaled_noise(encoder: torch.nn.Module, fraction: float) -> Iterator[None]:
+def scaled_noise(encoder: _Noisy, fraction: float) -> Iterator[None]:
     """E's feature noise at `fraction` of its std inside the block, the full std after."""
     full = encoder.noise_std
     encoder.noise_std = full * fraction
@@ -179,16 +184,19 @@ def encoder_step(ctx: StepContext, batch: Batch, kind: str, lam: float) -> dict[
                       if kind == "attribute" else [])
     c_loss = task_loss(ctx, logits, batch.task)
     if kind == "noise":
+        assert recon is not None  # built above for this kind
         priv = p.reconstruction_weight * reconstruction_loss(
             recon, ctx.noise.expand_as(recon), ctx.msssim)
     elif kind == "reconstruction":
+        assert recon is not None
         priv = -p.reconstruction_weight * reconstruction_loss(recon, batch.x, ctx.msssim)
     elif kind == "attribute":
-        terms = []
+        terms: list[torch.Tensor] = []
         for k, a_logits in enumerate(adv_logits):
             terms.append(neg_ce_privacy(a_logits, batch.private[:, k])
                          if p.attribute_loss == "neg_ce" else entropy_privacy(a_logits))
-        priv = p.attribute_weight * sum(terms) if terms else torch.zeros((), device=z.device)
+        priv = (p.attribute_weight * cast(torch.Tensor, sum(terms)) if terms
+                else torch.zeros((), device=z.device))
     else:
         raise ValueError(f"unknown encoder step {kind!r}")
     loss = c_loss + lam * priv

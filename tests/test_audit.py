@@ -8,6 +8,7 @@ import pytest
 from deepobfuscator.audit import AuditSettings, audit, summary_table
 from deepobfuscator.cli import main
 from deepobfuscator.demo import run_demo
+from deepobfuscator.errors import UserError
 from deepobfuscator.runs import RunError
 from deepobfuscator.training import train
 
@@ -382,3 +383,49 @@ def test_the_audit_records_and_reports_the_task_answer_floor(demo_out):
             assert 0.0 <= c["task_answer_floor"] <= 1.0
     assert "Floor: an attacker who sees only the true answer" in \
         (demo_out / "report.md").read_text()
+
+
+def test_results_records_carry_each_runs_figures_and_tables_average_them(demo_out, tmp_path):
+    """Results as data: a record per audited run, with the audit's own figures; adding the
+    same audit again replaces it; a table is the mean [min-max] of an arm's records."""
+    from deepobfuscator.audit import records
+    from deepobfuscator.audit.result import AuditResult
+
+    result = AuditResult.load(demo_out)
+    path = tmp_path / "records.jsonl"
+    ob = records.record(demo_out, "default")
+    base = records.record(demo_out, "baseline", run="baseline")
+    assert ob["figures"] == result.values("obfuscated") and ob["figures"]
+    assert base["figures"] == result.values("baseline")
+    assert ob["budget"]["upload_bytes"] == 48 and base["budget"]["upload_bytes"] > 48
+    assert ob["training_seed"] == result.data["config"]["seed"]
+    assert ob["floors"]["attribute:Male"] == result.data["chance"]["attributes"]["Male"][
+        "task_answer_floor"]
+    records.add([ob, base], path)
+    records.add([ob], path)  # the same audit, run and arm: replaced, not doubled
+    assert len(records.load(path)) == 2
+    twin = {**ob, "audit": "/elsewhere", "figures": {k: v + 0.1 for k, v in
+                                                      ob["figures"].items()}}
+    records.add([twin], path)
+    got = records.load(path)
+    male = ob["figures"]["attribute:Male"]
+    want = records.cell([male, male + 0.1])
+    assert want.startswith(f"{male + 0.05:.3f} [")
+    text = records.table(got, ["baseline", "default"], ["attribute:Male"])
+    assert f"| attribute:Male | {records.cell([base['figures']['attribute:Male']])} | {want} |" \
+        in text and "default (2)" in text
+    with pytest.raises(UserError, match=r"no records of arm\(s\) \['robust'\]"):
+        records.table(got, ["robust"], ["attribute:Male"])
+    with pytest.raises(UserError, match="has no 'baseline' run"):
+        records.record(_without_baseline(demo_out, tmp_path), "x", run="baseline")
+
+
+def _without_baseline(audit_dir, tmp_path):
+    import json
+
+    d = tmp_path / "one-run"
+    d.mkdir()
+    data = json.loads((audit_dir / "audit.json").read_text())
+    data["runs"].pop("baseline")
+    (d / "audit.json").write_text(json.dumps(data))
+    return d

@@ -141,6 +141,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_results(args: argparse.Namespace) -> int:
+    from .audit import records
+
+    path = Path(args.records)
+    if args.action == "add":
+        recs = [records.record(a, args.arm, args.run) for a in args.audits]
+        records.add(recs, path)
+        print(f"{len(recs)} record(s) of arm {args.arm!r} in {path}")
+        return 0
+    print(records.table(records.load(path), args.arms, args.figures), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deepobfuscator",
@@ -241,6 +254,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads (default 0: the cores other processes leave free; "
                    "docs/configuration.md)")
     d.set_defaults(func=cmd_demo)
+    r = sub.add_parser("results", help="results as data: record audits, tables from records")
+    rsub = r.add_subparsers(dest="action", required=True)
+    ra = rsub.add_parser("add", help="record audited runs (one JSON line each) under an arm")
+    ra.add_argument("audits", nargs="+", metavar="AUDIT_DIR", help="audit folders")
+    ra.add_argument("--arm", required=True, help="the arm's name, e.g. default, baseline")
+    ra.add_argument("--run", default="obfuscated", choices=["obfuscated", "baseline"],
+                    help="which of the audit's runs (default: obfuscated)")
+    rt = rsub.add_parser("table", help="a markdown table: mean [min-max] per arm")
+    rt.add_argument("--arms", nargs="+", required=True)
+    rt.add_argument("--figures", nargs="+", default=["inversion_msssim", "attribute:Male",
+                    "attribute:Young", "identity_top1", "utility_bal_acc"],
+                    help="figure keys (audit.json terms; default: the headline five)")
+    for sp in (ra, rt):
+        sp.add_argument("--records", default="results/records.jsonl",
+                        help="the records file (default: results/records.jsonl)")
+    r.set_defaults(func=cmd_results)
     register(sub)  # export, serve, classify, bench
     return p
 

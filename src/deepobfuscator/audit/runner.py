@@ -122,6 +122,8 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
                                      "splits")
     results["feature_shape"] = list(feature_shape(cfg))
     results["seconds"] = round(time.time() - t0, 1)
+    results["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    results["package_version"] = __version__
     for w in results["warnings"]:
         log.warning(w)
     atomic_write_json(out / "audit.json", results)

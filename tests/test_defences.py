@@ -74,12 +74,25 @@ def test_adversary_refresh_reinitialises_attackers_on_schedule_only():
     assert not steps.maybe_refresh_attackers(_ctx(), 2, 1e-3)  # off by default
 
 
-def test_refresh_runs_inside_training(tmp_path, tiny_config):
+def test_refresh_runs_inside_training(tmp_path, tiny_config, monkeypatch):
+    """Inside a real training the attackers are renewed on the schedule (every adversarial
+    epoch after the first here) and the run still finishes."""
     from deepobfuscator.training import train
 
+    calls: list[tuple[int, bool]] = []
+    real = steps.maybe_refresh_attackers
+
+    def spy(ctx, epoch, lr):
+        done = real(ctx, epoch, lr)
+        calls.append((epoch, done))
+        return done
+
+    monkeypatch.setattr(steps, "maybe_refresh_attackers", spy)
     run = train(tiny_config("privacy.adversary_refresh=1", "privacy.dcor_weight=0.5",
                             "privacy.feature_noise=0.1"), tmp_path / "r", progress=False)
     assert (run / "weights").is_dir()
+    assert [e for e, _ in calls] == [0, 1]  # once per adversarial epoch (2 in TINY)
+    assert any(done for _, done in calls)  # and at least one renewed the attackers
 
 
 @pytest.mark.parametrize("key", ["feature_noise", "dcor_weight", "adversary_refresh"])

@@ -3,6 +3,7 @@
     python benchmarks/load_test.py EXPORT_DIR [--clients 8] [--duration 10] [--batch 1]
                                               [--no-compress] [--server-threads 1]
                                               [--batch-wait-ms 2]   (-1: no batching)
+                                              [--server-workers 1]
     python benchmarks/load_test.py EXPORT_DIR --bombs 64 [--duration 10]
 
 Starts `deepobfuscator serve` in a subprocess on a free loopback port (with a token,
@@ -50,7 +51,7 @@ def free_port() -> int:
 
 
 def start_server(export: Path, port: int, threads: int,
-                 batch_wait_ms: float | None = None) -> subprocess.Popen:
+                 batch_wait_ms: float | None = None, workers: int = 1) -> subprocess.Popen:
     src = Path(__file__).resolve().parents[1] / "src"
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     cmd = [sys.executable, "-m", "deepobfuscator.deploy.cli_commands", "serve", str(export),
@@ -58,6 +59,8 @@ def start_server(export: Path, port: int, threads: int,
            "--threads", str(threads)]
     if batch_wait_ms is not None:
         cmd += ["--batch-wait-ms", str(batch_wait_ms)]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -211,6 +214,7 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=1, help="images per request")
     p.add_argument("--server-threads", type=int, default=1, help="onnxruntime threads")
     p.add_argument("--no-compress", action="store_true", help="send bodies without gzip")
+    p.add_argument("--server-workers", type=int, default=1, help="serve --workers")
     p.add_argument("--batch-wait-ms", type=float, default=None,
                    help="the server's --batch-wait-ms (-1: no batching; default: serve's)")
     p.add_argument("--json", type=Path, help="also write the figures here")
@@ -239,7 +243,8 @@ def main() -> int:
     compress = not args.no_compress
     bodies, compress = make_bodies(args.export, args.batch, compress)
     port = free_port()
-    proc = start_server(args.export, port, args.server_threads, args.batch_wait_ms)
+    proc = start_server(args.export, port, args.server_threads, args.batch_wait_ms,
+                        args.server_workers)
     try:
         res = asyncio.run(run_load(f"http://127.0.0.1:{port}/v1/classify", bodies,
                                    args.clients, args.duration, compress))
@@ -249,10 +254,12 @@ def main() -> int:
     res.update(clients=args.clients, batch=args.batch, gzip=compress,
                body_bytes_mean=round(float(np.mean([len(b) for b in bodies]))),
                server_threads=args.server_threads, batch_wait_ms=args.batch_wait_ms,
+               server_workers=args.server_workers,
                images_per_s=round(res["requests_per_s"] * args.batch, 1))
     print(f"{res['clients']} clients, batch {res['batch']}, {res['body_bytes_mean']} bytes per "
           f"request ({'gzip' if compress else 'no gzip'}), server threads "
-          f"{args.server_threads}, {res['seconds']} s: {res['requests_per_s']} requests/s "
+          f"{args.server_threads} x {args.server_workers} workers, {res['seconds']} s: "
+          f"{res['requests_per_s']} requests/s "
           f"({res['images_per_s']} images/s), p50 {res['p50_ms']} ms, p99 {res['p99_ms']} ms, "
           f"errors {res['errors']} of {res['requests']}; mean {res['mean_ms']} ms = "
           + " + ".join(f"{k} {v}" for k, v in res["time_ms"].items()))

@@ -134,3 +134,70 @@ def test_batching_can_be_turned_off(tiny_export):
                        content=wire.encode(np.ones((2, 16, 8, 8), np.float32), "float32"))
     assert r.status_code == 200 and len(r.json()["predictions"]) == 2
     assert "queue;dur=0.00" in r.headers["server-timing"]
+
+
+def _children(pid: int) -> list[int]:
+    import os
+
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = open(f"/proc/{d}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+def test_serve_with_two_worker_processes_answers_as_one_does(tiny_export, tmp_path):
+    """`serve --workers 2`: two processes share the port, the token reaches both through
+    the environment (never a command line), and every answer is the classifier's."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k != "DEEPOBFUSCATOR_TOKEN"}
+    proc = subprocess.Popen([sys.executable, "-m", "deepobfuscator.deploy.cli_commands",
+                             "serve", str(tiny_export), "--port", str(port), "--workers", "2",
+                             "--threads", "1", "--token-file", str(token_file),
+                             "--log-level", "warning"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        z = np.random.default_rng(5).random((3, 16, 8, 8), dtype=np.float32)
+        want = ort.InferenceSession(str(tiny_export / "classifier.onnx")).run(
+            None, {"features": z})[0]
+        for _ in range(4):  # whichever worker takes it
+            r = httpx.post(url + "/v1/classify", content=wire.encode(z, "float32"),
+                           headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+            assert r.status_code == 200, r.text
+            np.testing.assert_allclose([p["probability"] for p in r.json()["predictions"]],
+                                       want, atol=1e-5)
+        assert httpx.post(url + "/v1/classify", content=wire.encode(z, "float32"),
+                          timeout=10).status_code == 401
+        workers = [c for c in _children(proc.pid)
+                   if b"spawn" in open(f"/proc/{c}/cmdline", "rb").read()]
+        assert len(workers) == 2
+        for c in workers:  # the token is in no worker's command line
+            assert TOKEN.encode() not in open(f"/proc/{c}/cmdline", "rb").read()
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -118,7 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
           manifest_sha256=args.manifest_sha256, attacker_view=args.attacker_view,
           body_timeout=args.body_timeout, max_uploads=args.max_uploads,
           max_connections=args.max_connections, api_docs=args.api_docs,
-          batch_wait_ms=args.batch_wait_ms)
+          batch_wait_ms=args.batch_wait_ms, workers=args.workers)
     return 0
 
 
@@ -197,6 +197,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="concurrent requests run through the classifier as one batch; wait up "
                    "to MS for requests still arriving (a lone request never waits; -1: no "
                    f"batching; default {DEFAULT_BATCH_WAIT_MS:g})")
+    s.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="server processes sharing the port, each with its own classifier "
+                   "(default 1)")
     s.add_argument("--api-docs", action="store_true",
                    help="serve the API reference at /docs (rendered by the server; off by "
                    "default)")

@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import os
 import time
 import zlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request
@@ -29,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import UserError
 from ..log import log
+from ..threads import resolve_threads
 from . import wire
 from .batcher import Batcher
 from .limits import (
@@ -471,6 +473,16 @@ def gunzip_limited(data: bytes, limit: int, size_from_header=None) -> bytes:
     return out
 
 
+# `serve --workers N`: each worker process builds its own app from these settings (the
+# token travels in TOKEN_ENV, never on a command line)
+SETTINGS_ENV = "DEEPOBFUSCATOR_SERVE_SETTINGS"
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of `serve --workers N` (uvicorn's factory)."""
+    return create_app(**json.loads(os.environ[SETTINGS_ENV]))
+
+
 def serve(export_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
           token: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY,
           threads: int = 0, log_level: str = "info",
@@ -478,26 +490,44 @@ def serve(export_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
           attacker_view: str | Path | None = None,
           body_timeout: float = DEFAULT_BODY_TIMEOUT, max_uploads: int = DEFAULT_MAX_UPLOADS,
           max_connections: int = DEFAULT_MAX_CONNECTIONS, api_docs: bool = False,
-          batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS) -> None:
-    """Run the service on uvicorn until interrupted."""
+          batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS, workers: int = 1) -> None:
+    """Run the service on uvicorn until interrupted; workers > 1: that many processes share
+    the port, each with its own classifier and batcher (onnxruntime threads: `threads`
+    each, 0 = the free cores divided among them)."""
     import uvicorn
 
-    if max_connections < 1:
-        raise UserError(f"max_connections={max_connections}: allow at least 1 connection")
-    app = create_app(export_dir, token, max_body_bytes, threads=threads,
-                     manifest_sha256=manifest_sha256, attacker_view=attacker_view,
-                     body_timeout=body_timeout, max_uploads=max_uploads, api_docs=api_docs,
-                     batch_wait_ms=batch_wait_ms)
+    if max_connections < 1 or workers < 1:
+        raise UserError(f"max_connections={max_connections}, workers={workers}: allow at least "
+                        "1 connection and 1 worker")
+    if workers > 1 and threads == 0:
+        threads = max(1, resolve_threads(0) // workers)
+    settings: dict[str, Any] = dict(
+        export_dir=str(export_dir), max_body_bytes=max_body_bytes, threads=threads,
+        manifest_sha256=manifest_sha256,
+        attacker_view=None if attacker_view is None else str(attacker_view),
+        body_timeout=body_timeout, max_uploads=max_uploads, api_docs=api_docs,
+        batch_wait_ms=batch_wait_ms)
+    # built here first, also with workers: a broken export fails in one line before any
+    # process starts
+    app = create_app(token=token, **settings)
     if not app.state.auth and host not in LOOPBACK:
         log.warning(f"serving on {host} without a token; set --token or ${TOKEN_ENV}")
     log.info(f"serving {app.state.bundle.task} from {export_dir} on http://{host}:{port} "
              f"(the page: /, API docs: {'/docs' if api_docs else 'off (--api-docs)'}, auth: "
-             f"{'bearer token' if app.state.auth else 'none'})")
+             f"{'bearer token' if app.state.auth else 'none'}"
+             f"{f', {workers} worker processes' if workers > 1 else ''})")
     if not app.state.page_assets:
         log.warning("the page's onnxruntime-web is not installed, so / cannot run the "
                     "obfuscator: `python -m deepobfuscator.deploy.web_assets` (needs npm) "
                     "fetches it")
     # limit_concurrency: beyond it uvicorn answers 503 (connections that trickle their
     # headers hold one each; a reverse proxy in front is still the cure for those)
-    uvicorn.run(app, host=host, port=port, log_level=log_level,
-                limit_concurrency=max_connections)
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_level=log_level,
+                    limit_concurrency=max_connections)
+        return
+    os.environ[SETTINGS_ENV] = json.dumps(settings)
+    if token is not None:
+        os.environ[TOKEN_ENV] = token  # the workers' environment, not their command line
+    uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, host=host,
+                port=port, log_level=log_level, limit_concurrency=max_connections)

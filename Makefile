@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[train,serve,dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[train,serve,dev,cluster]"
 	$(BIN)/python -m deepobfuscator.deploy.web_assets --optional  # the page's onnxruntime-web (npm)
 	touch $(STAMP)
 

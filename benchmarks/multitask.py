@@ -2,14 +2,15 @@
 tasks while Male, Young and identity stay hidden; arms x training seeds x attacker seeds.
 
     python benchmarks/multitask.py --out runs/multitask [--arms control cap:1 cap-erase:1]
-        [--seeds 0 1 2] [--attack-seeds 1] [--threads 1] [--audit-args "..."]
-        [--summary-only]
+        [--seeds 0 1 2] [--attack-seeds 1] [--threads 1] [--executor local|ray]
+        [--audit repeats=1 prior_images=0] [--summary-only]
 
-Every arm is configs/celeba-multitask.yaml without its erasure (split 2, the 1 x 16 x 16
+A study (deepobfuscator/study.py: `deepobfuscator study` runs the same from a file). Every
+arm is configs/celeba-multitask.yaml without its erasure (split 2, the 1 x 16 x 16
 bottleneck: 34% of the compute on the phone, 288 bytes in the int8 wire) with the arm's
-overrides; the
-no-privacy baseline (`train --baseline`, seed 0) is the audits' reference. Arms (ARM:S
-sets the cap's noise std S, default --noise; its runs are ARM-nS-sSEED):
+overrides; each training seed's no-privacy baseline (OUT/baseline-sSEED) is its audits'
+reference. Arms (ARM:S sets the cap's noise std S, default --noise; its points are
+OUT/points/ARM-nS-sSEED):
 
   control    no defence, step-matched: the same network and steps, no cap, no gain
   cap        the information cap over all 256 numbers (the config as it is), noise --noise
@@ -19,22 +20,23 @@ sets the cap's noise std S, default --noise; its runs are ARM-nS-sSEED):
   robust     the robust adversarial game (privacy.method=robust) with the cap
   robust-info  robust + the information-preserving contrastive term (after TIPRDC / MaSS)
 
-Runs and audits resume: finished ones are skipped. Each run is audited through the int8
-wire by fresh attackers with attacker seed s + 1000 k for training seed s (RUN/audit,
-RUN/audit-a1, ...); the summary reads every RUN/audit*/audit.json, so audits run by hand
-with other attacker seeds (`audit RUN --out RUN/audit-a1 --seed 1000`, no baseline
-needed) join their arm's mean [min-max]. `summary.md`
-holds the table (mean [min-max] over every audit of an arm, the floors beside), written
-from the audit.json files by `summary`; rerun with --summary-only to redraw it.
+Points resume: finished audits are skipped, unfinished trainings resume. Each point is
+audited through the int8 wire by fresh attackers with attacker seed s + 1000 k for
+training seed s (POINT/audit, POINT/audit-a1, ...); the summary reads every
+POINT/audit*/audit.json, so audits run by hand with other attacker seeds join their arm's
+mean [min-max]. `summary.md` holds the table (mean [min-max] over every audit of an arm,
+the floors beside), written from the audit.json files; --summary-only redraws it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+import yaml
+
+from deepobfuscator.study import StudySpec, run_study
 
 CONFIG = "configs/celeba-multitask.yaml"
 CAP_OFF = ["privacy.normalize_features=false", "privacy.feature_noise=0",
@@ -67,11 +69,20 @@ ROWS = (
 )
 
 
-def run(cmd: list[str], log: Path) -> None:
-    print("$", " ".join(cmd), flush=True)
-    with open(log, "a") as f:
-        if subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT) != 0:
-            raise SystemExit(f"failed: {' '.join(cmd)} (see {log})")
+def study_spec(arms: list[str], seeds: list[int], attack_seeds: int, noise: float,
+               threads: int, audit: dict) -> StudySpec:
+    """The experiment as a study (deepobfuscator/study.py): one point per arm and seed,
+    attacker seeds seed + 1000 k, each seed's own baseline."""
+    specs = {}
+    for spec in arms:
+        arm, _, n = spec.partition(":")
+        if arm not in ARMS:
+            raise SystemExit(f"unknown arm {arm!r}: choose from {ARMS}")
+        specs[f"{arm}-n{n}" if n else arm] = arm_overrides(arm, float(n) if n else noise)
+    return StudySpec(config=CONFIG, arms=specs, seeds=seeds,
+                     attacker_offsets=[1000 * k for k in range(attack_seeds)],
+                     overrides=[f"threads={threads}"],
+                     audit={"recogniser": "off", **audit})
 
 
 def main() -> None:
@@ -82,39 +93,21 @@ def main() -> None:
     ap.add_argument("--attack-seeds", type=int, default=1)
     ap.add_argument("--noise", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--audit-args", default="",
-                    help="extra `audit` flags for every audit, e.g. '--repeats 1 "
-                         "--prior-images 0' for a seed grid (the quoted string is split)")
+    ap.add_argument("--executor", default="local", choices=["local", "ray"])
+    ap.add_argument("--audit", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="audit settings for every audit, e.g. repeats=1 prior_images=0 for a "
+                         "seed grid")
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    exe = [sys.executable, "-m", "deepobfuscator"]
-    common = [f"threads={args.threads}"]
-    base = out / "baseline-s0"
     if not args.summary_only:
-        if not (base / "weights").is_dir():
-            run([*exe, "train", "--config", CONFIG, "--baseline", "--out", str(base),
-                 "--quiet", "seed=0", *common], out / "train.log")
-        for seed in args.seeds:
-            for spec in args.arms:
-                arm, _, noise = spec.partition(":")
-                if arm not in ARMS:
-                    raise SystemExit(f"unknown arm {arm!r}: choose from {ARMS}")
-                tag = f"{arm}-n{noise}" if noise else arm
-                rd = out / f"{tag}-s{seed}"
-                if not (rd / "weights").is_dir():
-                    run([*exe, "train", "--config", CONFIG, "--out", str(rd), "--quiet",
-                         f"seed={seed}", *common,
-                         *arm_overrides(arm, float(noise) if noise else args.noise)],
-                        out / "train.log")
-                for k in range(args.attack_seeds):
-                    ad = rd / ("audit" if k == 0 else f"audit-a{k}")
-                    if not (ad / "audit.json").is_file():
-                        run([*exe, "audit", str(rd), "--baseline", str(base), "--out", str(ad),
-                             "--seed", str(seed + 1000 * k), "--threads", str(args.threads),
-                             "--recogniser", "off", "--quiet", *args.audit_args.split()],
-                            out / "audit.log")
+        audit = {k: yaml.safe_load(v) for k, _, v in (a.partition("=") for a in args.audit)}
+        audit = {k: str(v) if k in ("repeats", "pooled", "probe_families") else v
+                 for k, v in audit.items()}
+        run_study(study_spec(args.arms, args.seeds, args.attack_seeds, args.noise,
+                             args.threads, audit), out, executor=args.executor,
+                  threads=args.threads)
     summary(out)
 
 
@@ -132,7 +125,7 @@ def summary(out: Path) -> None:
     from deepobfuscator.audit.result import AuditResult
 
     audits: dict[str, list] = {}
-    for path in sorted(out.glob("*-s*/audit*/audit.json")):
+    for path in sorted(out.glob("points/*-s*/audit*/audit.json")):
         arm = path.parent.parent.name.rsplit("-s", 1)[0]
         audits.setdefault(arm, []).append(AuditResult.load(path.parent))
     if not audits:

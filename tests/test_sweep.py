@@ -62,7 +62,7 @@ def test_two_point_sweep_writes_the_frontier_and_resumes(tmp_path, monkeypatch, 
     def no_more_work(*args, **kwargs):
         raise AssertionError("a finished point was trained or audited again")
 
-    monkeypatch.setattr(sweep_mod, "audit", no_more_work)
+    monkeypatch.setattr(sweep_mod, "run_point", no_more_work)  # the study runner's point
     monkeypatch.setattr(sweep_mod, "train", no_more_work)
     (out / "frontier.png").unlink()
     capsys.readouterr()

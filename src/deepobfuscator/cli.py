@@ -141,6 +141,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from .study import StudySpec, run_study
+
+    out = run_study(StudySpec.load(args.study), args.out, executor=args.executor,
+                    address=args.address, threads=args.threads)
+    print(f"study: {out / 'summary.md'} and {out / 'records.jsonl'}")
+    return 0
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     from .audit import records
 
@@ -254,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads (default 0: the cores other processes leave free; "
                    "docs/configuration.md)")
     d.set_defaults(func=cmd_demo)
+    st = sub.add_parser("study", help="arms x training seeds x attacker seeds, trained and "
+                        "audited, here or on Ray (docs/distributed.md)")
+    st.add_argument("study", help="the study file (YAML: config, arms, seeds, ...)")
+    st.add_argument("--out", required=True, help="the study folder (resumable)")
+    st.add_argument("--executor", default="local", choices=["local", "ray"],
+                    help="local: one point after another; ray: points in parallel on a "
+                    "local Ray or the cluster at --address (pip install "
+                    "'deepobfuscator[cluster]')")
+    st.add_argument("--address", default=None, help="an existing Ray cluster (ray start)")
+    st.add_argument("--threads", type=int, default=1,
+                    help="CPU threads per point (with Ray: the cores each point holds)")
+    st.set_defaults(func=cmd_study)
     r = sub.add_parser("results", help="results as data: record audits, tables from records")
     rsub = r.add_subparsers(dest="action", required=True)
     ra = rsub.add_parser("add", help="record audited runs (one JSON line each) under an arm")

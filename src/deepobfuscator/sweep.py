@@ -20,13 +20,13 @@ import itertools
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .audit import AuditSettings, audit
+from .audit import AuditSettings
 from .audit.attacks import figure_by_key
 from .audit.result import AuditResult
 from .config import (
@@ -41,9 +41,9 @@ from .log import log
 from .methods import inert_keys
 from .models.budget import phone_budget
 from .runs import RunError, read_info, read_run_config
+from .study import Point, run_point
 from .training import train
 from .training.distributed import env_world_size
-from .training.reuse import start_from_baseline
 
 
 @dataclass
@@ -165,13 +165,14 @@ def sweep(config: str | Path = "cpu", grid: dict[str, list[str]] | Sequence[str]
         folder = out / "points" / p.name
         if _audited(folder / "audit", configs[p.name]):
             log.info(f"== [{i}/{len(points)}] {p.name}: done, skipped")
-        else:
-            log.info(f"== [{i}/{len(points)}] {p.name}: training")
-            if start_from_baseline(configs[p.name], folder / "run", baseline_run):
-                log.info("   stage 1 (task) is the baseline's, bit for bit: starting from it")
-            run = train(configs[p.name], folder / "run", progress=progress)
-            log.info(f"== [{i}/{len(points)}] {p.name}: auditing")
-            audit(run, baseline_run, folder / "audit", settings)
+        else:  # the study runner's point: train (or resume), then audit
+            log.info(f"== [{i}/{len(points)}] {p.name}: training and auditing")
+            point = Point(p.name, p.name, configs[p.name].seed, tuple(p.overrides),
+                          (settings.seed,))
+            per_audit = {k: v for k, v in asdict(settings).items()
+                         if k not in ("seed", "progress")}
+            run_point(str(config), overrides, point, str(folder), str(baseline_run),
+                      per_audit, None, progress)
         done.append(p)
     write_frontier(out, done, baseline_run, grid)
     log.info(f"frontier: {out / 'frontier.png'} (and frontier.md, frontier.json)")

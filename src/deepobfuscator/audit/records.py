@@ -43,8 +43,8 @@ def record(audit_dir: str | Path, arm: str, run: str = "obfuscated") -> dict:
               for a, v in chance.get("attributes", {}).items()
               if isinstance(v, dict) and v.get("task_answer_floor") is not None}
     reid_floor = chance.get("reid", {}).get("task_answer_floor", {}).get("top1")
-    if reid_floor is not None:
-        floors["identity_top1"] = floors["feature_reid_top1"] = reid_floor
+    if reid_floor is not None:  # one known photo per person; identity_top1 may be read
+        floors["feature_reid_top1"] = floors["reid_top1"] = reid_floor  # with every other
     mean_face = chance.get("reconstruction_mean_image", {}).get("msssim", {}).get("mean")
     if mean_face is not None:
         floors["inversion_msssim"] = mean_face

@@ -30,6 +30,9 @@ CASES = [  # argv, what the one line must say
     (["classify", "face.jpg", "--server", "http://127.0.0.1:9", "--model",
       "/nonexistent-export"], "export folder not found"),
     (["bench", "/nonexistent-export"], "export folder not found"),
+    (["study", "/nonexistent-study.yaml", "--out", "x"], "study file not found"),
+    (["results", "add", "/nonexistent-audit", "--arm", "default"], "no audit.json in"),
+    (["results", "table", "--arms", "default"], "no records file results/records.jsonl"),
 ]
 
 

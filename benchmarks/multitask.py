@@ -36,6 +36,7 @@ from pathlib import Path
 
 import yaml
 
+from deepobfuscator.audit.records import cell
 from deepobfuscator.study import StudySpec, run_study
 
 CONFIG = "configs/celeba-multitask.yaml"
@@ -159,12 +160,6 @@ def summary(out: Path) -> None:
     for t in per_task:
         per_task[t]["baseline"] = [first.runs["baseline"]["utility"]["tasks"][t]
                                    ["balanced_accuracy"]]
-
-    def cell(vals: list[float]) -> str:
-        if not vals:
-            return "n/a"
-        m = sum(vals) / len(vals)
-        return f"{m:.3f}" if len(vals) == 1 else f"{m:.3f} [{min(vals):.3f}-{max(vals):.3f}]"
 
     b = first.budget("obfuscated") or {}
     lines = [f"Multi-task CelebA protocol ({CONFIG}); phone share {b.get('phone_share')}, "

@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[train,serve,dev,cluster]"
+	# face alignment's MTCNN weights (MIT): only the wheel's three weight files are read;
+	# --no-deps, as it pins an old torch and torchvision this project does not use
+	$(BIN)/python -m pip install --quiet --no-deps "facenet-pytorch==2.6.0"
 	$(BIN)/python -m deepobfuscator.deploy.web_assets --optional  # the page's onnxruntime-web (npm)
 	touch $(STAMP)
 

@@ -20,7 +20,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from .errors import ConfigError
-from .preprocessing import OnBadImage, parse_crop
+from .preprocessing import ALIGN_MODES, OnBadImage, parse_crop
 
 ROTATION_STEPS = ("noise", "reconstruction", "attribute", "adversaries", "classifier")
 
@@ -76,6 +76,9 @@ class DataConfig:
     held_out: list[str] = field(default_factory=list)
     image_size: tuple[int, int] = (64, 64)  # height, width ([h, w] in YAML)
     crop: str = "square"  # square | none | center:F | center:Npx (preprocessing.py)
+    # none | mtcnn: find the face and warp it into CelebA's aligned frame before the crop
+    # (deepobfuscator.align; photos that are not already aligned crops)
+    align: str = "none"
     on_bad_image: OnBadImage = "error"
     cache: bool = True
     cache_dir: str = ""  # default: $DEEPOBFUSCATOR_CACHE or ~/.cache/deepobfuscator
@@ -267,7 +270,7 @@ _LATE_KEYS = (("model", "upload_pool", 1), ("model", "bottleneck_context", False
               ("privacy", "noise_warmup", 0.0), ("train", "upload_tune_epochs", 0),
               ("train", "upload_tune_lr", 1e-4), ("train", "refit_cloud", False),
               ("privacy", "erase", []), ("privacy", "extra_defences", {}),
-              ("data", "held_out", []), ("train", "balance_tasks", False),
+              ("data", "held_out", []), ("data", "align", "none"), ("train", "balance_tasks", False),
               ("privacy.robust", "info_weight", 0.0),
               ("privacy.robust", "info_temperature", 0.1),
               *((f"train.{stage}", "lr_schedule", "constant")
@@ -528,6 +531,12 @@ def validate(cfg: Config) -> None:
         parse_crop(cfg.data.crop)
     except ValueError as exc:
         raise ConfigError(f"data.crop: {exc}") from None
+    if cfg.data.align not in ALIGN_MODES:
+        raise ConfigError(f"data.align={cfg.data.align!r} is not valid; choose one of "
+                          f"{list(ALIGN_MODES)}")
+    if cfg.data.align != "none" and cfg.data.source == "synthfaces":
+        raise ConfigError("data.align applies to photos (celeba, lfw, folder); synthfaces are "
+                          "drawn already framed: leave data.align=none")
     for step in cfg.privacy.rotation:
         if step not in ROTATION_STEPS:
             raise ConfigError(

@@ -5,6 +5,9 @@ The training data path (data.base.Preprocess), the torch-free phone client
 applies exactly what the obfuscator was trained on. Only numpy and Pillow: the client
 ships it without torch.
 
+Alignment (`data.align`, deepobfuscator.align): none, or mtcnn: the face found and warped
+into CelebA's aligned 178 x 218 frame before the crop (use crop square after it).
+
 Crops (`data.crop`, recorded in preprocessing.json and the manifest):
   square       the largest centred square (aligned face crops: CelebA)
   none         the whole frame; the resize stretches it
@@ -19,7 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -38,6 +41,9 @@ RESAMPLE = {
 }
 CROP_HELP = ("use square, none, center:F (a share of the shorter side, 0 < F <= 1, e.g. "
              "center:0.4) or center:Npx (e.g. center:100px)")
+
+# data.align: none, or mtcnn (deepobfuscator.align)
+ALIGN_MODES = ("none", "mtcnn")
 
 # what decoding does with an image it cannot read (data.on_bad_image)
 OnBadImage = Literal["error", "skip"]
@@ -114,11 +120,22 @@ def on_white(img: Image.Image) -> Image.Image:
     return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
+class FaceAligner(Protocol):
+    """What to_uint8 needs of deepobfuscator.align.Aligner (kept out of this module's
+    imports: alignment needs onnxruntime, plain crops do not)."""
+
+    def align(self, img: Image.Image, name: str = ...) -> Any: ...
+
+
 def to_uint8(img: Image.Image, size: tuple[int, int] | list[int], crop: str,
-             resample: str = "bilinear") -> np.ndarray:
-    """PIL image -> uint8 (H, W, 3): RGB (transparency over white), crop, resize to size =
+             resample: str = "bilinear", aligner: FaceAligner | None = None,
+             name: str = "the photo") -> np.ndarray:
+    """PIL image -> uint8 (H, W, 3): RGB (transparency over white), the face aligned into
+    CelebA's frame when an aligner is given (data.align), crop, resize to size =
     (height, width)."""
     img = on_white(eight_bit(img))
+    if aligner is not None:
+        img = aligner.align(img, name).image
     box = crop_box(*img.size, crop)
     if box is not None and box != (0, 0, *img.size):
         img = img.crop(box)

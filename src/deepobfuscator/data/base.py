@@ -19,7 +19,16 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
-from ..preprocessing import RESAMPLE, ImageRefused, OnBadImage, decode, parse_crop, to_uint8
+from ..preprocessing import (
+    ALIGN_MODES,
+    RESAMPLE,
+    FaceAligner,
+    ImageRefused,
+    OnBadImage,
+    decode,
+    parse_crop,
+    to_uint8,
+)
 
 NO_IDENTITY = -1
 NO_PARTITION = -1
@@ -50,6 +59,7 @@ class Preprocess:
     resample: str = "bilinear"
     value_range: tuple[float, float] = (0.0, 1.0)
     channel_order: str = "RGB"
+    align: str = "none"  # none | mtcnn: find the face and warp it to CelebA's frame first
 
     def __post_init__(self) -> None:
         try:
@@ -58,6 +68,8 @@ class Preprocess:
             raise DataError(str(exc)) from None
         if self.resample not in RESAMPLE:
             raise DataError(f"unknown resample {self.resample!r}: use one of {sorted(RESAMPLE)}")
+        if self.align not in ALIGN_MODES:
+            raise DataError(f"unknown data.align {self.align!r}: use one of {list(ALIGN_MODES)}")
         if min(self.size) < 16:
             raise DataError(f"image size {self.size} is too small: use at least 16 px")
 
@@ -65,14 +77,24 @@ class Preprocess:
         d = asdict(self)
         d["size"] = list(self.size)
         d["value_range"] = list(self.value_range)
+        if self.align == "none":  # runs and caches from before alignment keep their keys
+            del d["align"]
         return d
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
-    def apply(self, img: Image.Image) -> np.ndarray:
+    def apply(self, img: Image.Image, name: str = "the photo") -> np.ndarray:
         """PIL image -> uint8 array (H, W, 3) at the configured size."""
-        return to_uint8(img, self.size, self.crop, self.resample)
+        return to_uint8(img, self.size, self.crop, self.resample, self.aligner(), name)
+
+    def aligner(self) -> FaceAligner | None:
+        if self.align == "none":
+            return None
+        from ..align import aligner_for
+        from ..align.nets import detector_graphs
+
+        return aligner_for(detector_graphs())
 
 
 def load_image(path: Path, preprocess: Preprocess) -> np.ndarray:
@@ -81,7 +103,7 @@ def load_image(path: Path, preprocess: Preprocess) -> np.ndarray:
         raise DataError(f"image file not found: {path} (check the data root and annotation files)")
     try:
         with decode(path) as img:
-            return preprocess.apply(img)
+            return preprocess.apply(img, str(path))
     except ImageRefused as exc:
         raise DataError(f"{exc}; replace or delete it, or set data.on_bad_image=skip to skip "
                         "such files") from None

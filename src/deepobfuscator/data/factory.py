@@ -63,7 +63,7 @@ def source_kinds() -> dict[str, SourceKind]:
 
 def preprocess_from_config(data: DataConfig) -> Preprocess:
     h, w = data.image_size
-    return Preprocess(size=(int(h), int(w)), crop=data.crop)
+    return Preprocess(size=(int(h), int(w)), crop=data.crop, align=data.align)
 
 
 def load_source(

@@ -39,6 +39,15 @@ class DeviceObfuscator:
         # checked against the manifest before any photo is read: an edited input size or
         # noise is refused here
         self.session = open_checked(self.bundle, "obfuscator", threads)
+        self.aligner = None
+        if self.bundle.preprocessing.get("align", "none") != "none":
+            from ..align import aligner_for
+            from .preprocess_np import check_settings
+
+            check_settings(self.bundle.preprocessing)  # a detector this client runs as trained
+            graphs = self.bundle.preprocessing["alignment"]["graphs"]
+            self.aligner = aligner_for({net: self.bundle.model_path(name)
+                                        for net, name in graphs.items()}, max(1, threads))
         self._rng = np.random.default_rng()  # unseeded: the noise must not be predictable
         self._secret: bytes | None = None
         if self.bundle.noise_std > 0 and self.bundle.noise_key == "photo":
@@ -46,9 +55,12 @@ class DeviceObfuscator:
                 device_secret = keyed_noise.device_secret()
             self._secret = keyed_noise.check_secret(device_secret)
 
-    def preprocess(self, image_paths: Sequence[str | Path]) -> np.ndarray:
-        """Files -> float32 (N, 3, H, W) in [0, 1], exactly as in training."""
-        return load_batch(image_paths, self.bundle.preprocessing)
+    def preprocess(self, image_paths: Sequence[str | Path],
+                   faces: list[int] | None = None) -> np.ndarray:
+        """Files -> float32 (N, 3, H, W) in [0, 1], exactly as in training (the face found
+        and aligned first when the export aligns: `faces` then receives each photo's count
+        of faces found; a photo without one is refused, naming it)."""
+        return load_batch(image_paths, self.bundle.preprocessing, self.aligner, faces)
 
     def features(self, images: np.ndarray, noise: bool = True) -> np.ndarray:
         """float32 (N, 3, H, W) model input -> float32 features (N, C, H', W'), as uploaded.
@@ -149,14 +161,16 @@ def classify_images(server_url: str, export_dir: str | Path,
         _check_server_privacy(http, server_url, device.bundle, timeout)
         for start in range(0, len(paths), batch_size):
             chunk = paths[start:start + batch_size]
-            z = device.features(device.preprocess(chunk))
+            faces: list[int] = []
+            z = device.features(device.preprocess(chunk, faces))
             answer = post_features(server_url, device.encode(z), token, timeout, client=http,
                                    compress=compress)
             preds = answer.get("predictions", [])
             if len(preds) != len(chunk):
                 raise ClientError(f"server returned {len(preds)} answers for {len(chunk)} images")
-            for path, pred in zip(chunk, preds, strict=True):
-                results.append({"image": str(path), **_answers(pred, answer, names)})
+            for k, (path, pred) in enumerate(zip(chunk, preds, strict=True)):
+                results.append({"image": str(path), **_answers(pred, answer, names),
+                                **({"faces": faces[k]} if faces else {})})
     return results
 
 
@@ -204,4 +218,7 @@ def describe(result: dict) -> str:
             parts.append(f"{name} {a['class']} probability {a['probability']:.4f}")
         else:
             parts.append(f"{name} probability {a['probability']:.4f} label {a['label']}")
-    return f"{result['image']}: " + "; ".join(parts)
+    line = f"{result['image']}: " + "; ".join(parts)
+    if result.get("faces", 1) > 1:
+        line += f" ({result['faces']} faces found: the largest was answered)"
+    return line

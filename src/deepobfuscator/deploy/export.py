@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import __version__
 from ..defences.base import manifest_entries
-from ..io import atomic_write, atomic_write_json
+from ..io import atomic_write, atomic_write_bytes, atomic_write_json
 from ..models.budget import phone_budget
 from ..models.upload import PackUpload, UnpackUpload, kept_positions
 from . import wire
@@ -182,6 +182,9 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
         stamp_privacy(out / f"{name}.onnx", privacy_digest(features))
     models_entry: dict[str, dict | None] = {
         name: _model_entry(out / f"{name}.onnx", "onnx") for name in ("obfuscator", "classifier")}
+    alignment = None
+    if pre.get("align", "none") != "none":  # the device finds the face with these graphs
+        alignment = _ship_detector(out, models_entry)
     mobile_note = "not requested"
     if mobile:
         models_entry["obfuscator_pte"], mobile_note = _maybe_export_pte(encoder, images, out)
@@ -202,7 +205,10 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
                           "frame, center:F / center:Npx: centre-crop a square of side "
                           "floor(F x shorter side + 0.5) / min(N, shorter side) px; "
                           "resize to size=[height, width] with PIL's `resample` filter; "
-                          "uint8 / 255 as float32; HWC -> CHW"},
+                          "uint8 / 255 as float32; HWC -> CHW",
+                  # data.align: absent when none (clients from before alignment read the
+                  # export as before); otherwise what the device does before the crop
+                  **({"align": pre["align"], "alignment": alignment} if alignment else {})},
         "features": features,
         "wire": {"format_version": wire.VERSION, "dtype": wire_dtype,
                  "quantization": wire.QUANT_NAMES[(wire.QUANT_CHANNEL if per_channel else
@@ -221,6 +227,21 @@ def _write_export(cfg, models, run_dir: Path, out: Path, wire_dtype: str, per_ch
     for f in [out / MANIFEST, *(out / e["file"] for e in models_entry.values() if e)]:
         f.chmod(0o644)  # temp files are created 0600; an export is meant to be shipped
     load_export(out)  # what serve and classify will do: fail here, not there
+
+
+def _ship_detector(out: Path, models_entry: dict) -> dict:
+    """Copy the face detector's three graphs into the export (face_pnet.onnx, ...), listed
+    and hashed with the models; returns the manifest's `input.alignment`."""
+    from ..align import settings
+    from ..align.nets import detector_graphs
+
+    align = settings()
+    for net, src in detector_graphs().items():
+        name = align["graphs"][net]
+        dst = out / f"{name}.onnx"
+        atomic_write_bytes(dst, src.read_bytes())
+        models_entry[name] = _model_entry(dst, "onnx")
+    return align
 
 
 def _noise_note(noise_std: float, noise_key: str) -> str:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from .. import preprocessing
 from ..errors import UserError
-from ..preprocessing import RESAMPLE, parse_crop
+from ..preprocessing import ALIGN_MODES, RESAMPLE, FaceAligner, parse_crop
+
+if TYPE_CHECKING:
+    from ..align import Aligner
 
 
 class ImageError(UserError):
@@ -37,11 +41,27 @@ def check_settings(pre: dict) -> None:
                          "[0, 1] RGB; this client only implements that one")
     if len(pre.get("size", [])) != 2:
         raise ImageError(f"manifest input size {pre.get('size')!r} is not [height, width]")
+    align = pre.get("align", "none")
+    if align not in ALIGN_MODES:
+        raise ImageError(f"manifest asks for face alignment {align!r}; this client knows "
+                         f"{list(ALIGN_MODES)}: update the deepobfuscator package")
+    if align != "none":
+        from ..align import settings
+
+        mine, theirs = settings(), pre.get("alignment")
+        if not isinstance(theirs, dict) or any(theirs.get(k) != v for k, v in mine.items()
+                                               if k != "rule"):
+            raise ImageError("manifest's input.alignment differs from this client's face "
+                             "alignment (template, frame or detector settings): export the "
+                             "run again with this package version")
 
 
-def to_uint8(img: Image.Image, pre: dict) -> np.ndarray:
-    """PIL image -> uint8 (H, W, 3) per the manifest: RGB, crop, resize."""
-    return preprocessing.to_uint8(img, pre["size"], pre["crop"], pre["resample"])
+def to_uint8(img: Image.Image, pre: dict, aligner: FaceAligner | None = None,
+             name: str = "the photo") -> np.ndarray:
+    """PIL image -> uint8 (H, W, 3) per the manifest: RGB, the face aligned (when the
+    manifest aligns: pass the export's aligner), crop, resize."""
+    return preprocessing.to_uint8(img, pre["size"], pre["crop"], pre["resample"], aligner,
+                                  name)
 
 
 def to_input(images_uint8: np.ndarray) -> np.ndarray:
@@ -50,14 +70,29 @@ def to_input(images_uint8: np.ndarray) -> np.ndarray:
     return x / np.float32(255.0)  # float32 division: the same rounding as torch's div_
 
 
-def load_batch(paths: Sequence[str | Path], pre: dict) -> np.ndarray:
-    """Image files -> float32 (N, 3, H, W) model input, per the manifest's preprocessing."""
+def load_batch(paths: Sequence[str | Path], pre: dict, aligner: Aligner | None = None,
+               faces: list[int] | None = None) -> np.ndarray:
+    """Image files -> float32 (N, 3, H, W) model input, per the manifest's preprocessing.
+    A manifest that aligns needs the export's aligner (DeviceObfuscator has it); `faces`,
+    when given, receives how many faces each photo held (the largest is used). A photo
+    with no face is an ImageError ("no face found in ..."), never a guess."""
     check_settings(pre)
+    if pre.get("align", "none") != "none" and aligner is None:
+        raise ImageError("this export aligns faces (input.align): open it with "
+                         "DeviceObfuscator, which loads its face detector")
     out = []
     for p in paths:
         try:
             with preprocessing.decode(p) as img:
-                out.append(to_uint8(img, pre))
+                if aligner is None:
+                    out.append(to_uint8(img, pre, name=str(p)))
+                    continue
+                # as preprocessing.to_uint8 does in training: 8-bit RGB over white first
+                aligned = aligner.align(preprocessing.on_white(preprocessing.eight_bit(img)),
+                                        str(p))
+                out.append(to_uint8(aligned.image, {**pre, "align": "none"}))
+                if faces is not None:
+                    faces.append(aligned.faces)
         except preprocessing.ImageRefused as exc:
             raise ImageError(str(exc)) from None
     if not out:

@@ -186,6 +186,10 @@ def _write_preprocessing(cfg: Config, paths: RunPaths) -> None:
                    "center:F / center:Npx: a centred square of side floor(F x shorter side "
                    "+ 0.5) / N px; then resize to size=[height, width], scale 0..255 to "
                    "0..1, RGB")
+    if pre.get("align", "none") != "none":
+        pre["note"] = ("align=mtcnn: first find the face (the largest) and warp it into "
+                       "CelebA's 178 x 218 aligned frame (deepobfuscator.align); then "
+                       + pre["note"])
     atomic_write_json(paths.preprocessing, pre)
 
 

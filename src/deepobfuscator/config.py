@@ -270,7 +270,8 @@ _LATE_KEYS = (("model", "upload_pool", 1), ("model", "bottleneck_context", False
               ("privacy", "noise_warmup", 0.0), ("train", "upload_tune_epochs", 0),
               ("train", "upload_tune_lr", 1e-4), ("train", "refit_cloud", False),
               ("privacy", "erase", []), ("privacy", "extra_defences", {}),
-              ("data", "held_out", []), ("data", "align", "none"), ("train", "balance_tasks", False),
+              ("data", "held_out", []), ("data", "align", "none"),
+              ("train", "balance_tasks", False),
               ("privacy.robust", "info_weight", 0.0),
               ("privacy.robust", "info_temperature", 0.1),
               *((f"train.{stage}", "lr_schedule", "constant")

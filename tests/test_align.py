@@ -216,3 +216,31 @@ def test_an_edited_alignment_is_refused(aligned_export, tmp_path) -> None:
     path.write_text(json.dumps(manifest))
     with pytest.raises(UserError, match=r"input.alignment differs"):
         DeviceObfuscator(copy)
+
+
+def test_the_page_refuses_an_export_that_aligns_instead_of_guessing(aligned_export) -> None:
+    """The page has no face detector yet: a plain crop of a photo is not what the model
+    was trained on, so it says so and sends nothing."""
+    import base64
+    import io
+
+    from browser import Chromium, find_chromium
+    from deploy_helpers import LiveServer
+
+    from deepobfuscator.deploy.server import create_app
+    from deepobfuscator.deploy.web_assets import installed
+
+    chromium = find_chromium()
+    if chromium is None or not installed():
+        pytest.skip("Chromium or onnxruntime-web is not installed (make setup installs the "
+                    "latter; Debian: apt-get install chromium)")
+    with LiveServer(create_app(aligned_export)) as server, Chromium(chromium) as browser:
+        browser.open(f"{server.url}/")
+        browser.wait_for("document.body.dataset.state === 'ready'")
+        buf = io.BytesIO()
+        Image.new("RGB", (40, 40), (120, 90, 60)).save(buf, format="PNG")
+        url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        browser.evaluate(f"window.deepobfuscator.show('{url}')")
+        browser.wait_for("document.body.dataset.state === 'error'")
+        status = browser.evaluate("document.getElementById('status').textContent")
+        assert "aligns the face first" in status and "Python client" in status, status

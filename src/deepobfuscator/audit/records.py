@@ -1,6 +1,6 @@
 """Results as data: one JSON line per audited run, read from its audit.json, in a records
-file (`results/records.jsonl` by default). Tables, the README's headline table
-(benchmarks/readme_table.py) and summaries are computed from these records, never typed.
+file (`results/records.jsonl` by default). Tables and summaries are computed from these
+records, never typed.
 
     deepobfuscator results add AUDIT_DIR --arm default [--run obfuscated] [--records FILE]
     deepobfuscator results table --arms baseline default [--figures KEY ...] [--records FILE]

@@ -137,17 +137,22 @@ def audit(run_dir: Path, baseline_dir: Path | None = None, out_dir: Path | None 
 def _data_summary(cfg: Config) -> dict:
     d = cfg.data
     return {"source": d.source, "root": d.root, "task": d.task, "private": list(d.private),
-            "image_size": list(d.image_size), "crop": d.crop}
+            "image_size": list(d.image_size), "crop": d.crop,
+            **({"align": d.align} if d.align != "none" else {})}
 
 
 def _with_audit_data(cfg: Config, path: str) -> Config:
     """The run's config with the audit's data section (its roles, task and private
-    attributes), keeping the run's image size and crop, and the run's seed for the splits."""
+    attributes), keeping the run's image size and crop, and the run's seed for the splits.
+    Alignment: the audit data's own `data.align` where it sets one (the other dataset's
+    photos warped into CelebA's frame: then the run's crop applies to that frame), else the
+    run's."""
     from ..config import load_config
 
     audit_cfg = load_config(path, [f"seed={cfg.seed}"])
+    align = audit_cfg.data.align if audit_cfg.data.align != "none" else cfg.data.align
     data = replace(audit_cfg.data, image_size=cast("tuple[int, int]", tuple(cfg.data.image_size)),
-                   crop=cfg.data.crop)
+                   crop=cfg.data.crop, align=align)
     return replace(cfg, data=data)
 
 

@@ -35,6 +35,12 @@ async function loadModel() {
   if (state.session) return;
   show("status", "loading the obfuscator...");
   state.manifest = await getJSON("/v1/manifest");
+  const align = state.manifest.input.align ?? "none";
+  if (align !== "none") { // never a guess: a plain crop of a photo is not what it was trained on
+    throw new Error(`this export finds and aligns the face first (input.align ${align}), ` +
+      "which the page does not do yet: classify with the Python client " +
+      "(`deepobfuscator classify`)");
+  }
   let ort;
   try {
     ort = await import("./vendor/ort.wasm.bundle.min.mjs");

@@ -416,6 +416,19 @@ def test_results_records_carry_each_runs_figures_and_tables_average_them(demo_ou
         in text and "default (2)" in text
     with pytest.raises(UserError, match=r"no records of arm\(s\) \['robust'\]"):
         records.table(got, ["robust"], ["attribute:Male"])
+    # chance and floor come from the table's own arms: another protocol's records (other
+    # private attributes, other floors) change neither; the default rows are what they hold
+    floor = ob["floors"]["attribute:Male"]
+    other = {**ob, "arm": "elsewhere", "audit": "/other",
+             "floors": {"attribute:Male": floor + 0.2}, "chance": {"attribute:Male": 0.3},
+             "figures": {"attribute:Youth": 0.6}}
+    text = records.table([other, *got], ["default"])
+    male_row = next(line for line in text.splitlines() if line.startswith("| attribute:Male"))
+    assert male_row.endswith(f" | {floor:.3f} |") and "0.300" not in male_row
+    assert "attribute:Youth" not in text and text.count("\n| attribute:") == sum(
+        k.startswith("attribute:") and k.count(":") == 1 for k in ob["figures"])
+    mixed = records.table([other, *got], ["default", "elsewhere"], ["attribute:Male"])
+    assert f"| {floor + 0.2:.3f} / {floor:.3f} |" in mixed, "differing floors are all shown"
     with pytest.raises(UserError, match="has no 'baseline' run"):
         records.record(_without_baseline(demo_out, tmp_path), "x", run="baseline")
 

@@ -107,26 +107,39 @@ def cell(vals: list[float], digits: int = 3) -> str:
     return f"{m:.{digits}f} [{min(vals):.{digits}f}-{max(vals):.{digits}f}]"
 
 
-def reference(records: list[dict], key: str, field: str) -> float | None:
-    """A chance level or floor of a figure (field "chance" or "floors"), from the first
-    record that has it."""
-    return next((r[field][key] for r in records if key in r.get(field, {})), None)
+def reference(records: list[dict], key: str, field: str) -> str:
+    """The chance level or floor of a figure (field "chance" or "floors") in the given
+    records; where they differ (arms audited on different data) every value, " / "."""
+    found: list[float] = []
+    for r in records:
+        v = r.get(field, {}).get(key)
+        if v is not None and not any(abs(v - f) < 5e-4 for f in found):
+            found.append(float(v))
+    return " / ".join(f"{v:.3f}" for v in found)
 
 
-def table(records: list[dict], arms: list[str], keys: list[str]) -> str:
-    """Markdown: a row per figure, a column per arm (mean [min-max] over its records),
-    chance and floor beside."""
+def headline_keys(records: list[dict]) -> list[str]:
+    """The headline figures of these records: MS-SSIM, every private attribute they hold
+    (in the order first met), identity, the task's balanced accuracy."""
+    attrs = list(dict.fromkeys(k for r in records for k in r.get("figures", {})
+                               if k.startswith("attribute:") and k.count(":") == 1))
+    return ["inversion_msssim", *attrs, "identity_top1", "utility_bal_acc"]
+
+
+def table(records: list[dict], arms: list[str], keys: list[str] | None = None) -> str:
+    """Markdown: a row per figure (keys; default: headline_keys of the arms' records), a
+    column per arm (mean [min-max] over its records), the arms' chance and floor beside."""
     missing = [a for a in arms if not any(r["arm"] == a for r in records)]
     if missing:
         have = sorted({r["arm"] for r in records})
         raise UserError(f"no records of arm(s) {missing}; the records hold {have}")
+    mine = [r for r in records if r["arm"] in arms]
+    keys = keys or headline_keys(mine)
     counts = {a: sum(r["arm"] == a for r in records) for a in arms}
     lines = ["| figure | " + " | ".join(f"{a} ({counts[a]})" for a in arms)
              + " | chance | floor |", "|---|" + "---|" * (len(arms) + 2)]
-    fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
     for k in keys:
         lines.append(f"| {k} | " + " | ".join(cell(values(records, a, k)) for a in arms)
-                     + f" | {fmt(reference(records, k, 'chance'))} | "
-                     f"{fmt(reference(records, k, 'floors'))} |")
+                     + f" | {reference(mine, k, 'chance')} | {reference(mine, k, 'floors')} |")
     return "\n".join(lines) + "\n"
 

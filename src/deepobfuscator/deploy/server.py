@@ -267,6 +267,18 @@ def create_app(export_dir: str | Path, token: str | None = None,
         return FileResponse(bundle.model_path("obfuscator"),
                             media_type="application/octet-stream")
 
+    @app.get("/v1/face/{net}.onnx", dependencies=[Depends(authorize)],
+             response_class=FileResponse, include_in_schema=False)
+    async def face_model(net: str) -> FileResponse:
+        """The face detector's graphs of an export that aligns (input.alignment), for the
+        page to find and align the face on the device."""
+        graphs = (bundle.preprocessing.get("alignment") or {}).get("graphs", {})
+        if net not in graphs:
+            raise ApiError(404, "not_found", "this export does not align faces, or has no "
+                           f"detector graph {net!r}")
+        return FileResponse(bundle.model_path(graphs[net]),
+                            media_type="application/octet-stream")
+
     view = None
     if attacker_view is not None:
         from .attacker_view import AttackerView

@@ -3,9 +3,11 @@
 import {
   addKeyedNoise, addNoise, deviceSecret, encode, photoKey, preprocess, toInput,
 } from "./obfuscator.js";
+import { align } from "./align.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { manifest: null, session: null, ort: null, view: null, baseline: null };
+const state = { manifest: null, session: null, ort: null, view: null, baseline: null,
+  face: null };
 
 function token() {
   return $("token").value.trim();
@@ -35,12 +37,6 @@ async function loadModel() {
   if (state.session) return;
   show("status", "loading the obfuscator...");
   state.manifest = await getJSON("/v1/manifest");
-  const align = state.manifest.input.align ?? "none";
-  if (align !== "none") { // never a guess: a plain crop of a photo is not what it was trained on
-    throw new Error(`this export finds and aligns the face first (input.align ${align}), ` +
-      "which the page does not do yet: classify with the Python client " +
-      "(`deepobfuscator classify`)");
-  }
   let ort;
   try {
     ort = await import("./vendor/ort.wasm.bundle.min.mjs");
@@ -55,6 +51,17 @@ async function loadModel() {
   state.session = await ort.InferenceSession.create(new Uint8Array(await r.arrayBuffer()),
     { executionProviders: ["wasm"] });
   state.ort = ort;
+  state.face = null;
+  const aligns = (state.manifest.input.align ?? "none") !== "none";
+  if (aligns) { // the export finds and aligns the face first: its detector runs here too
+    state.face = {};
+    for (const net of Object.keys(state.manifest.input.alignment.graphs)) {
+      const g = await fetch(`/v1/face/${net}.onnx`, { headers: authHeaders() });
+      if (!g.ok) throw new Error(`/v1/face/${net}.onnx: ${g.status}`);
+      state.face[net] = await ort.InferenceSession.create(new Uint8Array(await g.arrayBuffer()),
+        { executionProviders: ["wasm"] });
+    }
+  }
   state.view = null;
   const v = await fetch("/v1/attacker-view", { headers: authHeaders() });
   if (v.ok) { // the server shows what its attacker rebuilds (serve --attacker-view)
@@ -67,7 +74,7 @@ async function loadModel() {
   const names = m.tasks ? m.tasks.map((t) => t.name) : [m.task.name];
   const keyed = noiseKey(m) === "photo";
   show("model", `${names.length > 1 ? "tasks" : "task"} ${names.join(", ")}; input ` +
-    `${m.input.size.join(" x ")} px, crop ` +
+    `${m.input.size.join(" x ")} px, ${aligns ? "the face found and aligned, then " : ""}crop ` +
     `${m.input.crop}; features ${m.features.shape.join(" x ")} sent as ${m.wire.dtype}` +
     (m.features.noise_std ? ` with noise of std ${m.features.noise_std}` +
       (keyed ? ", keyed to the photo" : ", fresh for every upload") : ""));
@@ -111,9 +118,12 @@ export async function run(blob, options = {}) {
   await loadModel();
   const m = state.manifest;
   const t0 = performance.now();
-  const { rgba, width, height } = await pixels(blob);
+  const photo = await pixels(blob);
+  const { width, height } = photo;
   const [h, w] = m.input.size;
-  const rgb = preprocess(rgba, width, height, m.input);
+  const found = state.face ? await alignPhoto(photo) : null;
+  const rgb = found ? preprocess(rgbaOf(found.rgb), ...m.input.alignment.frame, m.input)
+    : preprocess(photo.rgba, width, height, m.input);
   const x = toInput(rgb, h, w);
   const t1 = performance.now();
   const out = await state.session.run({
@@ -144,9 +154,64 @@ export async function run(blob, options = {}) {
   return { task: answer.task, probability: p.probability, label: p.label,
            tasks: answer.tasks, answers: p.answers, views,
            modelInput: Array.from(rgb), inputSize: [h, w],
+           alignment: found && { faces: found.faces, box: found.face.box,
+             landmarks: found.face.landmarks, frame: m.input.alignment.frame,
+             rgb: Array.from(found.rgb) },
            photoBytes: blob.size, width, height, wireBytes: wire.length, sentBytes: body.length,
            preprocessMs: t1 - t0, obfuscatorMs: t2 - t1, features: Array.from(z),
            wire: Array.from(wire) };
+}
+
+function rgbOf(rgba) {
+  const out = new Uint8Array((rgba.length / 4) * 3);
+  for (let i = 0, j = 0; i < rgba.length; i += 4, j += 3) {
+    out[j] = rgba[i]; out[j + 1] = rgba[i + 1]; out[j + 2] = rgba[i + 2];
+  }
+  return out;
+}
+
+function rgbaOf(rgb) {
+  const out = new Uint8ClampedArray((rgb.length / 3) * 4);
+  for (let i = 0, j = 0; i < rgb.length; i += 3, j += 4) {
+    out[j] = rgb[i]; out[j + 1] = rgb[i + 1]; out[j + 2] = rgb[i + 2]; out[j + 3] = 255;
+  }
+  return out;
+}
+
+// The face found and aligned as the export says (deepobfuscator.align): never a guess
+async function alignPhoto(photo) {
+  const found = await align(state.ort, state.face, rgbOf(photo.rgba), photo.width,
+    photo.height, state.manifest.input.alignment);
+  if (!found) {
+    throw new Error("no face found in the photo: use a photo in which a face is clearly " +
+      "visible (at least 20 pixels high); nothing was sent");
+  }
+  return found;
+}
+
+// The photo with the face found boxed, and the aligned frame the model's crop comes from
+function showAlignment(a) {
+  const photo = $("photo");
+  const canvas = $("found");
+  const scale = Math.min(1, 320 / Math.max(photo.naturalWidth, photo.naturalHeight));
+  canvas.width = Math.round(photo.naturalWidth * scale);
+  canvas.height = Math.round(photo.naturalHeight * scale);
+  const ctx = canvas.getContext("2d");
+  ctx.drawImage(photo, 0, 0, canvas.width, canvas.height);
+  ctx.strokeStyle = "#ffcc00";
+  ctx.lineWidth = 2;
+  const [x1, y1, x2, y2] = a.box.map((v) => v * scale);
+  ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+  ctx.fillStyle = "#ffcc00";
+  for (const [x, y] of a.landmarks) ctx.fillRect(x * scale - 2, y * scale - 2, 4, 4);
+  const [fw, fh] = a.frame;
+  const out = $("aligned");
+  out.width = fw;
+  out.height = fh;
+  out.getContext("2d").putImageData(new ImageData(rgbaOf(a.rgb), fw, fh), 0, 0);
+  show("faces", a.faces > 1 ? `${a.faces} faces found: the largest was answered`
+    : "one face found");
+  $("alignment").hidden = false;
 }
 
 async function postImage(url, body) {
@@ -199,6 +264,12 @@ async function handle(blob, name) {
     show("status", `running the obfuscator on ${name} in this browser...`);
     const res = await run(blob);
     $("photo").src = URL.createObjectURL(blob);
+    if (res.alignment) {
+      await $("photo").decode();
+      showAlignment(res.alignment);
+    } else {
+      $("alignment").hidden = true;
+    }
     show("answer", answerLines(res).join("\n"));
     show("bytes", `sent ${fmtBytes(res.sentBytes)} of features; the photo is ` +
       `${fmtBytes(res.photoBytes)} (${res.width} x ${res.height}) and never left this device`);
@@ -243,6 +314,13 @@ function init() {
   window.deepobfuscator = {
     run: async (dataUrl) => run(await (await fetch(dataUrl)).blob()),
     show: async (dataUrl) => handle(await (await fetch(dataUrl)).blob(), "the photo"),
+    // the face found and aligned, without sending anything (the parity test)
+    align: async (dataUrl) => {
+      await loadModel();
+      const found = await alignPhoto(await pixels(await (await fetch(dataUrl)).blob()));
+      return { faces: found.faces, box: found.face.box, landmarks: found.face.landmarks,
+               rgb: Array.from(found.rgb) };
+    },
   };
   document.body.dataset.state = "ready";
 }

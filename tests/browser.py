@@ -28,7 +28,8 @@ def _above_9(fd: int) -> int:
 
 
 class Chromium:
-    def __init__(self, binary: str, width: int = 1100, height: int = 900) -> None:
+    def __init__(self, binary: str, width: int = 1100, height: int = 900,
+                 extra_args: tuple[str, ...] = ()) -> None:
         self._profile = tempfile.TemporaryDirectory()
         # the child's ends above fd 9: the shell below moves them to 3 and 4, which must not
         # be where they already are (a fresh process's first pipe lands on 3 and 4, and
@@ -40,7 +41,7 @@ class Chromium:
                 "--disable-gpu", "--no-first-run", "--no-default-browser-check",
                 "--disable-extensions", "--disable-dev-shm-usage", "--mute-audio",
                 f"--user-data-dir={self._profile.name}", f"--window-size={width},{height}",
-                "about:blank"]
+                *extra_args, "about:blank"]
         # the pipe ends must be fds 3 and 4 in Chromium: let a shell move them there
         script = f'exec 3<&{to_chrome_r} 4>&{from_chrome_w} {to_chrome_r}<&- ' \
                  f'{from_chrome_w}>&-; exec "$@"'

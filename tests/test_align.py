@@ -275,3 +275,31 @@ def test_the_page_finds_and_aligns_the_face_as_the_client_does(aligned_export, f
         assert not browser.evaluate("document.getElementById('alignment').hidden")
         assert browser.evaluate("document.getElementById('aligned').width") == 178
         assert "probability" in browser.evaluate("document.getElementById('answer').textContent")
+
+
+def test_a_photo_from_the_camera_goes_the_way_a_dropped_photo_does(aligned_export) -> None:
+    """The camera button (getUserMedia): Chromium's fake camera draws a test pattern, no
+    face, so the aligned export's page says so and sends nothing; the camera is then off."""
+    from browser import Chromium, find_chromium
+    from deploy_helpers import LiveServer
+
+    from deepobfuscator.deploy.server import create_app
+    from deepobfuscator.deploy.web_assets import installed
+
+    chromium = find_chromium()
+    if chromium is None or not installed():
+        pytest.skip("Chromium or onnxruntime-web is not installed")
+    fake = ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream")
+    with LiveServer(create_app(aligned_export)) as server, \
+            Chromium(chromium, extra_args=fake) as browser:
+        browser.open(f"{server.url}/")
+        browser.wait_for("document.body.dataset.state === 'ready'")
+        assert not browser.evaluate("document.getElementById('camera').hidden")
+        browser.evaluate("document.getElementById('camera').click()")
+        browser.wait_for("!document.getElementById('camera-view').hidden")
+        browser.wait_for("document.getElementById('preview').videoWidth > 0")
+        browser.evaluate("document.getElementById('snap').click()")
+        browser.wait_for("document.body.dataset.state === 'error'")
+        status = browser.evaluate("document.getElementById('status').textContent")
+        assert "no face found" in status, status
+        assert browser.evaluate("document.getElementById('camera-view').hidden")

@@ -52,7 +52,15 @@ def _normalise(rgb: np.ndarray) -> np.ndarray:
 
 
 def _resize(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR))
+    """Bilinear, one axis at a time, width first: the order the page's resize uses (a
+    two-axis Image.resize lets Pillow choose it), so both feed the networks the same
+    pixels."""
+    img = Image.fromarray(rgb)
+    if img.width != width:
+        img = img.resize((width, img.height), Image.Resampling.BILINEAR)
+    if img.height != height:
+        img = img.resize((width, height), Image.Resampling.BILINEAR)
+    return np.asarray(img)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:

@@ -290,6 +290,40 @@ async function handle(blob, name) {
   }
 }
 
+// The camera, where the browser offers one: a frame taken from it goes the same way as
+// a dropped photo (the photo itself never leaves the device)
+function initCamera() {
+  if (!navigator.mediaDevices?.getUserMedia) return; // no camera API (or not a secure origin)
+  $("camera").hidden = false;
+  let stream = null;
+  const stop = () => {
+    stream?.getTracks().forEach((t) => t.stop());
+    stream = null;
+    $("camera-view").hidden = true;
+  };
+  $("camera").addEventListener("click", async () => {
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" } });
+    } catch (e) {
+      show("status", `error: the camera is not available (${e.name}): drop a photo instead`);
+      document.body.dataset.state = "error";
+      return;
+    }
+    $("preview").srcObject = stream;
+    $("camera-view").hidden = false;
+  });
+  $("camera-off").addEventListener("click", stop);
+  $("snap").addEventListener("click", async () => {
+    const v = $("preview");
+    if (!v.videoWidth) await new Promise((ok) => v.addEventListener("loadeddata", ok, { once: true }));
+    const canvas = new OffscreenCanvas(v.videoWidth, v.videoHeight);
+    canvas.getContext("2d").drawImage(v, 0, 0);
+    const blob = await canvas.convertToBlob({ type: "image/png" });
+    stop();
+    await handle(blob, "the camera's photo");
+  });
+}
+
 function init() {
   const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
   $("token").value = fromHash ?? sessionStorage.getItem("deepobfuscator-token") ?? "";
@@ -310,6 +344,7 @@ function init() {
     const f = e.dataTransfer.files[0];
     if (f) handle(f, f.name);
   });
+  initCamera();
   // for scripted use (the browser test): run on a data: URL, same path as a dropped file
   window.deepobfuscator = {
     run: async (dataUrl) => run(await (await fetch(dataUrl)).blob()),

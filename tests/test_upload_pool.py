@@ -106,6 +106,7 @@ def test_the_fingerprint_of_an_unpooled_config_does_not_name_the_key():
     del d["privacy"]["extra_defences"]
     del d["data"]["held_out"]
     del d["data"]["align"]
+    del d["data"]["augment"]
     for late in ("info_weight", "info_temperature"):
         del d["privacy"]["robust"][late]
     for late in ("upload_tune_epochs", "upload_tune_lr", "refit_cloud",  # 1: nothing re-fits

@@ -22,6 +22,9 @@ import yaml
 from .errors import ConfigError
 from .preprocessing import ALIGN_MODES, OnBadImage, parse_crop
 
+# data.augment (training/augment.py): none, or photo
+AUGMENTS = ("none", "photo")
+
 ROTATION_STEPS = ("noise", "reconstruction", "attribute", "adversaries", "classifier")
 
 # The no-privacy reference every privacy figure is compared with: trained for the task
@@ -79,6 +82,9 @@ class DataConfig:
     # none | mtcnn: find the face and warp it into CelebA's aligned frame before the crop
     # (deepobfuscator.align; photos that are not already aligned crops)
     align: str = "none"
+    # none | photo: vary training images as real photos vary (shift, scale, rotation,
+    # mirror, brightness, contrast, blur; training/augment.py); never at validation
+    augment: str = "none"
     on_bad_image: OnBadImage = "error"
     cache: bool = True
     cache_dir: str = ""  # default: $DEEPOBFUSCATOR_CACHE or ~/.cache/deepobfuscator
@@ -271,7 +277,7 @@ _LATE_KEYS = (("model", "upload_pool", 1), ("model", "bottleneck_context", False
               ("train", "upload_tune_lr", 1e-4), ("train", "refit_cloud", False),
               ("privacy", "erase", []), ("privacy", "extra_defences", {}),
               ("data", "held_out", []), ("data", "align", "none"),
-              ("train", "balance_tasks", False),
+              ("data", "augment", "none"), ("train", "balance_tasks", False),
               ("privacy.robust", "info_weight", 0.0),
               ("privacy.robust", "info_temperature", 0.1),
               *((f"train.{stage}", "lr_schedule", "constant")
@@ -535,6 +541,9 @@ def validate(cfg: Config) -> None:
     if cfg.data.align not in ALIGN_MODES:
         raise ConfigError(f"data.align={cfg.data.align!r} is not valid; choose one of "
                           f"{list(ALIGN_MODES)}")
+    if cfg.data.augment not in AUGMENTS:
+        raise ConfigError(f"data.augment={cfg.data.augment!r} is not valid; choose one of "
+                          f"{list(AUGMENTS)}")
     if cfg.data.align != "none" and cfg.data.source == "synthfaces":
         raise ConfigError("data.align applies to photos (celeba, lfw, folder); synthfaces are "
                           "drawn already framed: leave data.align=none")

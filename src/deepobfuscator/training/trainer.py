@@ -38,6 +38,7 @@ from ..privacy import fixed_noise_image, settings_for_size
 from ..runs import RunError, RunPaths
 from ..tasks import task_set
 from ..threads import use_threads
+from . import augment
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, versions
 from .distributed import Dist, GradSync, shard, state_checksum
 from .evaluate import evaluate
@@ -334,8 +335,11 @@ class _Loop:
 
     def batch(self, order: np.ndarray, per: int, b: int) -> Batch:
         world = self.d.world
-        idx = torch.from_numpy(shard(order, per * world, world, self.d.rank, b)).to(self.device)
+        rows = shard(order, per * world, world, self.d.rank, b)
+        idx = torch.from_numpy(rows).to(self.device)
         x = self.images[idx].permute(0, 3, 1, 2).float().div_(255.0)
+        if self.cfg.data.augment == "photo":  # data.augment: varied like real photos
+            x = augment.photo(x, augment.generator(self.cfg.seed, rows))
         return Batch(x.contiguous(memory_format=self.layout), self.task[idx], self.private[idx])
 
     def _record(self, stage: Stage, epoch: int, running: dict[str, float]) -> None:

@@ -9,7 +9,7 @@ config's test photos (identity-disjoint from its attacker and defender splits at
 framed as asked, then the export's obfuscator with its device noise, the int8 wire, the
 export's classifier. Prints the task's AUC and balanced accuracy per export and framing.
 
-Framings: `own` (the export's own preprocessing), a crop (`center:0.4`, `square`, ...: the
+Framings: `own` (the export's own preprocessing, alignment included), a crop (`center:0.4`, `square`, ...: the
 whole photo cropped and resized), `aligned` (the face found by MTCNN and warped into
 CelebA's aligned frame, then the square crop). Photos in which no face is found are
 counted and left out of every framing, so all framings score the same photos.
@@ -41,8 +41,10 @@ from deepobfuscator.metrics import task_scores
 
 def _frame(img: Image.Image, pre: dict, framing: str, aligned: Image.Image | None) -> np.ndarray:
     size, resample = pre["size"], pre["resample"]
-    if framing == "own":
-        return preprocessing.to_uint8(img, size, pre["crop"], resample)
+    if framing == "own":  # as the device would: aligned first where the export aligns
+        src = aligned if pre.get("align", "none") != "none" else img
+        assert src is not None
+        return preprocessing.to_uint8(src, size, pre["crop"], resample)
     if framing == "aligned":
         assert aligned is not None
         return preprocessing.to_uint8(aligned, size, "square", resample)
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     exports = dict(e.split("=", 1) for e in args.export)
     cfg = load_config(args.data, [f"seed={args.seed}"])
     test = make_splits(cfg)["test"]
-    root = Path(cfg.data.root)
+    root = Path(cfg.data.test.root if cfg.data.test is not None else cfg.data.root)
     task = str(cfg.data.task)
     files = [f for f in test.files if (root / f).is_file()] or list(test.files)
     labels = test.attribute(task)

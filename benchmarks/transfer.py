@@ -9,10 +9,11 @@ config's test photos (identity-disjoint from its attacker and defender splits at
 framed as asked, then the export's obfuscator with its device noise, the int8 wire, the
 export's classifier. Prints the task's AUC and balanced accuracy per export and framing.
 
-Framings: `own` (the export's own preprocessing, alignment included), a crop (`center:0.4`, `square`, ...: the
-whole photo cropped and resized), `aligned` (the face found by MTCNN and warped into
-CelebA's aligned frame, then the square crop). Photos in which no face is found are
-counted and left out of every framing, so all framings score the same photos.
+Framings: `own` (the export's own preprocessing, alignment included), a crop
+(`center:0.4`, `square`, ...: the whole photo cropped and resized), `aligned` (the face
+found by MTCNN and warped into CelebA's aligned frame, then the square crop). Photos in
+which no face is found are counted and left out of every framing, so all framings score
+the same photos.
 """
 
 from __future__ import annotations

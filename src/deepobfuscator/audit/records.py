@@ -52,8 +52,10 @@ def record(audit_dir: str | Path, arm: str, run: str = "obfuscated") -> dict:
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime((audit_dir / "audit.json").stat().st_mtime))
     return {"format": FORMAT, "arm": arm, "run": run, "audit": str(audit_dir.resolve()),
             "run_dir": data.get("runs_dirs", {}).get(run), "task": result.task,
-            "training_seed": data.get("config", {}).get("seed") if run == "obfuscated"
-            else None, "attacker_seed": data.get("settings", {}).get("seed"),
+            # the audit refuses a baseline trained at another seed (its splits would
+            # differ), so both runs' training seed is the config's
+            "training_seed": data.get("config", {}).get("seed"),
+            "attacker_seed": data.get("settings", {}).get("seed"),
             "wire": data.get("settings", {}).get("wire"), "created": created,
             "package_version": data.get("package_version"),
             "device": data.get("settings", {}).get("device"),

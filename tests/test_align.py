@@ -303,3 +303,36 @@ def test_a_photo_from_the_camera_goes_the_way_a_dropped_photo_does(aligned_expor
         status = browser.evaluate("document.getElementById('status').textContent")
         assert "no face found" in status, status
         assert browser.evaluate("document.getElementById('camera-view').hidden")
+
+
+def test_the_command_line_tools_say_no_face_found_in_one_line(aligned_export, faces,
+                                                              tmp_path, capsys) -> None:
+    """classify (against a live server) and bench refuse a photo without a face in one
+    line naming it; bench times the alignment of an export that aligns."""
+    from deploy_helpers import LiveServer
+
+    from deepobfuscator.cli import main
+    from deepobfuscator.deploy.bench import bench
+    from deepobfuscator.deploy.server import create_app
+
+    dark = tmp_path / "dark.png"
+    Image.new("RGB", (120, 90), (30, 30, 30)).save(dark)
+    with LiveServer(create_app(aligned_export)) as server:
+        code = main(["classify", str(dark), "--server", server.url, "--model",
+                     str(aligned_export)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "no face found in" in err[0] and "dark.png" in err[0]
+    assert main(["bench", str(aligned_export), "--image", str(dark), "--runs", "2",
+                 "--threads", "1"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no face found in" in err[0], err
+    face = tmp_path / "face.png"
+    next(f for f in faces if _detects_with(aligned_export, f)).save(face)
+    res = bench(aligned_export, threads=[1], runs=2, warmup=0, image=face, verbose=False)
+    assert res["latency_ms"]["face detection and alignment (MTCNN + warp) t1"]["median"] > 0
+
+
+def _detects_with(export, img: Image.Image) -> bool:
+    from deepobfuscator.deploy.client import DeviceObfuscator
+
+    return _detects(DeviceObfuscator(export), img)

@@ -20,9 +20,11 @@ import numpy as np
 from PIL import Image
 
 from ..log import log
+from ..preprocessing import ImageRefused
 from . import wire
+from .client import export_aligner
 from .manifest import ExportError, load_export
-from .preprocess_np import to_input, to_uint8
+from .preprocess_np import ImageError, to_input, to_uint8
 from .sessions import open_checked
 
 ORIGINAL_SIZE = (218, 178)  # CelebA's aligned crops (h, w): the stand-in "original photo"
@@ -39,10 +41,20 @@ def bench(export_dir: str | Path, threads: Sequence[int] = (1, 2), runs: int = 1
         open_checked(bundle, name, 1)
     pre = bundle.preprocessing
     photo, photo_source = _sample_photo(image)
-    x = to_input(to_uint8(photo, pre)[None])
+    aligner = export_aligner(bundle, 1)
+    framed = photo
+    if aligner is not None:  # the export finds and aligns the face first: so does bench
+        try:
+            framed = aligner.align(photo, photo_source).image
+        except ImageRefused as exc:
+            raise ImageError(f"{exc}; pass --image with a photo of a face") from None
+    x = to_input(to_uint8(framed, {**pre, "align": "none"})[None])
     res: dict = {"export": str(bundle.root), "input_shape": list(x.shape),
                  "feature_shape": list(bundle.feature_shape), "runs": runs,
                  "photo": photo_source, "latency_ms": {}, "notes": []}
+    if aligner is not None:
+        res["latency_ms"]["face detection and alignment (MTCNN + warp) t1"] = _time(
+            lambda: aligner.align(photo), min(runs, 20), min(warmup, 2))
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"fp32": (bundle.model_path("obfuscator"), bundle.model_path("classifier"))}
         has_onnx = importlib.util.find_spec("onnx") is not None

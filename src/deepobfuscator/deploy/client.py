@@ -10,6 +10,7 @@ import gzip
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,11 +20,28 @@ from .manifest import ExportBundle, load_export, privacy_digest
 from .preprocess_np import load_batch
 from .sessions import open_checked
 
+if TYPE_CHECKING:
+    from ..align import Aligner
+
 TOKEN_ENV = "DEEPOBFUSCATOR_TOKEN"
 
 
 class ClientError(UserError):
     """The server could not be reached or refused the request; the message says why."""
+
+
+def export_aligner(bundle: ExportBundle, threads: int = 1) -> Aligner | None:
+    """The face aligner of an export that aligns (its own detector graphs, checked against
+    this package's alignment settings); None for one that does not."""
+    if bundle.preprocessing.get("align", "none") == "none":
+        return None
+    from ..align import aligner_for
+    from .preprocess_np import check_settings
+
+    check_settings(bundle.preprocessing)  # a detector this client runs as trained
+    graphs = bundle.preprocessing["alignment"]["graphs"]
+    return aligner_for({net: bundle.model_path(name) for net, name in graphs.items()},
+                       max(1, threads))
 
 
 class DeviceObfuscator:
@@ -39,15 +57,7 @@ class DeviceObfuscator:
         # checked against the manifest before any photo is read: an edited input size or
         # noise is refused here
         self.session = open_checked(self.bundle, "obfuscator", threads)
-        self.aligner = None
-        if self.bundle.preprocessing.get("align", "none") != "none":
-            from ..align import aligner_for
-            from .preprocess_np import check_settings
-
-            check_settings(self.bundle.preprocessing)  # a detector this client runs as trained
-            graphs = self.bundle.preprocessing["alignment"]["graphs"]
-            self.aligner = aligner_for({net: self.bundle.model_path(name)
-                                        for net, name in graphs.items()}, max(1, threads))
+        self.aligner = export_aligner(self.bundle, threads)
         self._rng = np.random.default_rng()  # unseeded: the noise must not be predictable
         self._secret: bytes | None = None
         if self.bundle.noise_std > 0 and self.bundle.noise_key == "photo":

@@ -133,7 +133,7 @@ def test_the_default_is_the_robust_presets_phone_with_a_tighter_cap_a_gain_and_n
     assert cpu.privacy.feature_noise == 4.0 and cpu.privacy.normalize_features
     assert cpu.privacy.method == "task-continuation" and robust.privacy.method == "robust"
     assert cpu.model.position_gain == 10.0 and robust.model.position_gain == 0
-    # the default's schedules (docs/results.md "Noise warm-up"); robust keeps its own
+    # the default's schedules (docs/notebook.md "The default"); robust keeps its own
     assert (cpu.privacy.noise_warmup, cpu.train.adversarial.lr_schedule) == (4.0, "cosine")
     assert (robust.privacy.noise_warmup, robust.train.adversarial.lr_schedule) == (0.0,
                                                                                  "constant")

@@ -200,7 +200,7 @@ def _raised_noise(cfg: Config, noise: float) -> float:
 
 # noise draws per validation image when counts are compared: the same draws for every
 # count, 16 so that one lucky draw does not decide (4 were not enough on CelebA's 987
-# validation photos: docs/results.md "Fewer numbers")
+# validation photos: docs/notebook.md "Fewer numbers")
 COMPARE_DRAWS = 16
 
 

@@ -1,4 +1,5 @@
-"""Atomic file writes: a killed process leaves the old file or the new one, never half of one."""
+"""Atomic file writes (a killed process leaves the old file or the new one, never half of
+one) and where caches live."""
 
 from __future__ import annotations
 
@@ -33,3 +34,12 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj: object) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def default_cache_dir() -> Path:
+    """$DEEPOBFUSCATOR_CACHE, or the user's cache folder: decoded datasets, the face
+    detector's graphs."""
+    env = os.environ.get("DEEPOBFUSCATOR_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deepobfuscator"

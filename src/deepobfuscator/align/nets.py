@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..io import default_cache_dir
+from ..onnx_graphs import export_graph
 from .detect import NET_NAMES
 
 WEIGHTS_PACKAGE = "facenet_pytorch"
@@ -129,8 +131,6 @@ def weights_digest() -> str:
 
 
 def _export(name: str, path: Path) -> None:
-    from ..deploy.export import OPSET
-
     net = load_net(name)
     if name == "pnet":
         example = torch.zeros(1, 3, 40, 52)
@@ -139,19 +139,13 @@ def _export(name: str, path: Path) -> None:
     else:
         example = torch.zeros(2, 3, _SIDE[name], _SIDE[name])
         dims = {0: torch.export.Dim("batch", min=1, max=4096)}
-    prog = torch.onnx.export(net, (example,), dynamo=True, opset_version=OPSET,
-                             input_names=["image"], output_names=_OUTPUTS[name],
-                             dynamic_shapes=(dims,), verbose=False)
-    assert prog is not None
-    prog.save(str(path), external_data=False)
+    export_graph(net, example, path, ["image"], _OUTPUTS[name], dims)
 
 
 def detector_graphs(cache_dir: Path | None = None) -> dict[str, Path]:
     """The paths of pnet.onnx, rnet.onnx and onet.onnx, exported once into the cache
     (written to a temporary folder and renamed into place: a killed export leaves
     nothing half-written)."""
-    from ..data.cache import default_cache_dir
-
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     entry = root / f"mtcnn-onnx-{weights_digest()[:16]}"
     graphs = {n: entry / f"{n}.onnx" for n in NET_NAMES}

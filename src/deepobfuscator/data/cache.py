@@ -18,17 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io import default_cache_dir
 from .base import FaceDataset
+
+__all__ = ["cached_dataset", "cache_key", "default_cache_dir"]
 
 CACHE_FORMAT = 3  # 2: resizes one axis at a time, width first (preprocessing.to_uint8);
 # 3: transparency composited over white (preprocessing.on_white)
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("DEEPOBFUSCATOR_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "deepobfuscator"
 
 
 def cache_key(parts: dict) -> str:

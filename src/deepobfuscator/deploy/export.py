@@ -8,9 +8,6 @@ export fails and no manifest is written, so a folder that failed is never served
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
 import shutil
 import time
@@ -25,6 +22,7 @@ from ..defences.base import manifest_entries
 from ..io import atomic_write, atomic_write_bytes, atomic_write_json
 from ..models.budget import phone_budget
 from ..models.upload import PackUpload, UnpackUpload, kept_positions
+from ..onnx_graphs import export_graph
 from . import wire
 from .keyed_noise import NOISE_KEYS
 from .manifest import (
@@ -47,7 +45,6 @@ __all__ = ["ExportError", "export_run", "load_export", "FEATURE_TOL", "PROB_TOL"
 FEATURE_TOL = 1e-4  # max abs difference, relative to max(1, max |torch features|)
 PROB_TOL = 1e-4  # max abs difference of any task probability
 PARITY_IMAGES = 32
-OPSET = 18
 
 
 EXPORT_FILES = (MANIFEST, "obfuscator.onnx", "classifier.onnx", "obfuscator.pte")
@@ -358,16 +355,8 @@ def task_probability(classifier, tasks: TaskSet | None = None):
 def _export_onnx(module, example, path: Path, input_name: str, output_name: str) -> None:
     import torch
 
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    # the exporter prints progress and warns about torchvision ops: keep the CLI readable
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with contextlib.redirect_stdout(io.StringIO()), torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        prog = torch.onnx.export(module, (example,), dynamo=True, opset_version=OPSET,
-                                 input_names=[input_name], output_names=[output_name],
-                                 dynamic_shapes=({0: batch},), verbose=False)
-    assert prog is not None  # dynamo=True always returns the program
-    atomic_write(path, lambda p: prog.save(str(p), external_data=False))
+    export_graph(module, example, path, [input_name], [output_name],
+                 {0: torch.export.Dim("batch", min=1, max=4096)})
 
 
 def stamp_privacy(path: Path, digest: str) -> None:

@@ -151,20 +151,29 @@ def summary(out: Path) -> None:
         for key, _ in ROWS:
             vals = [v for r in results if (v := _value(r, key)) is not None]
             table.setdefault(key, {})[arm] = vals
+    # the baseline column: each training seed's own baseline once (the first audit beside
+    # it), so several seeds give mean [min-max] like the arms
+    bases: dict[str, AuditResult] = {}
+    for rs in audits.values():
+        for r in rs:
+            if "baseline" in r.runs:
+                bases.setdefault(str(r.data.get("runs_dirs", {}).get("baseline")), r)
+    base_audits = list(bases.values())
     for key, _ in ROWS:
-        v = _value(first, key, "baseline")
-        table[key]["baseline"] = [] if v is None else [v]
+        table[key]["baseline"] = [v for r in base_audits
+                                  if (v := _value(r, key, "baseline")) is not None]
     per_task = {t: {arm: [r.runs["obfuscated"]["utility"]["tasks"][t]["balanced_accuracy"]
                           for r in results] for arm, results in audits.items()}
                 for t in first.names.tasks}
     for t in per_task:
-        per_task[t]["baseline"] = [first.runs["baseline"]["utility"]["tasks"][t]
-                                   ["balanced_accuracy"]]
+        per_task[t]["baseline"] = [r.runs["baseline"]["utility"]["tasks"][t]
+                                   ["balanced_accuracy"] for r in base_audits]
 
     b = first.budget("obfuscated") or {}
     lines = [f"Multi-task CelebA protocol ({CONFIG}); phone share {b.get('phone_share')}, "
              f"upload {b.get('upload_bytes')} B int8 (every arm but the baseline); audits "
-             "per arm: " + ", ".join(f"{a} {len(r)}" for a, r in audits.items()), "",
+             "per arm: " + ", ".join(f"{a} {len(r)}" for a, r in audits.items())
+             + f"; baselines: {len(base_audits)}", "",
              "| figure | " + " | ".join(cols)
              + " | chance | floor (true answers; MS-SSIM: mean face) |",
              "|---|" + "---|" * (len(cols) + 2)]

@@ -9,9 +9,8 @@ from deepobfuscator import sweep as sweep_mod
 from deepobfuscator.audit import AuditSettings
 from deepobfuscator.cli import main
 from deepobfuscator.config import ConfigError
-from deepobfuscator.demo import QUICK_OVERRIDES
 
-BASE = [*QUICK_OVERRIDES, "threads=1", "privacy.method=deepobfuscator"]  # lambda acts
+BASE = ["threads=1", "privacy.method=deepobfuscator"]  # lambda acts
 TINY_AUDIT = AuditSettings(max_epochs=2, whitebox_images=4, whitebox_steps=10, grid_images=4,
                            progress=False, prior_images=0, repeats="1")
 
@@ -36,7 +35,7 @@ def test_pareto_keeps_points_nobody_beats():
 
 def test_two_point_sweep_writes_the_frontier_and_resumes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "sweep"
-    sweep_mod.sweep("cpu", ["privacy.lambda=1,10"], out, settings=TINY_AUDIT, overrides=BASE,
+    sweep_mod.sweep("quick", ["privacy.lambda=1,10"], out, settings=TINY_AUDIT, overrides=BASE,
                     progress=False)
     for name in ("frontier.png", "frontier.md", "frontier.json"):
         assert (out / name).stat().st_size > 0, name
@@ -66,7 +65,7 @@ def test_two_point_sweep_writes_the_frontier_and_resumes(tmp_path, monkeypatch, 
     monkeypatch.setattr(sweep_mod, "train", no_more_work)
     (out / "frontier.png").unlink()
     capsys.readouterr()
-    assert main(["sweep", "--grid", "privacy.lambda=1,10", "--out", str(out),
+    assert main(["sweep", "--config", "quick", "--grid", "privacy.lambda=1,10", "--out", str(out),
                  "--baseline-run", str(out / "baseline"), "--quiet", *BASE]) == 0
     assert "done, skipped" in capsys.readouterr().out
     assert (out / "frontier.png").is_file()
@@ -84,10 +83,10 @@ def _check_budget_columns(out, doc, md):
                          "upload bytes (int8)", "on frontier of"]
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
             for line in md.splitlines() if line.startswith("| ") and line != header}
-    expected = {p["name"]: phone_budget(load_config("cpu", [*BASE, *o]))
+    expected = {p["name"]: phone_budget(load_config("quick", [*BASE, *o]))
                 for p, o in zip(doc["points"], (["privacy.lambda=1"], ["privacy.lambda=10"]),
                                 strict=True)}
-    expected["baseline"] = phone_budget(load_config("cpu", [*BASE, *no_privacy_overrides()]))
+    expected["baseline"] = phone_budget(load_config("quick", [*BASE, *no_privacy_overrides()]))
     entries = {p["name"]: p for p in doc["points"]}
     entries["baseline"] = doc["baseline"]
     for name, b in expected.items():

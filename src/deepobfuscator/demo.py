@@ -14,14 +14,6 @@ from .log import log
 from .training import train
 from .training.reuse import start_from_baseline
 
-# A smoke-test sized demo (for tests): the same pipeline on a few hundred faces.
-QUICK_OVERRIDES = [
-    "data.synth_images=600", "data.image_size=[32,32]", "model.width=0.125",
-    "model.fc_hidden=32", "train.task.epochs=1", "train.reconstructor.epochs=1",
-    "train.adversaries.epochs=1", "train.adversarial.epochs=1", "train.eval_max_images=100",
-]
-
-
 DEMO_ATTACK_EPOCHS = 5
 # the white-box attacker is the weakest at these splits (docs/results.md): a small budget;
 # dlib's recogniser (when installed) would add minutes: `deepobfuscator audit` runs it
@@ -35,11 +27,12 @@ DEMO_IMAGES = 7000
 
 
 def demo_configs(quick: bool = False, threads: int = 0) -> dict[str, Config]:
-    extra = [f"data.synth_images={DEMO_IMAGES}", *(QUICK_OVERRIDES if quick else []),
-             f"threads={threads}"]
+    # quick: the `quick` preset (the default's pipeline on a few hundred faces, for tests)
+    preset = "quick" if quick else "cpu"
+    extra = [*([] if quick else [f"data.synth_images={DEMO_IMAGES}"]), f"threads={threads}"]
     return {
-        "baseline": load_config("cpu", [*no_privacy_overrides(), *extra]),
-        "obfuscated": load_config("cpu", extra),
+        "baseline": load_config(preset, [*no_privacy_overrides(), *extra]),
+        "obfuscated": load_config(preset, extra),
     }
 
 

@@ -157,7 +157,8 @@ def summary(out: Path) -> None:
     for rs in audits.values():
         for r in rs:
             if "baseline" in r.runs:
-                bases.setdefault(str(r.data.get("runs_dirs", {}).get("baseline")), r)
+                where = r.data.get("runs_dirs", {}).get("baseline")
+                bases.setdefault(str(Path(where).resolve()) if where else "", r)
     base_audits = list(bases.values())
     for key, _ in ROWS:
         table[key]["baseline"] = [v for r in base_audits

@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from load_test import TOKEN, free_port, make_bodies, start_server  # noqa: E402
 
-from deepobfuscator.deploy import wire  # noqa: E402
+from deepobfuscator import wire  # noqa: E402
 
 
 def _mutations(valid: bytes, rng: np.random.Generator, shape: tuple[int, ...]) -> dict:

@@ -153,7 +153,7 @@ def bomb_body(shape: tuple[int, int, int]) -> bytes:
     import gzip
     import struct
 
-    from deepobfuscator.deploy import wire
+    from deepobfuscator import wire
 
     per = 8 + int(np.prod(shape))  # scale + zero point, then the payload, per image
     n = (16 * 1024 * 1024 - wire.HEADER_BYTES) // per

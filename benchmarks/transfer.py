@@ -28,12 +28,11 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from deepobfuscator import preprocessing
+from deepobfuscator import preprocessing, wire
 from deepobfuscator.align import NoFaceFound, aligner_for
 from deepobfuscator.align.nets import detector_graphs
 from deepobfuscator.config import load_config
 from deepobfuscator.data.splits import make_splits
-from deepobfuscator.deploy import wire
 from deepobfuscator.deploy.client import DeviceObfuscator
 from deepobfuscator.deploy.preprocess_np import to_input
 from deepobfuscator.deploy.sessions import open_checked

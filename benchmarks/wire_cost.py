@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from deepobfuscator import wire
 from deepobfuscator.data.base import Preprocess, to_tensor_batch
 from deepobfuscator.data.splits import check_splits_match, make_splits
-from deepobfuscator.deploy import wire
 from deepobfuscator.deploy.client import gzip_body
 from deepobfuscator.metrics import accuracy, balanced_accuracy, roc_auc
 from deepobfuscator.runs import RunPaths, load_run

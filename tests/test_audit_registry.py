@@ -180,7 +180,7 @@ def test_every_audit_setting_is_a_flag_with_the_dataclass_default():
 
     from deepobfuscator.audit.settings import Wire, from_flags
     from deepobfuscator.cli import build_parser
-    from deepobfuscator.deploy.wire import DTYPES
+    from deepobfuscator.wire import DTYPES
 
     assert set(get_args(Wire)) == set(DTYPES)
     args = build_parser().parse_args(["audit", "RUN", "--patience", "7", "--grid-images", "3",

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 from deploy_helpers import TOKEN, LiveServer
 
-from deepobfuscator.deploy import wire
+from deepobfuscator import wire
 from deepobfuscator.deploy.batcher import Batcher
 from deepobfuscator.deploy.server import create_app
 

@@ -11,7 +11,7 @@ from browser import Chromium, find_chromium
 from deploy_helpers import TOKEN, LiveServer
 from PIL import Image
 
-from deepobfuscator.deploy import wire
+from deepobfuscator import wire
 from deepobfuscator.deploy.web_assets import installed
 
 CHROMIUM = find_chromium()

@@ -4,9 +4,9 @@ import pytest
 from torch import nn
 
 from deepobfuscator.config import load_config
-from deepobfuscator.deploy.wire import encoded_size
 from deepobfuscator.models import feature_shape
 from deepobfuscator.models.budget import count_macs, phone_budget
+from deepobfuscator.wire import encoded_size
 
 
 def test_a_convolution_costs_output_elements_times_kernel_volume():

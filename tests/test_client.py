@@ -9,9 +9,9 @@ import torch
 from deploy_helpers import TOKEN, LiveServer
 from PIL import Image
 
+from deepobfuscator import wire
 from deepobfuscator.data.base import Preprocess, to_tensor_batch
 from deepobfuscator.data.synthfaces import generate_synthfaces
-from deepobfuscator.deploy import wire
 from deepobfuscator.deploy.cli_commands import main
 from deepobfuscator.deploy.client import ClientError, DeviceObfuscator, classify_images
 from deepobfuscator.deploy.preprocess_np import ImageError, to_input, to_uint8

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from deepobfuscator.config import ConfigError, load_config, no_privacy_overrides
+from deepobfuscator.geometry import block_widths
 from deepobfuscator.models import build_models, feature_shape
 from deepobfuscator.models.budget import phone_budget
-from deepobfuscator.models.vgg import block_widths
 
 CONTEXT = "model.bottleneck_context=true"
 GAIN = "model.position_gain=10"

@@ -13,9 +13,9 @@ import torch
 
 from deepobfuscator.config import ConfigError, load_config, no_privacy_overrides
 from deepobfuscator.defences import DEFENCES, all_defences, pipeline
+from deepobfuscator.geometry import split_shape
 from deepobfuscator.models import build_models, feature_shape
 from deepobfuscator.models.budget import count_macs, phone_budget
-from deepobfuscator.models.split import split_shape
 from deepobfuscator.registry import Registry
 from deepobfuscator.training.finish import finish_plan
 

@@ -8,9 +8,9 @@ from deepobfuscator.deploy.cli_commands import USER_ERRORS, UsageError
 from deepobfuscator.deploy.client import ClientError
 from deepobfuscator.deploy.manifest import ExportError
 from deepobfuscator.deploy.preprocess_np import ImageError
-from deepobfuscator.deploy.wire import WireError
 from deepobfuscator.errors import RunError, UserError
 from deepobfuscator.preprocessing import ImageRefused
+from deepobfuscator.wire import WireError
 
 
 @pytest.mark.parametrize("error", [ConfigError, DataError, RunError, ExportError, WireError,

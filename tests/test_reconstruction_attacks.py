@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepobfuscator.attacks.base import FeatureSet, FitSettings
-from deepobfuscator.attacks.inversion import InversionAttack, InversionNetwork
+from deepobfuscator.attacks.inversion import InversionAttack
 from deepobfuscator.attacks.whitebox import WhiteBoxAttack
 from deepobfuscator.audit.image_metrics import (
     PSNR_CAP_DB,
@@ -17,6 +17,7 @@ from deepobfuscator.audit.image_metrics import (
     msssim_settings_for,
     summarize,
 )
+from deepobfuscator.models.attack_nets import InversionNetwork
 
 
 def smooth_images(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:

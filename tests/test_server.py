@@ -14,7 +14,7 @@ from deploy_helpers import TOKEN, LiveServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deepobfuscator.deploy import wire
+from deepobfuscator import wire
 from deepobfuscator.deploy.manifest import ExportError, sha256_file
 from deepobfuscator.deploy.server import create_app
 

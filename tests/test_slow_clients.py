@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from deploy_helpers import TOKEN, LiveServer
 
-from deepobfuscator.deploy import wire
+from deepobfuscator import wire
 from deepobfuscator.deploy.server import create_app
 from deepobfuscator.errors import UserError
 

@@ -14,20 +14,20 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from deepobfuscator import wire
 from deepobfuscator.config import (
     ConfigError,
     config_from_dict,
     load_config,
     no_privacy_overrides,
 )
+from deepobfuscator.defences import sent_positions
 from deepobfuscator.defences import sparse_upload as sparse_mod
 from deepobfuscator.defences.cap import capacity_bits
 from deepobfuscator.defences.sparse_upload import choose_upload_positions
-from deepobfuscator.deploy import wire
 from deepobfuscator.deploy.export import export_run, load_export
 from deepobfuscator.models import build_models, feature_shape
 from deepobfuscator.models.budget import phone_budget
-from deepobfuscator.models.split import sent_positions
 from deepobfuscator.models.upload import kept_positions, unpack_numpy
 from deepobfuscator.runs import load_run
 from deepobfuscator.training import finish as finish_mod
@@ -453,8 +453,8 @@ def test_the_audit_reports_the_sparse_budget_and_attacks_the_zeroed_map(sparse_e
 def test_the_attacker_view_unpacks_what_the_device_sent(sparse_export):
     from PIL import Image
 
-    from deepobfuscator.attacks.inversion import InversionNetwork
     from deepobfuscator.deploy.attacker_view import AttackerView
+    from deepobfuscator.models.attack_nets import InversionNetwork
 
     run, _ = sparse_export
     _, models = load_run(run)

@@ -195,8 +195,8 @@ def test_the_bounds_are_fanos_and_say_when_they_are_vacuous():
 
 def test_the_bound_for_n_uploads_is_the_cap_at_the_noise_over_root_n(tiny_config):
     from deepobfuscator.audit.bounds import bounds, upload_bits
+    from deepobfuscator.defences import feature_shape
     from deepobfuscator.defences.cap import capacity_bits
-    from deepobfuscator.models.split import feature_shape
 
     cfg = tiny_config("privacy.normalize_features=true", "privacy.feature_noise=4")
     c, h, w = feature_shape(cfg)

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepobfuscator import preprocessing
-from deepobfuscator.deploy import wire
+from deepobfuscator import preprocessing, wire
 from deepobfuscator.deploy.keyed_noise import keyed_normal, photo_key
 from deepobfuscator.deploy.web_assets import WEB
 

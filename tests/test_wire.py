@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from deepobfuscator.deploy import wire
-from deepobfuscator.deploy.wire import WireError, decode, encode, encoded_size
+from deepobfuscator import wire
+from deepobfuscator.wire import WireError, decode, encode, encoded_size
 
 SHAPES = st.tuples(st.integers(1, 3), st.integers(1, 5), st.integers(1, 4), st.integers(1, 4))
 

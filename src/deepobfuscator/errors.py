@@ -13,6 +13,10 @@ class ConfigError(UserError):
     """A bad configuration value or key; the message says what is valid."""
 
 
+class DataError(UserError):
+    """A problem with the user's data or data settings; the message says how to fix it."""
+
+
 class RunError(UserError):
     """A run folder that is missing, unfinished or inconsistent."""
 

@@ -29,7 +29,7 @@ from .errors import ConfigError
 from .registry import Registry
 
 if TYPE_CHECKING:
-    from .config import Config
+    from .config_schema import Config
 
 Stage = Literal["task", "reconstructor", "adversaries", "adversarial"]
 # the attacker networks a method builds (and the audit reads as "its own"): the paper's

@@ -26,17 +26,27 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
+
+
+class Labelled(Protocol):
+    """What a task reads its labels from: a dataset's attribute and class columns
+    (data/base.py's FaceDataset)."""
+
+    source: str
+
+    def attribute(self, name: str) -> np.ndarray: ...
+
+    def classes(self, column: str) -> np.ndarray: ...
 
 if TYPE_CHECKING:
     import torch
 
-    from .config import Config
-    from .data.base import FaceDataset
+    from .config_schema import Config
 
 OTHER = "other"
 _SPEC_KEYS = {"name", "classes", "column", "overlap", "weight"}
@@ -69,10 +79,8 @@ class Task:
             return (self.name,)
         return self.members if self.members else (self.column,)
 
-    def labels(self, ds: FaceDataset) -> np.ndarray:
+    def labels(self, ds: Labelled) -> np.ndarray:
         """(N,) int64: 0/1 for a binary task, the class index of a multi-class one."""
-        from .data.base import DataError
-
         if self.binary:
             return ds.attribute(self.name)
         if self.column:
@@ -172,7 +180,7 @@ class TaskSet:
         """The binary dataset attributes the tasks read (a column task's column is not)."""
         return [a for t in self.tasks if not t.column for a in t.attributes]
 
-    def labels(self, ds: FaceDataset) -> np.ndarray:
+    def labels(self, ds: Labelled) -> np.ndarray:
         """(N, T) int64: each task's labels, one column per task."""
         return np.stack([t.labels(ds) for t in self.tasks], 1)
 

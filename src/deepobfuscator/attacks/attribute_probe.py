@@ -13,88 +13,24 @@ under a tight cap a probe can rank well (AUC 0.59) and still answer one class at
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..metrics import accuracy, balanced_accuracy, best_threshold, majority_rate, roc_auc
-from ..models.vgg import conv_bn_relu
+from ..models.attack_nets import probe_network
 from ..precision import autocast
 from .base import (
     FeatureSet,
     FitResult,
     FitSettings,
-    Standardized,
     batches,
     fit,
     holdout_split,
 )
 
-FAMILIES = ("linear", "mlp", "cnn")
-HEAD_GRID = 4  # the last feature map is pooled to 4x4 and flattened: keeps where things are
 ROC_POINTS = 101
-
-
-class ProbeNetwork(Standardized):
-    """Standardise -> conv3x3-BN-ReLU, then (max-pool, conv) until ~4x4 with doubling
-    width (capped at 2x) -> 4x4 average grid -> flatten -> dropout MLP -> 1 logit."""
-
-    def __init__(self, feature_shape: tuple[int, int, int], width: int = 64,
-                 hidden: int = 128, dropout: float = 0.3) -> None:
-        c, h, w = feature_shape
-        super().__init__(c)
-        pools = max(0, math.ceil(math.log2(max(min(h, w), 1) / HEAD_GRID)))
-        layers, ch = conv_bn_relu(c, width), width
-        for _ in range(pools):
-            nxt = min(ch * 2, width * 2)
-            layers += [nn.MaxPool2d(2), *conv_bn_relu(ch, nxt)]
-            ch = nxt
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(HEAD_GRID), nn.Flatten(), nn.Dropout(dropout),
-            nn.Linear(ch * HEAD_GRID * HEAD_GRID, hidden), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(hidden, 1),
-        )
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(self.standardize(z))).squeeze(1)
-
-
-class FlatProbe(Standardized):
-    """Standardise -> flatten every number -> a logistic regression (hidden=0), or an MLP
-    with two hidden layers of `hidden` units -> 1 logit."""
-
-    def __init__(self, feature_shape: tuple[int, int, int], hidden: int = 0,
-                 dropout: float = 0.3) -> None:
-        c, h, w = feature_shape
-        super().__init__(c)
-        d = c * h * w
-        layers: list[nn.Module] = [nn.Flatten()]
-        if hidden:
-            layers += [nn.Linear(d, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                       nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
-                       nn.Dropout(dropout), nn.Linear(hidden, 1)]
-        else:
-            layers.append(nn.Linear(d, 1))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.standardize(z).contiguous()).squeeze(1)
-
-
-def probe_network(family: str, feature_shape: tuple[int, int, int],
-                  width: int = 64) -> Standardized:
-    """A fresh probe of one family (FAMILIES) for features of shape (C, h, w)."""
-    if family == "cnn":
-        return ProbeNetwork(feature_shape, width)
-    if family == "mlp":
-        return FlatProbe(feature_shape, hidden=256)
-    if family == "linear":
-        return FlatProbe(feature_shape)
-    raise ValueError(f"unknown probe family {family!r}: use one of {', '.join(FAMILIES)}")
 
 
 class AttributeProbe:

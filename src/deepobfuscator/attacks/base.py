@@ -44,27 +44,6 @@ class FeatureSet:
         )
 
 
-class Standardized(nn.Module):
-    """A fresh attacker's input layer: per-channel statistics of its training features (set
-    by `set_normalization` before fitting). An obfuscator may shrink or blow up channels,
-    or shift their mean; the attacker should not care."""
-
-    mean: torch.Tensor  # buffers, registered in __init__
-    std: torch.Tensor
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
-        self.register_buffer("std", torch.ones(1, channels, 1, 1))
-
-    def set_normalization(self, features: torch.Tensor) -> None:
-        self.mean.copy_(features.mean((0, 2, 3), keepdim=True))
-        self.std.copy_(features.std((0, 2, 3), keepdim=True).clamp_min(1e-6))
-
-    def standardize(self, z: torch.Tensor) -> torch.Tensor:
-        return ((z - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-
-
 @dataclass
 class FitSettings:
     """How an attacker trains: Adam, early stopping on a held-out share of its data."""

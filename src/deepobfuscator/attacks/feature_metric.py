@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.attack_nets import Standardized
 from ..models.vgg import conv_bn_relu
 from ..precision import autocast
-from .base import FitResult, FitSettings, Standardized, batches, fit, holdout_split
+from .base import FitResult, FitSettings, batches, fit, holdout_split
 from .reid import MAX_EPOCHS, _per_identity, cosface_loss
 
 

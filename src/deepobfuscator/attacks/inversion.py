@@ -7,7 +7,6 @@ resolution than the training-time decoder R, so a defence that only beat R shows
 
 from __future__ import annotations
 
-import math
 from typing import cast
 
 import numpy as np
@@ -15,70 +14,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.vgg import conv_bn_relu
+from ..models.attack_nets import InversionNetwork
 from ..precision import autocast
 from ..privacy.msssim import ms_ssim, settings_for_size
 from .base import (
     FeatureSet,
     FitResult,
     FitSettings,
-    Standardized,
     batches,
     fit,
     holdout_split,
 )
 
 L1_WEIGHT = 1.0
-
-
-class _Residual(nn.Module):
-    def __init__(self, c: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(*conv_bn_relu(c, c), nn.Conv2d(c, c, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(c))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x + self.body(x))
-
-
-class InversionNetwork(Standardized):
-    """Features (C, h, w) -> image (3, H, W) in [0, 1].
-
-    Standardise -> conv3x3 stem -> `blocks` residual blocks at feature resolution, then per
-    2x stage: bilinear upsample to that stage's exact size, conv-BN-ReLU x2, with the width
-    halving each stage (at least 16; full resolution is where convolutions cost most) ->
-    conv3x3 to RGB -> sigmoid. Stage sizes are the image size halved (floor) k times, the
-    last being exactly (H, W), so odd and non-square images work.
-    """
-
-    def __init__(self, feature_shape: tuple[int, int, int], image_size: tuple[int, int],
-                 width: int = 64, blocks: int = 2) -> None:
-        c, h, w = feature_shape
-        super().__init__(c)
-        big_h, big_w = image_size
-        n_up = max(0, round(math.log2(max(min(big_h / h, big_w / w), 1.0))))
-        self.sizes = [(big_h >> k, big_w >> k) for k in range(n_up - 1, -1, -1)]
-        self.stem = nn.Sequential(*conv_bn_relu(c, width), *[_Residual(width)
-                                                               for _ in range(blocks)])
-        stages, ch = [], width
-        for _ in self.sizes:
-            nxt = max(16, ch // 2)
-            stages.append(nn.Sequential(*conv_bn_relu(ch, nxt), *conv_bn_relu(nxt, nxt)))
-            ch = nxt
-        self.stages = nn.ModuleList(stages)
-        self.out = nn.Conv2d(ch, 3, 3, padding=1)
-        self.image_size = (big_h, big_w)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.standardize(z)
-        x = self.stem(x)
-        for size, stage in zip(self.sizes, self.stages, strict=True):
-            x = stage(F.interpolate(x, size=size, mode="bilinear", align_corners=False))
-        if tuple(x.shape[-2:]) != self.image_size:  # no 2x stage (features at image size)
-            x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False)
-        # the last conv in float32: a bf16 output would quantise pixels to ~1/256
-        with torch.autocast(x.device.type, enabled=False):
-            return torch.sigmoid(self.out(x.float()))
 
 
 class InversionAttack:

@@ -50,8 +50,8 @@ def identity_bound(bits: float, identities: int) -> float:
 def upload_bits(cfg: Config, uploads: int = 1) -> float | None:
     """The cap's bound in bits per photo for `uploads` uploads of it with fresh noise (None:
     no cap or no noise, so no bound)."""
+    from ..defences import feature_shape, sent_positions
     from ..defences.cap import capacity_bits
-    from ..models.split import feature_shape, sent_positions
 
     if not cfg.privacy.normalize_features or cfg.privacy.feature_noise <= 0:
         return None

@@ -31,8 +31,8 @@ def extract(models: Models, ds: FaceDataset, attributes: list[str], device: torc
 
 
 def check_wire(encoding: str) -> None:
-    from ..deploy.wire import DTYPES
     from ..errors import RunError
+    from ..wire import DTYPES
 
     if encoding not in DTYPES:
         raise RunError(f"unknown upload format {encoding!r} for the audit: use one of "
@@ -44,7 +44,7 @@ def through_wire(fs: FeatureSet, encoding: str, batch_size: int = 256) -> Featur
     format and decoded again, per request of `batch_size` images as a phone would send."""
     if encoding == "float32":
         return fs  # lossless: skip the copy
-    from ..deploy.wire import decode, encode
+    from ..wire import decode, encode
 
     x = fs.features.numpy()
     parts = [decode(encode(x[i:i + batch_size], encoding)) for i in range(0, len(x), batch_size)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..attacks.attribute_probe import FAMILIES
+from ..models.attack_nets import FAMILIES
 
 
 def _f(v: float | None) -> str:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from ..attacks.base import FitSettings
 
-Wire = Literal["float32", "float16", "int8"]  # = deploy.wire.DTYPES (a test keeps them equal)
+Wire = Literal["float32", "float16", "int8"]  # = wire.DTYPES (a test keeps them equal)
 Recogniser = Literal["auto", "off"]
 
 

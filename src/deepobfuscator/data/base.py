@@ -18,7 +18,7 @@ from typing import get_args
 import numpy as np
 from PIL import Image
 
-from ..errors import UserError
+from ..errors import DataError
 from ..preprocessing import (
     ALIGN_MODES,
     RESAMPLE,
@@ -32,10 +32,6 @@ from ..preprocessing import (
 
 NO_IDENTITY = -1
 NO_PARTITION = -1
-
-
-class DataError(UserError):
-    """A problem with the user's data or data settings; the message says how to fix it."""
 
 
 def check_on_bad_image(on_bad_image: str) -> None:

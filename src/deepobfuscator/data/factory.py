@@ -17,7 +17,7 @@ from ..registry import Registry
 from .base import DataError, FaceDataset, Preprocess
 
 if TYPE_CHECKING:
-    from ..config import DataConfig, RoleSource
+    from ..config_schema import DataConfig, RoleSource
 
 
 @dataclass(frozen=True)

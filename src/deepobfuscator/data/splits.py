@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Config
+from ..config_schema import Config
 from ..io import atomic_write_json
 from ..tasks import task_set
 from .base import NO_PARTITION, DataError, FaceDataset, check_attribute_names

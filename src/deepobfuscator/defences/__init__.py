@@ -7,14 +7,16 @@ from .base import (
     all_defences,
     baseline_overrides,
     extra_macs,
+    feature_shape,
     finish_fits,
     pipeline,
     register_defence,
+    sent_positions,
     task_stage_keys,
     upload_shape,
     validate_defences,
 )
 
 __all__ = ["DEFENCES", "Defence", "FitContext", "all_defences", "baseline_overrides", "extra_macs",
-           "finish_fits", "pipeline", "register_defence", "task_stage_keys", "upload_shape",
-           "validate_defences"]
+           "feature_shape", "finish_fits", "pipeline", "register_defence", "sent_positions",
+           "task_stage_keys", "upload_shape", "validate_defences"]

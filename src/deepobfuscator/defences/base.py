@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..errors import ConfigError
+from ..geometry import split_shape
 from ..registry import Registry
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from ..config import Config
+    from ..config_schema import Config
 
 
 Shape = tuple[int, int, int]  # (C, H, W) of the upload at a point of the pipeline
@@ -136,6 +137,16 @@ def upload_shape(cfg: Config, split_shape: Shape) -> Shape:
     for d in pipeline(cfg):
         shape = d.out_shape(cfg, shape)
     return shape
+
+
+def feature_shape(cfg: Config) -> Shape:
+    """Shape (C, H, W) of the uploaded features for a config (zeros where not sent)."""
+    return upload_shape(cfg, split_shape(cfg))
+
+
+def sent_positions(cfg: Config) -> int:
+    """K of a sparse upload (model.upload_positions), or 0 when every number is sent."""
+    return cfg.model.upload_positions if "upload" in {d.name for d in pipeline(cfg)} else 0
 
 
 def validate_defences(cfg: Config) -> None:

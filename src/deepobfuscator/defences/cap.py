@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .base import Defence, Shape, register_defence
+from .base import Defence, Shape, feature_shape, register_defence, sent_positions
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..config_schema import Config
 
 
 def unit_rms(z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -57,8 +57,6 @@ class InformationCap(Defence):
         return UnitRMS()
 
     def manifest(self, cfg: Config, stage: nn.Module) -> dict | None:
-        from ..models.split import feature_shape, sent_positions
-
         c, h, w = feature_shape(cfg)
         bits = capacity_bits(c * h * w, cfg.privacy.feature_noise, sent_positions(cfg))
         return {"normalization": "unit_rms", "bits_per_image": bits}

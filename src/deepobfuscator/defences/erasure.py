@@ -14,7 +14,7 @@ separation with it (validation accuracy 0.88 -> 0.61). What the guard leaves, th
 attribute's trace along the task's direction, an attacker can still read; on the
 defender's data nothing else of it is linear. Per-class directions (two per attribute)
 and a whitened, oblique projection were tried; the first cost a fresh task probe 12.5
-points on CelebA, the second gained nothing measurable and can add power (docs/results.md "Erasing
+points on CelebA, the second gained nothing measurable and can add power (docs/notebook.md "Erasing
 Male").
 
 Where it sits: after the information cap (unit RMS), before the feature noise. An
@@ -39,7 +39,7 @@ from ..errors import ConfigError
 from .base import Defence, FitContext, Shape, register_defence
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..config_schema import Config
 
 # images of the defender's training split the erasure is fitted on (the first ones)
 ERASE_IMAGES = 10_000

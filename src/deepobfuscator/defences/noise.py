@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from .base import Defence, Shape, register_defence
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..config_schema import Config
 
 
 class NoiseStage(nn.Module):

@@ -25,10 +25,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..geometry import split_shape
 from .base import Defence, FitContext, Shape, all_defences, register_defence
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..config_schema import Config
 
 # images scored to choose the positions (the first ones of the defender's training split)
 CHOOSE_IMAGES = 2048
@@ -128,8 +129,6 @@ class SparseUpload(Defence):
         return 0 < cfg.model.upload_positions < int(np.prod(self._shape_before(cfg)))
 
     def _shape_before(self, cfg: Config) -> Shape:
-        from ..models.split import split_shape
-
         shape = split_shape(cfg)
         for d in all_defences():
             if d.order < self.order and d.enabled(cfg):

@@ -27,8 +27,8 @@ class AttackerView:
         import torch
         from safetensors.torch import load_file
 
-        from ..attacks.inversion import InversionNetwork
         from ..models import feature_shape
+        from ..models.attack_nets import InversionNetwork
         from ..runs import read_run_config
         from .export import export_run
 

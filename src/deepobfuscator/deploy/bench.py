@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .. import wire
 from ..log import log
 from ..preprocessing import ImageRefused
-from . import wire
 from .client import export_aligner
 from .manifest import ExportError, load_export
 from .preprocess_np import ImageError, to_input, to_uint8

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError, missing_extra
+from ..wire import DTYPES
 from .keyed_noise import NOISE_KEYS
 from .limits import (
     DEFAULT_BATCH_WAIT_MS,
@@ -22,7 +23,6 @@ from .limits import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_UPLOADS,
 )
-from .wire import DTYPES
 
 
 class UsageError(UserError):

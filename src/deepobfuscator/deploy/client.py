@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import wire
 from ..errors import UserError
-from . import keyed_noise, wire
+from . import keyed_noise
 from .manifest import ExportBundle, load_export, privacy_digest
 from .preprocess_np import load_batch
 from .sessions import open_checked

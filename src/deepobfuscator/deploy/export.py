@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, wire
 from ..defences.base import manifest_entries
 from ..io import atomic_write, atomic_write_bytes, atomic_write_json
 from ..models.budget import phone_budget
 from ..models.upload import PackUpload, UnpackUpload, kept_positions
 from ..onnx_graphs import export_graph
-from . import wire
 from .keyed_noise import NOISE_KEYS
 from .manifest import (
     FORMAT,

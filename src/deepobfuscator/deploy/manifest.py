@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..wire import DTYPES as WIRE_DTYPES
+from ..wire import QUANT_CHANNEL, QUANT_NAMES
+from ..wire import VERSION as WIRE_VERSION
 from .keyed_noise import NOISE_KEYS
-from .wire import DTYPES as WIRE_DTYPES
-from .wire import QUANT_CHANNEL, QUANT_NAMES
-from .wire import VERSION as WIRE_VERSION
 
 MANIFEST = "manifest.json"
 FORMAT = "deepobfuscator-export"

@@ -27,11 +27,10 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
+from .. import __version__, wire
 from ..errors import UserError
 from ..log import log
 from ..threads import resolve_threads
-from . import wire
 from .batcher import Batcher
 from .limits import (
     DEFAULT_BATCH_WAIT_MS,

@@ -46,14 +46,14 @@ class Ensemble(nn.Module):
 
 
 def new_probe(shape: tuple[int, int, int]) -> nn.Module:
-    from ..attacks.attribute_probe import ProbeNetwork
+    from .attack_nets import ProbeNetwork
 
     return Standardised(shape[0], ProbeNetwork(shape))
 
 
 def new_decoder(shape: tuple[int, int, int], image_size: tuple[int, int],
                 width: int) -> nn.Module:
-    from ..attacks.inversion import InversionNetwork
+    from .attack_nets import InversionNetwork
 
     return Standardised(shape[0], InversionNetwork(shape, image_size, width))
 

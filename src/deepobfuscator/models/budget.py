@@ -73,10 +73,12 @@ def count_macs(module: nn.Module, x: torch.Tensor) -> int:
 
 def phone_budget(cfg: Config) -> PhoneBudget:
     """The budget of a config's split model (weights do not matter, shapes do)."""
+    from ..defences import feature_shape, sent_positions
     from ..defences.base import extra_macs
     from ..defences.cap import capacity_bits
-    from ..deploy.wire import encoded_size
-    from .split import build_models, feature_shape, sent_positions, split_shape
+    from ..geometry import split_shape
+    from ..wire import encoded_size
+    from .split import build_models
 
     with torch.random.fork_rng(devices=[]):
         models = build_models(cfg)

@@ -13,12 +13,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import Config
-from ..defences import all_defences, pipeline, upload_shape
+from ..defences import all_defences, feature_shape, pipeline
 from ..errors import UserError
+from ..geometry import block_widths, pooled_size, split_shape
 from ..methods import method_for
 from ..tasks import task_set
 from .critics import InfoCritics, info_term_on
-from .vgg import MLPHead, block_widths, pooled_size, vgg_block
+from .vgg import MLPHead, vgg_block
 
 
 class Obfuscator(nn.Module):
@@ -193,21 +194,6 @@ class Models:
         for m in self.named().values():
             m.to(device)
         return self
-
-
-def split_shape(cfg: Config) -> tuple[int, int, int]:
-    """Shape (C, H, W) of the VGG blocks' output at the split, before any defence."""
-    widths = block_widths(cfg.model.width)
-    h, w = pooled_size(cfg.data.image_size, cfg.model.split_block)
-    return widths[cfg.model.split_block - 1][-1], h, w
-def feature_shape(cfg: Config) -> tuple[int, int, int]:
-    """Shape (C, H, W) of the uploaded features for a config (zeros where not sent)."""
-    return upload_shape(cfg, split_shape(cfg))
-
-
-def sent_positions(cfg: Config) -> int:
-    """K of a sparse upload (model.upload_positions), or 0 when every number is sent."""
-    return cfg.model.upload_positions if "upload" in {d.name for d in pipeline(cfg)} else 0
 
 
 def init_weights(module: nn.Module) -> None:

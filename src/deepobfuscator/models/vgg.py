@@ -10,23 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-VGG16_BLOCKS: tuple[tuple[int, ...], ...] = (
-    (64, 64),
-    (128, 128),
-    (256, 256, 256),
-    (512, 512, 512),
-    (512, 512, 512),
-)
+from ..geometry import VGG16_BLOCKS, block_widths, pooled_size, scaled
 
-
-def scaled(channels: int, width: float) -> int:
-    """Channels after the width multiplier, at least 4 and a multiple of 4 when narrowed."""
-    return max(4, int(round(channels * width / 4)) * 4) if width != 1.0 else channels
-
-
-def block_widths(width: float) -> list[list[int]]:
-    return [[scaled(c, width) for c in block] for block in VGG16_BLOCKS]
-
+__all__ = ["VGG16_BLOCKS", "MLPHead", "block_widths", "conv_bn_relu", "pooled_size", "scaled",
+           "vgg_block"]
 
 def conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
@@ -40,13 +27,6 @@ def vgg_block(c_in: int, widths: list[int]) -> nn.Sequential:
         c_in = c
     layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers)
-
-
-def pooled_size(size: tuple[int, int], pools: int) -> tuple[int, int]:
-    h, w = size
-    for _ in range(pools):
-        h, w = h // 2, w // 2
-    return h, w
 
 
 class MLPHead(nn.Module):

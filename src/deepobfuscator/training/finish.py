@@ -145,7 +145,7 @@ def refit_cloud(loop: FinishHost) -> dict[str, float]:
 
 def history_record(cfg: Config, record: FinishRecord) -> dict[str, Any]:
     """The finish phase's line of metrics.jsonl (before its validation figures)."""
-    from ..models.split import sent_positions
+    from ..defences import sent_positions
 
     out: dict[str, Any] = {"stage": "upload", "epoch": 0,
                            "upload_positions": sent_positions(cfg)}

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...attacks.attribute_probe import FAMILIES, AttributeProbe, score_attribute
+from ...attacks.attribute_probe import AttributeProbe, score_attribute
 from ...attacks.base import FitResult
 from ...errors import UserError
 from ...metrics import finite_mean
+from ...models.attack_nets import FAMILIES
 from ..figures import FigureSpec
 from . import AttackContext, AuditAttack, View, pick_view, register_attack
 from ._weights import save_weights

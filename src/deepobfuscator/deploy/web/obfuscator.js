@@ -1,7 +1,7 @@
 // The device side in the browser: the manifest's preprocessing and the wire format, as
 // pure functions (no DOM), so the page and the parity tests (node) run the same code.
 // Each mirrors its Python twin bit for bit: preprocessing.py (crop, PIL's bilinear
-// resize) and deploy/wire.py (int8 per-channel / per-tensor affine, float32).
+// resize) and wire.py (int8 per-channel / per-tensor affine, float32).
 
 export const WIRE_VERSION = 2;
 const DTYPE_CODE = { float32: 1, float16: 2, int8: 3 };

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UserError
+from .errors import UserError
 
 MAGIC = b"DOBF"
 VERSION = 2

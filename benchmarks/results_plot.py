@@ -1,103 +1,77 @@
-"""The frontier figure of docs/results.md, drawn from the table it stands beside.
+"""A frontier figure drawn from the records (results/records.jsonl), never from a typed
+table: each private figure against the answers' mean balanced accuracy, one marker per arm
+at its mean with bars over its range (every record of the arm: training and attacker
+seeds), each figure's floor dashed.
 
-    python benchmarks/results_plot.py [--doc docs/results.md] [--table summary-rows]
-        [--out docs/img/frontier-light-phone-summary.png]
-
-Reads the markdown table between `<!-- TABLE -->` and `<!-- /TABLE -->` (cells "mean" or
-"mean [min-max]"; a "floor" row) and plots each privacy column against task accuracy:
-one marker per arm at its mean, bars over its range, colour by the phone's share of the
-compute, each column's floor dashed. The figure can never disagree with the table: it
-is the table. Every number in the table comes from audits listed in BENCHMARKS.md.
+    python benchmarks/results_plot.py [--arms mt-baseline mt-control mt-cap mt-cap-erase]
+        [--figures attribute:Male attribute:Young identity_top1 inversion_msssim]
+        [--out docs/img/frontier-multitask.png] [--records results/records.jsonl]
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import statistics
+import sys
 from pathlib import Path
 
-CELL = re.compile(r"^\**(?P<m>[0-9.]+)\**(?:\s*\[(?P<lo>[0-9.]+)-(?P<hi>[0-9.]+)\])?")
-PANELS = ("inverse MS-SSIM", "Male", "Young", "re-id top-1")
+ROOT = Path(__file__).resolve().parents[1]
+X = "utility_bal_acc"
 
 
-def parse_cell(text: str) -> tuple[float, float, float] | None:
-    """'0.585 [0.548-0.610]' -> (0.585, 0.548, 0.610); '0.493' -> (0.493, 0.493, 0.493);
-    '0.915 / 0.916' -> their mean and range; anything else (empty, words) -> None."""
-    if " / " in text:  # per-seed values "a / b / c": their mean and range
-        parts = [parse_cell(t) for t in text.split(" / ")]
-        vals = [p[0] for p in parts if p is not None]
-        return (sum(vals) / len(vals), min(vals), max(vals)) if vals else None
-    m = CELL.match(text.strip())
-    if not m:
-        return None
-    mean = float(m["m"])
-    return mean, float(m["lo"] or mean), float(m["hi"] or mean)
+def spread(vals: list[float]) -> tuple[float, float, float]:
+    """(mean, mean - min, max - mean): a marker and its asymmetric bar."""
+    m = statistics.fmean(vals)
+    return m, m - min(vals), max(vals) - m
 
 
-def read_table(doc: str, name: str) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the markdown table between <!-- name --> and <!-- /name -->."""
-    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-    if start not in doc or end not in doc:
-        raise SystemExit(f"no table marked {start} ... {end} in the document")
-    body = doc[doc.index(start) + len(start):doc.index(end)].strip().splitlines()
-    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in body
-             if line.startswith("|")]
-    return cells[0], [r for r in cells[2:]]
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--doc", default="docs/results.md")
-    ap.add_argument("--table", default="summary-rows")
-    ap.add_argument("--out", default="docs/img/frontier-light-phone-summary.png")
-    args = ap.parse_args()
-    header, rows = read_table(Path(args.doc).read_text(), args.table)
-    col = {h: i for i, h in enumerate(header)}
-    missing = [c for c in ("arm", "phone share", "upload", "task acc.", *PANELS) if c not in col]
-    if missing:
-        raise SystemExit(f"the table lacks the columns {missing}")
-
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(ROOT / "src"))
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    floor = next((r for r in rows if r[0].startswith("floor")), None)
-    arms = [r for r in rows if not r[0].startswith("floor")]
-    fig, grid = plt.subplots(2, 2, figsize=(12, 10))
-    axes = grid.flatten()
-    cmap = plt.get_cmap("viridis")
-    for ax, panel in zip(axes, PANELS, strict=True):
-        for n, r in enumerate(arms):
-            x, y = parse_cell(r[col["task acc."]]), parse_cell(r[col[panel]])
-            if x is None or y is None:
+    from deepobfuscator.audit import records
+    from deepobfuscator.io import atomic_write
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", default=str(ROOT / "results" / "records.jsonl"))
+    ap.add_argument("--arms", nargs="+",
+                    default=["mt-baseline", "mt-control", "mt-cap", "mt-cap-erase"])
+    ap.add_argument("--figures", nargs="+", default=["attribute:Male", "attribute:Young",
+                                                     "identity_top1", "inversion_msssim"])
+    ap.add_argument("--out", default=str(ROOT / "docs" / "img" / "frontier-multitask.png"))
+    args = ap.parse_args(argv)
+    recs = records.load(args.records)
+    missing = [a for a in args.arms if not records.values(recs, a, X)]
+    if missing:
+        raise SystemExit(f"no records with {X} for arm(s) {missing}: add them with "
+                         "`deepobfuscator results add`")
+    fig, axes = plt.subplots(1, len(args.figures), figsize=(4 * len(args.figures), 3.6),
+                             squeeze=False)
+    for ax, key in zip(axes[0], args.figures, strict=True):
+        for arm in args.arms:
+            mine = [r for r in recs if r["arm"] == arm
+                    and r["figures"].get(key) is not None and r["figures"].get(X) is not None]
+            if not mine:
                 continue
-            share = float(r[col["phone share"]].strip("*%")) / 100
-            ax.errorbar(x[0], y[0], xerr=[[x[0] - x[1]], [x[2] - x[0]]],
-                        yerr=[[y[0] - y[1]], [y[2] - y[0]]], fmt="o", ms=6, capsize=2,
-                        color=cmap(share), mec="black" if "default" in r[0] else "none")
-            ax.annotate(str(n + 1), (x[0], y[0]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points")
-        f = parse_cell(floor[col[panel]]) if floor else None
-        if f is not None:
-            ax.axhline(f[0], ls="--", c="grey", lw=1)
-        ax.set_title(f"{panel} (fresh attacker; lower is more private)", fontsize=9)
-        ax.set_xlabel("task accuracy")
-        ax.grid(alpha=0.3)
-    legend = "\n".join(f"{n + 1:>2}: {re.sub(r'[`*]', '', r[0])[:95]} "
-                       f"({r[col['phone share']].strip('*')}, {r[col['upload']].strip('*')})"
-                       for n, r in enumerate(arms))
-    fig.text(0.01, 0.0, legend, fontsize=7, va="bottom", family="monospace")
-    fig.suptitle("CelebA, fresh attackers through int8: colour = the phone's share of the "
-                 "compute (dark 32%, yellow 100%); dashed: floor", fontsize=10)
-    fig.tight_layout(rect=(0, 0.02 + 0.0125 * len(arms), 1, 0.98))
+            x = spread([r["figures"][X] for r in mine])
+            y = spread([r["figures"][key] for r in mine])
+            ax.errorbar(x[0], y[0], xerr=[[x[1]], [x[2]]], yerr=[[y[1]], [y[2]]], fmt="o",
+                        capsize=3, label=f"{arm} ({len(mine)})")
+        floor = records.reference([r for r in recs if r["arm"] in args.arms], key, "floors")
+        if floor and " / " not in floor:
+            ax.axhline(float(floor), ls="--", c="grey", lw=1, label="floor")
+        ax.set_xlabel("answers: mean balanced accuracy")
+        ax.set_title(key)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
     out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.partial.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(out)
-    print(f"wrote {out}")
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    print(out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -128,9 +128,12 @@ def headline_keys(records: list[dict]) -> list[str]:
     return ["inversion_msssim", *attrs, "identity_top1", "utility_bal_acc"]
 
 
-def table(records: list[dict], arms: list[str], keys: list[str] | None = None) -> str:
+def table(records: list[dict], arms: list[str], keys: list[str] | None = None,
+          labels: dict[str, str] | None = None, names: dict[str, str] | None = None) -> str:
     """Markdown: a row per figure (keys; default: headline_keys of the arms' records), a
-    column per arm (mean [min-max] over its records), the arms' chance and floor beside."""
+    column per arm (mean [min-max] over its records), the arms' chance and floor beside.
+    labels: a figure's row label (default: its key); names: an arm's column name."""
+    labels, names = labels or {}, names or {}
     missing = [a for a in arms if not any(r["arm"] == a for r in records)]
     if missing:
         have = sorted({r["arm"] for r in records})
@@ -138,10 +141,11 @@ def table(records: list[dict], arms: list[str], keys: list[str] | None = None) -
     mine = [r for r in records if r["arm"] in arms]
     keys = keys or headline_keys(mine)
     counts = {a: sum(r["arm"] == a for r in records) for a in arms}
-    lines = ["| figure | " + " | ".join(f"{a} ({counts[a]})" for a in arms)
+    lines = ["| figure | " + " | ".join(f"{names.get(a, a)} ({counts[a]})" for a in arms)
              + " | chance | floor |", "|---|" + "---|" * (len(arms) + 2)]
     for k in keys:
-        lines.append(f"| {k} | " + " | ".join(cell(values(records, a, k)) for a in arms)
+        lines.append(f"| {labels.get(k, k)} | "
+                     + " | ".join(cell(values(records, a, k)) for a in arms)
                      + f" | {reference(mine, k, 'chance')} | {reference(mine, k, 'floors')} |")
     return "\n".join(lines) + "\n"
 

@@ -6,16 +6,22 @@ from deepobfuscator.config import load_config
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# The shipped default (the `cpu` preset: task-continuation, the 1-channel bottleneck, the
+# learned gain, the information cap, the sparse upload) scaled down to train in seconds:
+# sizes, epochs and batches only, every defence as it ships.
 TINY = [
     "data.image_size=[32,32]", "data.synth_images=160", "data.synth_images_per_identity=8",
-    "model.width=0.125", "model.fc_hidden=32", "model.split_block=2",
+    "model.width=0.125", "model.fc_hidden=32",
     "train.task.epochs=1", "train.reconstructor.epochs=1", "train.adversaries.epochs=1",
     "train.adversarial.epochs=2", "train.task.batch_size=16", "train.reconstructor.batch_size=16",
     "train.adversaries.batch_size=16", "train.adversarial.batch_size=16",
     "privacy.lambda_decay_after=0", "data.private=[Male,Young]", "threads=1",
-    "privacy.method=deepobfuscator", "model.bottleneck=0",
-    "privacy.normalize_features=false", "privacy.feature_noise=0",  # no cap unless a test asks
-    "privacy.noise_warmup=0", "model.upload_positions=0",
+]
+# The paper's method as published, for the tests of its adversarial game: its split, the
+# full feature map, no cap and no sparse upload
+PAPER = [
+    "privacy.method=deepobfuscator", "model.bottleneck=0", "privacy.normalize_features=false",
+    "privacy.feature_noise=0", "privacy.noise_warmup=0", "model.upload_positions=0",
 ]
 
 
@@ -30,7 +36,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture
 def tiny_config():
-    """A complete four-stage config that trains in seconds."""
+    """The shipped default scaled down (TINY), with a test's overrides on top."""
 
     def make(*overrides: str):
         return load_config("cpu", [*TINY, *overrides])

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import PAPER, TINY
 
 from deepobfuscator.audit import AuditSettings, audit
 from deepobfuscator.audit.attacks import (
@@ -44,7 +45,7 @@ def attacked(request, tmp_path_factory, tiny_config_module):
     tmp = tmp_path_factory.mktemp("registry")
     over = MULTI if request.param == "several tasks" else []
     # device noise: the repeated-uploads attack averages it (it applies to noisy runs only)
-    run = train(tiny_config_module(*over, "privacy.feature_noise=0.2"), tmp / "run",
+    run = train(tiny_config_module(*PAPER, *over, "privacy.feature_noise=0.2"), tmp / "run",
                 progress=False)
     cfg, models = load_run(run, torch.device("cpu"))
     roles = make_splits(cfg)
@@ -63,8 +64,6 @@ def attacked(request, tmp_path_factory, tiny_config_module):
 
 @pytest.fixture(scope="module")
 def tiny_config_module():
-    from conftest import TINY
-
     from deepobfuscator.config import load_config
 
     return lambda *o: load_config("cpu", [*TINY, *o])

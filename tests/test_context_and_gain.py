@@ -135,7 +135,8 @@ def test_a_run_with_context_gain_and_the_cap_exports_with_parity(tiny_config, tm
     from deepobfuscator.training import train
 
     cfg = tiny_config(CONTEXT, GAIN, "privacy.method=none", "model.bottleneck=2",
-                      "privacy.normalize_features=true", "privacy.feature_noise=1")
+                      "privacy.normalize_features=true", "privacy.feature_noise=1",
+                      "model.upload_positions=0")
     run = train(cfg, tmp_path / "run", progress=False)
     out = export_run(run, tmp_path / "export", mobile=False)
     m = json.loads((out / "manifest.json").read_text())

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import PAPER
 
 from deepobfuscator.config import ConfigError, load_config
 from deepobfuscator.models import build_models
@@ -88,7 +89,7 @@ def test_refresh_runs_inside_training(tmp_path, tiny_config, monkeypatch):
         return done
 
     monkeypatch.setattr(steps, "maybe_refresh_attackers", spy)
-    run = train(tiny_config("privacy.adversary_refresh=1", "privacy.dcor_weight=0.5",
+    run = train(tiny_config(*PAPER, "privacy.adversary_refresh=1", "privacy.dcor_weight=0.5",
                             "privacy.feature_noise=0.1"), tmp_path / "r", progress=False)
     assert (run / "weights").is_dir()
     assert [e for e, _ in calls] == [0, 1]  # once per adversarial epoch (2 in TINY)

@@ -23,6 +23,7 @@ from deepobfuscator.methods import (
 from deepobfuscator.models import build_models
 from deepobfuscator.runs import RunPaths
 from deepobfuscator.training import train
+from deepobfuscator.training.finish import finish_plan
 from deepobfuscator.training.steps import classifier_step
 
 NETS = ("encoder", "classifier", "adversaries", "reconstructor")
@@ -92,7 +93,9 @@ def test_every_method_trains_the_stages_and_networks_it_declares(tmp_path, tiny_
     info = json.loads(RunPaths(run).info.read_text())
     assert tuple(info["stages"]) == method.stages(cfg)
     stages = [json.loads(x)["stage"] for x in RunPaths(run).metrics.read_text().splitlines()]
-    assert list(dict.fromkeys(stages)) == list(method.stages(cfg))
+    # then the finish phase's line, where the config has one (the default's sparse upload)
+    finish = ["upload"] if finish_plan(cfg) else []
+    assert list(dict.fromkeys(stages)) == [*method.stages(cfg), *finish]
     start, end = _initial(cfg), _weights(run)
     assert _moved(start["encoder"], end["encoder"]) and _moved(start["classifier"],
                                                                 end["classifier"])

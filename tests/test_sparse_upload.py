@@ -51,9 +51,11 @@ def test_config_bounds(tiny_config):
         whole = tiny_config(*SPARSE, f"model.upload_positions={k}")
         assert sent_positions(whole) == 0 and build_models(whole).encoder.stage("upload") is None
         assert phone_budget(whole).upload_numbers == 64
-    # absent and 0 are the same run (a late key: old runs keep their hash)
-    assert tiny_config(*SPARSE).fingerprint() == \
-        tiny_config(*SPARSE, "model.upload_positions=0").fingerprint()
+    # a saved config without the key (a run from before it existed) is the run with 0
+    zero = tiny_config(*SPARSE, "model.upload_positions=0")
+    before = zero.to_dict()
+    del before["model"]["upload_positions"]
+    assert config_from_dict(before).fingerprint() == zero.fingerprint()
     assert "model.upload_positions=0" in no_privacy_overrides()
 
 
@@ -201,8 +203,8 @@ def test_training_chooses_once_at_the_end_and_changes_no_weight(tmp_path, tiny_c
     run = train(cfg, tmp_path / "run", progress=False)
     assert calls == [(K, len(task_steps))]  # once, after the last step
     # choosing changes no weight: everything but the mask is the run without the key
-    plain = train(tiny_config(*SPARSE, f"privacy.method={method}", no_refit),
-                  tmp_path / "plain", progress=False)
+    plain = train(tiny_config(*SPARSE, f"privacy.method={method}", no_refit,
+                              "model.upload_positions=0"), tmp_path / "plain", progress=False)
     _, a = load_run(plain)
     _, b = load_run(run)
     for name, net in a.named().items():

@@ -195,13 +195,16 @@ def test_the_bounds_are_fanos_and_say_when_they_are_vacuous():
 
 def test_the_bound_for_n_uploads_is_the_cap_at_the_noise_over_root_n(tiny_config):
     from deepobfuscator.audit.bounds import bounds, upload_bits
-    from deepobfuscator.defences import feature_shape
+    from deepobfuscator.defences import feature_shape, sent_positions
     from deepobfuscator.defences.cap import capacity_bits
 
     cfg = tiny_config("privacy.normalize_features=true", "privacy.feature_noise=4")
     c, h, w = feature_shape(cfg)
+    k = sent_positions(cfg)  # the default sends 16 of the map's numbers
+    assert 0 < k < c * h * w
     for n in (1, 16):
-        assert upload_bits(cfg, n) == pytest.approx(capacity_bits(c * h * w, 4 / math.sqrt(n)))
+        assert upload_bits(cfg, n) == pytest.approx(capacity_bits(c * h * w, 4 / math.sqrt(n),
+                                                                  k))
     b = bounds(cfg, [1, 16], 48)
     assert b is not None and b["16"]["bits"] > b["1"]["bits"]
     assert bounds(tiny_config("privacy.feature_noise=0"), [1], 48) is None

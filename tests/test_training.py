@@ -2,9 +2,10 @@ import json
 
 import pytest
 import torch
+from conftest import PAPER
 from safetensors.torch import load_file
 
-from deepobfuscator.config import load_config
+from deepobfuscator.config import load_config, no_privacy_overrides
 from deepobfuscator.data.base import DataError
 from deepobfuscator.models import build_models
 from deepobfuscator.privacy import fixed_noise_image, settings_for_size
@@ -20,7 +21,7 @@ def _weights(run):
 
 
 def test_four_stage_training_writes_a_complete_run_folder(tmp_path, tiny_config):
-    run = train(tiny_config(), tmp_path / "run", progress=False)
+    run = train(tiny_config(*PAPER), tmp_path / "run", progress=False)
     paths = RunPaths(run)
     for p in (paths.config, paths.preprocessing, paths.metrics, paths.checkpoint, paths.info):
         assert p.is_file(), p
@@ -44,12 +45,12 @@ def test_four_stage_training_writes_a_complete_run_folder(tmp_path, tiny_config)
     pre = json.loads(paths.preprocessing.read_text())
     assert pre["size"] == [32, 32] and pre["crop"] == "square"
     cfg, models = load_run(run)
-    assert cfg.fingerprint() == tiny_config().fingerprint()
+    assert cfg.fingerprint() == tiny_config(*PAPER).fingerprint()
     assert models.encoder(torch.rand(1, 3, 32, 32)).shape == (1, 16, 8, 8)
 
 
 def test_baseline_trains_only_the_task_stage(tmp_path, tiny_config):
-    run = train(tiny_config("privacy.method=none"), tmp_path / "base", progress=False)
+    run = train(tiny_config(*no_privacy_overrides()), tmp_path / "base", progress=False)
     records = [json.loads(x) for x in RunPaths(run).metrics.read_text().splitlines()]
     assert [r["stage"] for r in records] == ["task"]
     load_run(run)  # complete and loadable

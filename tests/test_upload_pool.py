@@ -141,7 +141,8 @@ def test_a_pooled_run_exports_with_parity(tiny_config, tmp_path):
     from deepobfuscator.deploy.export import export_run
     from deepobfuscator.training import train
 
-    cfg = tiny_config("model.upload_pool=2", "privacy.method=none", "model.bottleneck=2")
+    cfg = tiny_config("model.upload_pool=2", "privacy.method=none", "model.bottleneck=2",
+                      "model.upload_positions=0")
     run = train(cfg, tmp_path / "run", progress=False)
     out = export_run(run, tmp_path / "export", mobile=False)
     m = json.loads((out / "manifest.json").read_text())

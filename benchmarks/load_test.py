@@ -4,6 +4,7 @@
                                               [--no-compress] [--server-threads 1]
                                               [--batch-wait-ms 2]   (-1: no batching)
                                               [--server-workers 1]
+    python benchmarks/load_test.py EXPORT_DIR --generator wrk [--clients 32] ...
     python benchmarks/load_test.py EXPORT_DIR --bombs 64 [--duration 10]
 
 Starts `deepobfuscator serve` in a subprocess on a free loopback port (with a token,
@@ -14,6 +15,12 @@ gzip-compressed where that helps, as `deepobfuscator classify` sends them, for
 exits 1 if any request failed. The features are the obfuscator's real output on
 rendered faces, so the payload size is the real one. Clients and server share this
 machine's cores: on a 2-core machine the figures are a floor, not a server capacity.
+
+--generator wrk: the load comes from wrk (a C load generator, `apt install wrk`) instead:
+--clients connections on one wrk thread, the same bodies (one of them, from a file), so
+the generator takes a small share of the cores the server runs on. Its latency
+percentiles are wrk's (a request's whole time on the client's side); it reads no
+Server-Timing.
 
 --bombs N: N clients instead send, as fast as they can, the hardening issue's body: about
 16 KB of gzip that inflates into a valid 16 MiB int8 batch of 1,398,099 images (a
@@ -54,8 +61,9 @@ def start_server(export: Path, port: int, threads: int,
                  batch_wait_ms: float | None = None, workers: int = 1) -> subprocess.Popen:
     src = Path(__file__).resolve().parents[1] / "src"
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env["DEEPOBFUSCATOR_TOKEN"] = TOKEN  # not on the command line, where `ps` shows it
     cmd = [sys.executable, "-m", "deepobfuscator.deploy.cli_commands", "serve", str(export),
-           "--port", str(port), "--token", TOKEN, "--log-level", "warning",
+           "--port", str(port), "--log-level", "warning",
            "--threads", str(threads)]
     if batch_wait_ms is not None:
         cmd += ["--batch-wait-ms", str(batch_wait_ms)]
@@ -148,6 +156,54 @@ async def run_load(url: str, bodies: list[bytes], clients: int, duration: float,
             "mean_ms": round(float(np.mean(lat)), 3) if lat else None, "time_ms": parts}
 
 
+WRK_SCRIPT = """
+local f = io.open(os.getenv("LOAD_BODY"), "rb")
+wrk.method = "POST"
+wrk.body = f:read("*all")
+f:close()
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("LOAD_TOKEN")
+wrk.headers["Content-Type"] = "application/octet-stream"
+if os.getenv("LOAD_GZIP") == "1" then wrk.headers["Content-Encoding"] = "gzip" end
+"""
+
+
+def _wrk_ms(text: str) -> float:
+    """wrk's '812.00us' / '1.23ms' / '2.01s' -> milliseconds."""
+    for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+        if text.endswith(unit):
+            return float(text[:-len(unit)]) * scale
+    raise ValueError(f"wrk latency {text!r}")
+
+
+def run_wrk(url: str, body: bytes, clients: int, duration: float, compress: bool) -> dict:
+    """The load from wrk (one thread, `clients` connections): requests/s, p50/p99, errors."""
+    import re
+    import shutil
+    import tempfile
+
+    if shutil.which("wrk") is None:
+        raise SystemExit("--generator wrk needs wrk on PATH: apt install wrk")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "body.bin").write_bytes(body)
+        (Path(tmp) / "post.lua").write_text(WRK_SCRIPT)
+        env = {**os.environ, "LOAD_BODY": str(Path(tmp) / "body.bin"), "LOAD_TOKEN": TOKEN,
+               "LOAD_GZIP": "1" if compress else "0"}
+        out = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{max(1, round(duration))}s",
+                              "--latency", "-s", str(Path(tmp) / "post.lua"), url],
+                             capture_output=True, text=True, env=env, check=True).stdout
+    pct = {m[1]: _wrk_ms(m[2]) for m in re.finditer(r"^\s+(50|99)%\s+(\S+)$", out, re.M)}
+    total = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                     out)
+    errors = (int(bad[1]) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    return {"requests": total, "ok": total - errors, "errors": errors, "error_samples": [],
+            "seconds": duration,
+            "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),  # type: ignore[index]
+            "p50_ms": pct.get("50"), "p99_ms": pct.get("99"), "mean_ms": None, "time_ms": {},
+            "generator": "wrk"}
+
+
 def bomb_body(shape: tuple[int, int, int]) -> bytes:
     """A gzip body that inflates into a valid 16 MiB per-tensor int8 batch of `shape`."""
     import gzip
@@ -217,6 +273,8 @@ def main() -> int:
     p.add_argument("--server-workers", type=int, default=1, help="serve --workers")
     p.add_argument("--batch-wait-ms", type=float, default=None,
                    help="the server's --batch-wait-ms (-1: no batching; default: serve's)")
+    p.add_argument("--generator", choices=["httpx", "wrk"], default="httpx",
+                   help="the clients: asyncio + httpx in this process, or wrk (C)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("--bombs", type=int, default=0,
                    help="instead: this many clients sending gzip bombs, /healthz probed")
@@ -245,9 +303,11 @@ def main() -> int:
     port = free_port()
     proc = start_server(args.export, port, args.server_threads, args.batch_wait_ms,
                         args.server_workers)
+    url = f"http://127.0.0.1:{port}/v1/classify"
     try:
-        res = asyncio.run(run_load(f"http://127.0.0.1:{port}/v1/classify", bodies,
-                                   args.clients, args.duration, compress))
+        res = (run_wrk(url, bodies[0], args.clients, args.duration, compress)
+               if args.generator == "wrk" else
+               asyncio.run(run_load(url, bodies, args.clients, args.duration, compress)))
     finally:
         proc.terminate()
         proc.wait(10)
@@ -261,8 +321,10 @@ def main() -> int:
           f"{args.server_threads} x {args.server_workers} workers, {res['seconds']} s: "
           f"{res['requests_per_s']} requests/s "
           f"({res['images_per_s']} images/s), p50 {res['p50_ms']} ms, p99 {res['p99_ms']} ms, "
-          f"errors {res['errors']} of {res['requests']}; mean {res['mean_ms']} ms = "
-          + " + ".join(f"{k} {v}" for k, v in res["time_ms"].items()))
+          f"errors {res['errors']} of {res['requests']}"
+          + (f"; mean {res['mean_ms']} ms = " + " + ".join(f"{k} {v}" for k, v in
+                                                          res["time_ms"].items())
+             if res["time_ms"] else f" ({args.generator})"))
     for e in res["error_samples"]:
         print(f"  error: {e}")
     if args.json:

@@ -137,7 +137,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    run_demo(Path(args.out), quick=args.quick, progress=not args.quiet, threads=args.threads)
+    run_demo(Path(args.out), quick=args.quick, progress=not args.quiet, threads=args.threads,
+             tasks=args.tasks)
     return 0
 
 
@@ -258,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the main job: baseline vs DeepObfuscator on synthfaces")
     d.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     d.add_argument("--quick", action="store_true", help="a much shorter run, for smoke tests")
+    d.add_argument("--tasks", choices=["one", "multi"], default="one",
+                   help="one: the default answering Smiling; multi: one upload answering "
+                   "Smiling and Mouth_Slightly_Open (the multitask preset)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.add_argument("--threads", type=int, default=0,
                    help="CPU threads (default 0: the cores other processes leave free; "

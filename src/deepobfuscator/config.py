@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
 from dataclasses import fields
 from importlib import resources
@@ -44,7 +45,7 @@ from .preprocessing import ALIGN_MODES, parse_crop
 __all__ = ["AUGMENTS", "ROTATION_STEPS", "AttributeLoss", "Config", "ConfigError", "DataConfig",
            "ModelConfig", "Precision", "PrivacyConfig", "RobustAttributeLoss", "RobustConfig",
            "RoleSource", "StageConfig", "TrainConfig", "config_from_dict", "load_config",
-           "no_privacy_overrides", "preset_names", "save_config", "validate"]
+           "no_privacy_overrides", "preset_names", "preset_overrides", "save_config", "validate"]
 
 # The no-privacy reference every privacy figure is compared with: trained for the task
 # alone, split where the paper splits (after VGG block 2) and uploading the full feature
@@ -63,6 +64,25 @@ def no_privacy_overrides() -> list[str]:
     from .defences import baseline_overrides
 
     return [*_NO_PRIVACY_BASE, *baseline_overrides()]
+
+
+def preset_overrides(name: str) -> list[str]:
+    """A preset's own keys as `a.b=value` overrides: its settings on top of another base
+    (the quick preset's sizes on the multitask preset, say)."""
+    if name not in preset_names():
+        raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(preset_names())}")
+    text = resources.files("deepobfuscator.presets").joinpath(f"{name}.yaml").read_text()
+
+    def flat(d: dict, prefix: str = "") -> list[str]:
+        out: list[str] = []
+        for k, v in d.items():
+            if isinstance(v, dict) and v:
+                out += flat(v, f"{prefix}{k}.")
+            else:
+                out.append(f"{prefix}{k}={json.dumps(v)}")  # JSON is YAML: lists, numbers
+        return out
+
+    return flat(yaml.safe_load(text) or {})
 
 
 def preset_names() -> list[str]:

@@ -111,12 +111,16 @@ def cell(vals: list[float], digits: int = 3) -> str:
 
 def reference(records: list[dict], key: str, field: str) -> str:
     """The chance level or floor of a figure (field "chance" or "floors") in the given
-    records; where they differ (arms audited on different data) every value, " / "."""
+    records; where they differ, both values (" / ": arms audited on different data), or
+    from three on their mean [min-max] (a floor that moves with the attacker's seed, as
+    re-identification's does with the photos it knows)."""
     found: list[float] = []
     for r in records:
         v = r.get(field, {}).get(key)
         if v is not None and not any(abs(v - f) < 5e-4 for f in found):
             found.append(float(v))
+    if len(found) > 2:
+        return cell(found)
     return " / ".join(f"{v:.3f}" for v in found)
 
 

@@ -5,7 +5,7 @@ neighbour), beside the audit's one-photo gallery, for finished runs, without a f
 
 Each run's test split goes through its obfuscator (seeded device noise) and the int8 wire,
 is standardised with the attacker split's statistics (as the audit's feature_reid), and
-each photo is named by its nearest other photo (attacks/reid.leave_one_out_top1); chance
+each photo is named by its nearest other photo (attackers/reid.leave_one_out_top1); chance
 is a random other photo's (leave_one_out_chance). The audit reports the same figure as
 `feature_reid.leave_one_out` (with the metric embedder as a third reader).
 """
@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from deepobfuscator.attacks.reid import (
+from deepobfuscator.attackers.reid import (
     gallery_probe_split,
     leave_one_out_chance,
     leave_one_out_top1,

@@ -29,8 +29,8 @@ def main() -> None:
 
     import numpy as np
 
-    from deepobfuscator.attacks.base import FitSettings
-    from deepobfuscator.attacks.reid import (
+    from deepobfuscator.attackers.base import FitSettings
+    from deepobfuscator.attackers.reid import (
         IdentityEmbedder,
         dlib_available,
         dlib_embed,

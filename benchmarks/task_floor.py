@@ -27,7 +27,7 @@ def main() -> None:
     args = ap.parse_args()
 
 
-    from deepobfuscator.attacks.reid import gallery_probe_split, reid_scores
+    from deepobfuscator.attackers.reid import gallery_probe_split, reid_scores
     from deepobfuscator.config import load_config
     from deepobfuscator.data.splits import make_splits
     from deepobfuscator.metrics import answer_floor

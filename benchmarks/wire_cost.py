@@ -12,7 +12,7 @@ the run wrote):
 - the feature error of the round trip (max and RMS, relative to the largest value);
 - request bytes per image (batch 1, header included), and the mean gzip-compressed size
   (what `deepobfuscator classify` sends);
-- with --probe: a fresh attribute probe (deepobfuscator.attacks.attribute_probe, the
+- with --probe: a fresh attribute probe (deepobfuscator.attackers.attribute_probe, the
   audit's attacker with the audit's settings) per private attribute, trained on the
   attacker split's features after the same round trip and scored on the test split's:
   what an eavesdropper on the wire can infer with each encoding; --probe-seeds 0 1 2
@@ -130,8 +130,8 @@ def probe_attributes(z_atk: np.ndarray, z_test: np.ndarray, roles: dict, private
 
 def _probe_once(z_atk: np.ndarray, z_test: np.ndarray, roles: dict, private: list[str],
                 max_epochs: int, seed: int) -> dict:
-    from deepobfuscator.attacks.attribute_probe import AttributeProbe, score_attribute
-    from deepobfuscator.attacks.base import FeatureSet, FitSettings
+    from deepobfuscator.attackers.attribute_probe import AttributeProbe, score_attribute
+    from deepobfuscator.attackers.base import FeatureSet, FitSettings
     from deepobfuscator.precision import resolve_precision
 
     precision = resolve_precision("auto", torch.device("cpu"))

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from deepobfuscator.attacks.attribute_probe import AttributeProbe, roc_curve, score_attribute
-from deepobfuscator.attacks.base import FeatureSet, FitSettings, holdout_split
-from deepobfuscator.attacks.reid import (
+from deepobfuscator.attackers.attribute_probe import AttributeProbe, roc_curve, score_attribute
+from deepobfuscator.attackers.base import FeatureSet, FitSettings, holdout_split
+from deepobfuscator.attackers.reid import (
     IdentityEmbedder,
     dlib_available,
     dlib_embed,
@@ -177,7 +177,7 @@ def test_dlib_embed_is_optional():
 
 
 def test_verification_pairs_are_balanced_and_name_same_and_different_people():
-    from deepobfuscator.attacks.reid import verification_pairs
+    from deepobfuscator.attackers.reid import verification_pairs
 
     ids = np.repeat(np.arange(12), [1, 2, 3, 4, 1, 2, 5, 1, 1, 2, 3, 1])
     a, b, same = verification_pairs(ids, seed=0)
@@ -190,7 +190,7 @@ def test_verification_pairs_are_balanced_and_name_same_and_different_people():
 
 
 def test_verification_has_known_answers():
-    from deepobfuscator.attacks.reid import verification_pairs, verification_scores
+    from deepobfuscator.attackers.reid import verification_pairs, verification_scores
 
     ids = np.repeat(np.arange(40), 3)
     a, b, same = verification_pairs(ids, seed=1)
@@ -223,7 +223,7 @@ def test_feature_reid_standardises_before_matching():
     found (without standardisation the huge number decides, at chance)."""
     from types import SimpleNamespace
 
-    from deepobfuscator.attacks.base import FeatureSet
+    from deepobfuscator.attackers.base import FeatureSet
     from deepobfuscator.audit.attacks.feature_reid import FeatureReidentification
 
     rng = np.random.default_rng(0)

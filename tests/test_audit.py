@@ -198,7 +198,7 @@ def test_a_second_audit_of_the_same_baseline_reuses_its_figures(demo_out, tmp_pa
 def test_features_through_the_int8_wire_keep_each_channel_within_half_a_step():
     import torch
 
-    from deepobfuscator.attacks.base import FeatureSet
+    from deepobfuscator.attackers.base import FeatureSet
     from deepobfuscator.audit.features import through_wire
 
     g = torch.Generator().manual_seed(0)
@@ -290,7 +290,7 @@ def test_identity_attacks_report_verification_and_their_raw_photo_ceiling(tmp_pa
     assert "dlib" not in json.dumps(reid)  # recogniser="off"
 
 
-@pytest.mark.skipif(not __import__("deepobfuscator.attacks.reid", fromlist=["x"])
+@pytest.mark.skipif(not __import__("deepobfuscator.attackers.reid", fromlist=["x"])
                     .dlib_available(), reason="the [recognition] extra is not installed")
 def test_dlibs_recogniser_attacks_when_installed(tmp_path, tiny_config):
     from dataclasses import replace
@@ -308,8 +308,8 @@ def test_reid_chance_counts_only_the_people_the_gallery_can_hold():
     the number of people with 2+ test photos: the gallery's size."""
     import torch
 
-    from deepobfuscator.attacks.base import FeatureSet
-    from deepobfuscator.attacks.reid import gallery_probe_split, reid_scores
+    from deepobfuscator.attackers.base import FeatureSet
+    from deepobfuscator.attackers.reid import gallery_probe_split, reid_scores
     from deepobfuscator.audit.runner import _chance
 
     ids = np.array([0, 0, 1, 2, 2, 2, 3, 4])

@@ -149,7 +149,7 @@ def test_a_run_with_context_gain_and_the_cap_exports_with_parity(tiny_config, tm
 def test_an_encoder_with_a_gain_takes_its_own_size_and_the_white_box_is_told_so():
     """The gain fixes the upload's shape, so E takes its training size only: the white-box
     attacker asks for that size instead of failing deep inside E on a probe image."""
-    from deepobfuscator.attacks.whitebox import WhiteBoxAttack
+    from deepobfuscator.attackers.whitebox import WhiteBoxAttack
 
     cfg = _cfg(*CAP, GAIN, "data.image_size=[32,32]")
     enc = build_models(cfg).encoder.eval()

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from deepobfuscator.attacks.base import FitSettings
-from deepobfuscator.attacks.prior_inversion import FaceVAE, PriorInversionAttack
+from deepobfuscator.attackers.base import FitSettings
+from deepobfuscator.attackers.prior_inversion import FaceVAE, PriorInversionAttack
 from deepobfuscator.audit import AuditSettings
 from deepobfuscator.audit.attacks import ATTACKS, run_attacks
 from deepobfuscator.audit.image_metrics import image_scores

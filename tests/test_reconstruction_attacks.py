@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepobfuscator.attacks.base import FeatureSet, FitSettings
-from deepobfuscator.attacks.inversion import InversionAttack
-from deepobfuscator.attacks.whitebox import WhiteBoxAttack
+from deepobfuscator.attackers.base import FeatureSet, FitSettings
+from deepobfuscator.attackers.inversion import InversionAttack
+from deepobfuscator.attackers.whitebox import WhiteBoxAttack
 from deepobfuscator.audit.image_metrics import (
     PSNR_CAP_DB,
     image_scores,

@@ -9,8 +9,8 @@ import torch
 from conftest import PAPER
 from safetensors.torch import load_file
 
-from deepobfuscator.attacks.attribute_probe import AttributeProbe
-from deepobfuscator.attacks.base import FeatureSet, FitSettings
+from deepobfuscator.attackers.attribute_probe import AttributeProbe
+from deepobfuscator.attackers.base import FeatureSet, FitSettings
 from deepobfuscator.defences.cap import capacity_bits, unit_rms
 from deepobfuscator.metrics import balanced_accuracy
 from deepobfuscator.models import build_models

@@ -493,7 +493,7 @@ def _planted_context(k: int, noise: float = 4.0, tmp=None, carrier: float = 5.0)
     times more; Male is the sign of the first of them."""
     from types import SimpleNamespace
 
-    from deepobfuscator.attacks.base import FeatureSet
+    from deepobfuscator.attackers.base import FeatureSet
     from deepobfuscator.audit import AuditSettings
     from deepobfuscator.audit.attacks import AttackContext
 
@@ -542,7 +542,7 @@ def test_the_audits_selected_view_keeps_the_highest_variance_numbers():
 def test_the_audit_reports_the_view_whose_attacker_leaks_more():
     """Both views' attackers are trained; the one with the higher figure on the test split
     is reported (the strongest attacker), whatever their held-out losses say."""
-    from deepobfuscator.attacks.base import FitResult
+    from deepobfuscator.attackers.base import FitResult
     from deepobfuscator.audit.attacks import pick_view
 
     for best in ("top3", "all"):

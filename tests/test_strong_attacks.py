@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepobfuscator.attacks.base import FeatureSet
+from deepobfuscator.attackers.base import FeatureSet
 from deepobfuscator.audit import AuditSettings
 from deepobfuscator.audit.attacks import AttackContext
 
@@ -96,7 +96,7 @@ def test_features_that_are_an_identity_embedding_are_re_identified_and_noise_is_
     out = FeatureReidentification().run(ctx)["feature_reid"]
     chance = out["cosine"]["chance_top1"]
     assert math.isclose(chance, 1 / 25)
-    from deepobfuscator.attacks.reid import leave_one_out_chance
+    from deepobfuscator.attackers.reid import leave_one_out_chance
 
     loo_chance = leave_one_out_chance(ctx.test.identities)
     assert math.isclose(loo_chance, 4 / 124)  # 4 other photos of the person among 124
@@ -116,7 +116,7 @@ def test_features_that_are_an_identity_embedding_are_re_identified_and_noise_is_
 
 
 def test_leave_one_out_scores_identical_vectors_at_chance():
-    from deepobfuscator.attacks.reid import leave_one_out_chance, leave_one_out_top1
+    from deepobfuscator.attackers.reid import leave_one_out_chance, leave_one_out_top1
 
     ids = np.repeat(np.arange(7), [2, 3, 4, 5, 2, 9, 3])
     for metric in ("cosine", "euclidean"):
@@ -251,7 +251,7 @@ def test_pooling_photos_of_one_person_reads_a_stable_attribute_and_identity_bett
     single = balanced_accuracy(male, probs, 0.5)
     assert out["4"]["attributes"]["Male"]["balanced_accuracy"] > single + 0.1
     assert out["largest"] == out["4"] and out["4"]["attributes"]["Male"]["groups"] == 80
-    from deepobfuscator.attacks.reid import gallery_probe_split, reid_scores
+    from deepobfuscator.attackers.reid import gallery_probe_split, reid_scores
 
     g, p = gallery_probe_split(ids, 0)
     one = reid_scores(vec[g], ids[g], vec[p], ids[p])[0]["top1"]

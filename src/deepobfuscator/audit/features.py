@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..attacks.base import FeatureSet
+from ..attackers.base import FeatureSet
 from ..data.base import FaceDataset, to_tensor_batch
 from ..models import Models
 from ..precision import autocast

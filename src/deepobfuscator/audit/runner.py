@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..attacks.base import FeatureSet
-from ..attacks.reid import IdentityEmbedder
+from ..attackers.base import FeatureSet
+from ..attackers.reid import IdentityEmbedder
 from ..config import Config
 from ..data.splits import check_splits_match, make_splits
 from ..devices import resolve_device
@@ -351,7 +351,7 @@ def _chance(roles: dict, test: FeatureSet, cfg: Config, seed: int = 0) -> dict:
         # among them, not among everyone in the test split
         _, counts = np.unique(test.identities, return_counts=True)
         n = max(1, int((counts >= 2).sum()))
-        from ..attacks.reid import leave_one_out_chance
+        from ..attackers.reid import leave_one_out_chance
 
         out["reid"] = {"top1": 1.0 / n, "top5": min(5, n) / n, "identities": n,
                        # a random other test photo shows the same person
@@ -359,7 +359,7 @@ def _chance(roles: dict, test: FeatureSet, cfg: Config, seed: int = 0) -> dict:
         if n > 1:
             # the identity floor: nearest neighbour on the true answer vectors, with the
             # audit's gallery and probes (ties are a random pick among the tied)
-            from ..attacks.reid import gallery_probe_split, reid_scores
+            from ..attackers.reid import gallery_probe_split, reid_scores
 
             vec = tasks.answer_vectors(answers["test"])
             g, p = gallery_probe_split(test.identities, seed)

@@ -14,7 +14,7 @@ from ..config import Precision
 if TYPE_CHECKING:
     import torch
 
-    from ..attacks.base import FitSettings
+    from ..attackers.base import FitSettings
 
 Wire = Literal["float32", "float16", "int8"]  # = wire.DTYPES (a test keeps them equal)
 Recogniser = Literal["auto", "off"]
@@ -38,7 +38,7 @@ class AuditSettings:
                                    0.0)
     whitebox_images: int = _h("test images the white-box attacker reconstructs", 32)
     whitebox_steps: int = _h("optimisation steps per white-box reconstruction", 300)
-    # the prior-guided inversion (attacks/prior_inversion.py): a face VAE trained on the
+    # the prior-guided inversion (attackers/prior_inversion.py): a face VAE trained on the
     # attacker's photos, its latent searched through E for each upload from the inverse
     # network's guess; the search stops at its budget (the VAE's training is capped by
     # max_epochs and max_attack_seconds like every attacker's)
@@ -91,7 +91,7 @@ class AuditSettings:
 
     def fit_settings(self, device: torch.device, precision: str,
                      lr: float = 1e-3) -> FitSettings:
-        from ..attacks.base import FitSettings
+        from ..attackers.base import FitSettings
 
         return FitSettings(max_epochs=self.max_epochs, patience=self.patience, lr=lr,
                            seed=self.seed, device=str(device), precision=precision,

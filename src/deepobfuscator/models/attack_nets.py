@@ -1,4 +1,4 @@
-"""The fresh attackers' networks (attacks/ trains and scores them; the robust method trains
+"""The fresh attackers' networks (attackers/ trains and scores them; the robust method trains
 against the same ones, models/attackers.py): attribute probes of three families and the
 inverse network, each behind a standardising input layer."""
 

@@ -2,7 +2,7 @@
 
 A defence that only beats a weaker, differently built adversary proves nothing, so the
 robust method trains against the attacker networks the audit uses (the CNN probe and the
-inverse network of attacks/), each behind a standardising layer: a BatchNorm without
+inverse network of attackers/), each behind a standardising layer: a BatchNorm without
 affine weights. In training mode it normalises every batch by its own statistics, as a
 fresh attacker standardises its input, so the obfuscator cannot hide by shifting or
 scaling its features.
@@ -18,8 +18,10 @@ from torch import nn
 from ..config import Config
 
 
-class Standardised(nn.Module):
-    """Per-channel standardisation of the features, then `net`."""
+class BatchStandardized(nn.Module):
+    """Per-channel standardisation of each training batch by its own statistics, then
+    `net`: for attackers trained while the features still move. A fresh attacker of frozen
+    features standardises by fixed statistics instead (attack_nets.Standardized)."""
 
     def __init__(self, channels: int, net: nn.Module) -> None:
         super().__init__()
@@ -48,14 +50,14 @@ class Ensemble(nn.Module):
 def new_probe(shape: tuple[int, int, int]) -> nn.Module:
     from .attack_nets import ProbeNetwork
 
-    return Standardised(shape[0], ProbeNetwork(shape))
+    return BatchStandardized(shape[0], ProbeNetwork(shape))
 
 
 def new_decoder(shape: tuple[int, int, int], image_size: tuple[int, int],
                 width: int) -> nn.Module:
     from .attack_nets import InversionNetwork
 
-    return Standardised(shape[0], InversionNetwork(shape, image_size, width))
+    return BatchStandardized(shape[0], InversionNetwork(shape, image_size, width))
 
 
 def robust_attackers(cfg: Config, shape: tuple[int, int, int],

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..config import Config
 from ..methods import method_for
-from .attackers import Standardised
+from .attackers import BatchStandardized
 
 EMBEDDING = 64
 
@@ -56,7 +56,7 @@ def feature_critic(shape: tuple[int, int, int], width: int = 32) -> nn.Module:
     number) and a linear map to the embedding."""
     net = nn.Sequential(nn.Conv2d(shape[0], width, 3, stride=2, padding=1), nn.ReLU(),
                         nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(16 * width, EMBEDDING))
-    return Standardised(shape[0], net)
+    return BatchStandardized(shape[0], net)
 
 
 class InfoCritics(nn.Module):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from ...attacks.base import FeatureSet, FitResult, FitSettings
+from ...attackers.base import FeatureSet, FitResult, FitSettings
 from ...registry import Registry
 from ..figures import Figure, FigureSpec, Names, Section, filled
 

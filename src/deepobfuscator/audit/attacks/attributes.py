@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...attacks.attribute_probe import AttributeProbe, score_attribute
-from ...attacks.base import FitResult
+from ...attackers.attribute_probe import AttributeProbe, score_attribute
+from ...attackers.base import FitResult
 from ...errors import UserError
 from ...metrics import finite_mean
 from ...models.attack_nets import FAMILIES

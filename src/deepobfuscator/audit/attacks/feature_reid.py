@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from ...attacks.feature_metric import FeatureEmbedder
-from ...attacks.reid import (
+from ...attackers.feature_metric import FeatureEmbedder
+from ...attackers.reid import (
     gallery_probe_split,
     leave_one_out_top1,
     reid_scores,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ...attacks.base import FitResult
-from ...attacks.inversion import InversionAttack
+from ...attackers.base import FitResult
+from ...attackers.inversion import InversionAttack
 from ..figures import FigureSpec
 from ..image_metrics import image_scores, summarize
 from . import AttackContext, AuditAttack, View, pick_view, register_attack

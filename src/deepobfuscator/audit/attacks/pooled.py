@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...attacks.reid import gallery_probe_split, reid_scores
+from ...attackers.reid import gallery_probe_split, reid_scores
 from ...errors import UserError
 from ...metrics import balanced_accuracy
 from ..figures import FigureSpec

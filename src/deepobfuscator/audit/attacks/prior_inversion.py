@@ -8,8 +8,8 @@ import hashlib
 import numpy as np
 import torch
 
-from ...attacks.prior_inversion import PriorInversionAttack
-from ...attacks.reid import gallery_probe_split, reid_scores
+from ...attackers.prior_inversion import PriorInversionAttack
+from ...attackers.reid import gallery_probe_split, reid_scores
 from ...log import log
 from ..figures import FigureSpec
 from ..image_metrics import image_scores, summarize

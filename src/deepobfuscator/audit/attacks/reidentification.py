@@ -8,7 +8,7 @@ import hashlib
 
 import torch
 
-from ...attacks.reid import (
+from ...attackers.reid import (
     dlib_available,
     dlib_embed,
     gallery_probe_split,

@@ -18,7 +18,7 @@ from dataclasses import replace
 
 import torch
 
-from ...attacks.base import FeatureSet
+from ...attackers.base import FeatureSet
 from ..features import through_wire
 from ..figures import FigureSpec
 from . import AttackContext, AuditAttack, register_attack, run_attacks

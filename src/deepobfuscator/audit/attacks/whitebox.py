@@ -6,7 +6,7 @@ import copy
 
 import torch
 
-from ...attacks.whitebox import WhiteBoxAttack
+from ...attackers.whitebox import WhiteBoxAttack
 from ..figures import FigureSpec
 from ..image_metrics import image_scores, summarize
 from . import AttackContext, AuditAttack, register_attack

@@ -15,7 +15,7 @@ StyleGAN: the attacker
    weights), lambda = prior_weight + d s^2 / ||z||^2: a small floor plus the MAP weight
    of the N(0, I) prior when E adds feature noise of std s to every number (the noise is
    part of E's published contract). x^ = D(w^) stays on the prior's face manifold, where
-   the pixel-space white-box search (attacks/whitebox.py) fills what E cannot see with
+   the pixel-space white-box search (attackers/whitebox.py) fills what E cannot see with
    noise or blur.
 
 Positions a sparse upload does not send are zero both in z and in E(x), so they add
@@ -165,7 +165,7 @@ class PriorInversionAttack:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(settings.seed)
             vae = FaceVAE(self.image_size, latent_dim, width)
-        # channels-last runs oneDNN convolutions faster on CPU (as attacks/inversion.py)
+        # channels-last runs oneDNN convolutions faster on CPU (as attackers/inversion.py)
         self.vae = vae.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def fit(self, images: torch.Tensor, identities: np.ndarray | None = None) -> FitResult:

@@ -2,21 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from deepobfuscator.config import load_config
+from deepobfuscator.config import load_config, preset_overrides
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # The shipped default (the `cpu` preset: task-continuation, the 1-channel bottleneck, the
 # learned gain, the information cap, the sparse upload) scaled down to train in seconds:
-# sizes, epochs and batches only, every defence as it ships.
-TINY = [
-    "data.image_size=[32,32]", "data.synth_images=160", "data.synth_images_per_identity=8",
-    "model.width=0.125", "model.fc_hidden=32",
-    "train.task.epochs=1", "train.reconstructor.epochs=1", "train.adversaries.epochs=1",
-    "train.adversarial.epochs=2", "train.task.batch_size=16", "train.reconstructor.batch_size=16",
-    "train.adversaries.batch_size=16", "train.adversarial.batch_size=16",
-    "privacy.lambda_decay_after=0", "data.private=[Male,Young]", "threads=1",
-]
+# the `tiny` preset's sizes, epochs and batches, every defence as it ships.
+TINY = [*preset_overrides("tiny"), "data.private=[Male,Young]", "threads=1"]
 # The paper's method as published, for the tests of its adversarial game: its split, the
 # full feature map, no cap and no sparse upload
 PAPER = [

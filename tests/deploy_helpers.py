@@ -7,19 +7,20 @@ import socket
 import threading
 import time
 
+from deepobfuscator.config import preset_overrides
+
 DEPLOY_TINY = [
-    "data.image_size=[32,32]", "data.synth_images=160", "data.synth_images_per_identity=8",
-    "model.width=0.125", "model.fc_hidden=32", "train.task.epochs=6", "train.task.lr=0.003",
-    "model.dropout=0", "train.reconstructor.epochs=1", "train.adversaries.epochs=1",
-    "train.adversarial.epochs=1", "train.task.batch_size=16", "train.reconstructor.batch_size=16",
-    "train.adversaries.batch_size=16", "train.adversarial.batch_size=16", "threads=1",
-    "privacy.method=none", "model.split_block=2", "model.bottleneck=0",
-    "privacy.normalize_features=false", "privacy.feature_noise=0",  # no cap unless a test asks
-    "model.upload_positions=0",
-]  # the paper's split (a multi-channel map exercises the wire); dropout 0, a few task
-# epochs (6: fewer left this tiny model answering ~0.5 for every face) and no adversarial
-# stage (which can flatten a tiny model's answers): answers
-# spread around 0.5, so comparisons mean something
+    *preset_overrides("tiny"), "threads=1",
+    # the paper's split with no defence: a multi-channel map exercises the wire, and the
+    # answers carry no device noise (the defended export has tests of its own)
+    "privacy.method=none", "model.bottleneck=0", "privacy.normalize_features=false",
+    "privacy.feature_noise=0", "model.upload_positions=0",
+    # dropout 0, a few task epochs (fewer left this tiny model answering ~0.5 for every
+    # face) and one adversarial epoch: answers spread around 0.5, so comparisons mean
+    # something
+    "train.task.epochs=6", "train.task.lr=0.003", "model.dropout=0",
+    "train.adversarial.epochs=1",
+]
 TOKEN = "test-token-123"
 # the multi-task run (conftest.py `multi_run`): two binary tasks and hair colour in four
 # classes, all attributes synthfaces draws

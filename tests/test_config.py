@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from deepobfuscator.config import ConfigError, load_config, preset_names
+from deepobfuscator.config_schema import SCHEMA
 
 
 def test_presets_exist_and_resolve():
@@ -68,8 +69,8 @@ def test_missing_file_and_unknown_preset(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
     f = tmp_path / "c.yaml"
-    f.write_text("preset: tiny\n")
-    with pytest.raises(ConfigError, match="unknown preset 'tiny'"):
+    f.write_text("preset: huge\n")
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
         load_config(f)
 
 
@@ -156,9 +157,53 @@ def test_a_saved_config_from_before_a_key_existed_keeps_that_versions_value():
 
     then = load_config("robust")
     d = then.to_dict()
-    del d["model"]["position_gain"], d["model"]["bottleneck_context"]
+    # written before versions were recorded: no `schema`, and without the two keys
+    del d["schema"], d["model"]["position_gain"], d["model"]["bottleneck_context"]
     old = config_from_dict(d)
+    assert old.schema == SCHEMA
     assert old.model.position_gain == 0 and not old.model.bottleneck_context
     assert old.fingerprint() == then.fingerprint()
     # a key the file does name is read as written
     assert config_from_dict(load_config("cpu").to_dict()).model.position_gain == 10.0
+
+
+def test_a_saved_config_carries_its_format_version_and_a_newer_one_is_refused(tmp_path):
+    from deepobfuscator.config import config_from_dict, save_config
+
+    cfg = load_config("cpu")
+    save_config(cfg, tmp_path / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["schema"] == SCHEMA and config_from_dict(saved) == cfg
+    # the version is the format's, not the run's: it changes no fingerprint
+    assert dataclasses.replace(cfg, schema=1).fingerprint() == cfg.fingerprint()
+    newer = {**saved, "schema": SCHEMA + 1}
+    with pytest.raises(ConfigError, match=r"newer deepobfuscator \(config schema 3; this "
+                                          r"package reads up to 2\): upgrade"):
+        config_from_dict(newer)
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(newer))
+    with pytest.raises(ConfigError, match="newer deepobfuscator"):
+        load_config(str(tmp_path / "mine.yaml"))
+    with pytest.raises(ConfigError, match="whole number from 1"):
+        config_from_dict({**saved, "schema": "two"})
+    # a run's own config.yaml given as a user's file (schema and all) resolves as itself
+    assert load_config(str(tmp_path / "config.yaml")) == cfg
+
+
+def test_every_key_a_version_added_is_a_config_key_at_a_value_it_accepts():
+    """SCHEMA_ADDED's entries name real keys, and a version-1 config holding every one of
+    them at its value from before builds (the migration can always be applied)."""
+    from deepobfuscator.config import config_from_dict
+    from deepobfuscator.config_schema import SCHEMA_ADDED, _section
+
+    assert max(SCHEMA_ADDED) == SCHEMA
+    d = load_config("cpu").to_dict()
+    del d["schema"]
+    for added in SCHEMA_ADDED.values():
+        for section, key, _ in added:
+            sec = _section(d, section)
+            assert sec is not None and key in sec, f"{section}.{key}"
+            del sec[key]
+    old = config_from_dict(d)
+    for added in SCHEMA_ADDED.values():
+        for section, key, before in added:
+            assert _section(old.to_dict(), section)[key] == before, f"{section}.{key}"

@@ -54,7 +54,7 @@ def test_config_bounds(tiny_config):
     # a saved config without the key (a run from before it existed) is the run with 0
     zero = tiny_config(*SPARSE, "model.upload_positions=0")
     before = zero.to_dict()
-    del before["model"]["upload_positions"]
+    del before["schema"], before["model"]["upload_positions"]
     assert config_from_dict(before).fingerprint() == zero.fingerprint()
     assert "model.upload_positions=0" in no_privacy_overrides()
 
@@ -103,6 +103,7 @@ def test_cloud_refit_moves_only_the_cloud_and_fits_the_sparse_upload(tmp_path, t
     assert "upload" in json.loads((on / "run.json").read_text())["stage_seconds"]
     # a run saved before the keys existed had no re-fit: read back as epochs 0, same hash
     saved = cfg.to_dict()
+    del saved["schema"]
     for key in ("upload_tune_epochs", "upload_tune_lr"):
         del saved["train"][key]
     old = config_from_dict(saved)

@@ -19,9 +19,10 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import yaml
 
 from .config_schema import (
-    _LATE_KEYS,
     AUGMENTS,
     ROTATION_STEPS,
+    SCHEMA,
+    SCHEMA_ADDED,
     AttributeLoss,
     Config,
     DataConfig,
@@ -127,20 +128,40 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                           .read_text()) or {}
     # the dataclass defaults first: overriding one key of a section (train.task.epochs=8)
     # keeps that section's other defaults (its lr) instead of a bare StageConfig's
+    # a file of any version resolves against today's defaults (a run's own config.yaml
+    # reads through config_from_dict instead); one from a newer package is refused
+    _schema_of(raw)
     merged = deep_merge(deep_merge(Config().to_dict(), base), raw)
-    merged["preset"] = preset
+    merged["preset"], merged["schema"] = preset, SCHEMA
     cfg = build(Config, merged, "")
     validate(cfg)
     return cfg
+
+
+def _schema_of(d: dict) -> int:
+    """A config mapping's format version (1 when it has none); a newer one than this
+    package reads is a one-line error."""
+    version = d.get("schema", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(f"schema={version!r}: the config's format version is a whole "
+                          "number from 1; leave the key out of your own files")
+    if version > SCHEMA:
+        raise ConfigError(f"this config was written by a newer deepobfuscator (config "
+                          f"schema {version}; this package reads up to {SCHEMA}): upgrade "
+                          "it (pip install -U deepobfuscator)")
+    return version
 
 
 def config_from_dict(d: dict) -> Config:
     """A saved (resolved) config, as a run folder holds it. A key the run's version did not
     have yet takes the value that version used, not today's default."""
     d = copy.deepcopy(d)
-    for section, key, then in _LATE_KEYS:
-        if (sec := _section(d, section)) is not None:
-            sec.setdefault(key, then)
+    version = _schema_of(d)
+    for v in range(version + 1, SCHEMA + 1):
+        for section, key, before in SCHEMA_ADDED.get(v, ()):
+            if (sec := _section(d, section)) is not None:
+                sec.setdefault(key, before)
+    d["schema"] = SCHEMA
     cfg = build(Config, d, "")
     validate(cfg)
     return cfg

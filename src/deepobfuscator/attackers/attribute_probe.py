@@ -20,7 +20,6 @@ from torch import nn
 
 from ..metrics import accuracy, balanced_accuracy, best_threshold, majority_rate, roc_auc
 from ..models.attack_nets import probe_network
-from ..precision import autocast
 from .base import (
     FeatureSet,
     FitResult,
@@ -28,6 +27,7 @@ from .base import (
     batches,
     fit,
     holdout_split,
+    in_batches,
 )
 
 ROC_POINTS = 101
@@ -82,13 +82,9 @@ class AttributeProbe:
     @torch.no_grad()
     def infer(self, features: torch.Tensor, batch_size: int = 512) -> np.ndarray:
         """Probability of the attribute for each feature map, float64 (N,)."""
-        self.model.eval()
-        out = []
-        for i in range(0, len(features), batch_size):
-            with autocast(self.settings.precision, self.device):
-                logit = self.model(features[i:i + batch_size].to(self.device))
-            out.append(torch.sigmoid(logit.float()).cpu())
-        return torch.cat(out).double().numpy() if out else np.zeros(0)
+        out = in_batches(self.model, features, batch_size, self.settings.precision,
+                         self.device)
+        return torch.sigmoid(torch.cat(out)).double().numpy() if out else np.zeros(0)
 
 
 def roc_curve(labels: np.ndarray, scores: np.ndarray,

@@ -154,3 +154,22 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> 
     order = rng.permutation(n) if rng is not None else np.arange(n)
     out = [order[i:i + batch_size] for i in range(0, n, batch_size)]
     return [b for b in out if len(b) > 1 or rng is None]
+
+
+@torch.no_grad()
+def in_batches(model: nn.Module, x: torch.Tensor, batch_size: int, precision: str,
+               device: torch.device,
+               forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
+               ) -> list[torch.Tensor]:
+    """`model` (or `forward(model, batch)`) over `x` in eval mode, batch by batch under the
+    attacker's autocast: its outputs as float32 on the CPU, one tensor a batch."""
+    from ..precision import autocast
+
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        batch = x[i:i + batch_size].to(device)
+        with autocast(precision, device):
+            y = forward(model, batch) if forward is not None else model(batch)
+        out.append(y.float().cpu())
+    return out

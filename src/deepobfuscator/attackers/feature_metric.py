@@ -16,8 +16,7 @@ from torch import nn
 
 from ..models.attack_nets import Standardized
 from ..models.vgg import conv_bn_relu
-from ..precision import autocast
-from .base import FitResult, FitSettings, batches, fit, holdout_split
+from .base import FitResult, FitSettings, batches, fit, holdout_split, in_batches
 from .reid import MAX_EPOCHS, _per_identity, cosface_loss
 
 
@@ -87,10 +86,7 @@ class FeatureEmbedder:
     @torch.no_grad()
     def embed(self, features: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """(N, D) L2-normalised float32 embeddings."""
-        self.model.eval()
-        out = [torch.zeros(0, self.model.neck[-1].num_features)]
-        for i in range(0, len(features), batch_size):
-            with autocast(self.settings.precision, self.device):
-                e = self.model(features[i:i + batch_size].to(self.device)).float()
-            out.append(F.normalize(e, dim=1).cpu())
-        return torch.cat(out)
+        out = in_batches(self.model, features, batch_size, self.settings.precision,
+                         self.device)
+        return torch.cat([torch.zeros(0, self.model.neck[-1].num_features),
+                          *(F.normalize(e, dim=1) for e in out)])

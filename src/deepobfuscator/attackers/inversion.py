@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.attack_nets import InversionNetwork
-from ..precision import autocast
 from ..privacy.msssim import ms_ssim, settings_for_size
 from .base import (
     FeatureSet,
@@ -24,6 +23,7 @@ from .base import (
     batches,
     fit,
     holdout_split,
+    in_batches,
 )
 
 L1_WEIGHT = 1.0
@@ -81,9 +81,6 @@ class InversionAttack:
     @torch.no_grad()
     def reconstruct(self, features: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Images (N, 3, H, W), float32 in [0, 1], on the CPU."""
-        self.model.eval()
-        out = []
-        for i in range(0, len(features), batch_size):
-            with autocast(self.settings.precision, self.device):
-                out.append(self.model(features[i:i + batch_size].to(self.device)).float().cpu())
+        out = in_batches(self.model, features, batch_size, self.settings.precision,
+                         self.device)
         return torch.cat(out) if out else torch.zeros(0, 3, *self.image_size)

@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.vgg import conv_bn_relu
-from ..precision import autocast
-from .base import FitResult, FitSettings, batches, fit, holdout_split
+from .base import FitResult, FitSettings, batches, fit, holdout_split, in_batches
 
 WORK_SIZE = 48  # images are resized to this shorter side: identity survives, time stays bounded
 MARGIN, SCALE = 0.25, 24.0  # CosFace: logits s * (cos - m at the true class)
@@ -146,14 +145,10 @@ class IdentityEmbedder:
     @torch.no_grad()
     def embed(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """(N, D) L2-normalised float32 embeddings (image and mirror image averaged)."""
-        self.model.eval()
-        out = [torch.zeros(0, self.model.embedding_dim)]
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].to(self.device)
-            with autocast(self.settings.precision, self.device):
-                e = self.model(x).float() + self.model(x.flip(-1)).float()
-            out.append(F.normalize(e, dim=1).cpu())
-        return torch.cat(out)
+        out = in_batches(self.model, images, batch_size, self.settings.precision, self.device,
+                         lambda m, x: m(x).float() + m(x.flip(-1)).float())
+        return torch.cat([torch.zeros(0, self.model.embedding_dim),
+                          *(F.normalize(e, dim=1) for e in out)])
 
 
 def gallery_probe_split(identities: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -59,7 +59,7 @@ def throughput(preset: str, precision: str, stage: str, n_batches: int,
                             settings_for_size(h, w), fixed_noise_image((3, h, w), 0).to(device),
                             amp=lambda: autocast(precision, device))
     batch = _batch(bs, h, w, layout, device, cfg)
-    rot = cfg.privacy.rotation
+    rot = cfg.privacy.paper.rotation
 
     def one(i: int) -> None:
         if stage == "task":

@@ -147,7 +147,7 @@ def test_a_port_out_of_range_is_one_usage_line(capsys):
 def test_an_unreadable_input_file_is_named_as_one_to_read(tmp_path, monkeypatch):
     """Root reads anything, so os.access is simulated: an existing file it may not read
     is an input to fix, not a folder to write elsewhere (issue 37, item 2)."""
-    from deepobfuscator.deploy.cli_commands import permission_message
+    from deepobfuscator.errors import permission_message
 
     f = tmp_path / "encoder.safetensors"
     f.write_bytes(b"x")

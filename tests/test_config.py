@@ -24,7 +24,7 @@ def test_file_then_overrides_take_precedence(tmp_path):
     assert cfg.seed == 7 and cfg.data.task == "Male"
     assert cfg.data.private == ["Young", "Eyeglasses"]
     assert cfg.train.task.epochs == 9
-    assert cfg.privacy.lambda_ == 2.5 and cfg.to_dict()["privacy"]["lambda"] == 2.5
+    assert cfg.privacy.paper.lambda_ == 2.5 and cfg.to_dict()["privacy"]["paper"]["lambda"] == 2.5
 
 
 def test_fingerprint_tracks_changes():
@@ -37,8 +37,8 @@ def test_fingerprint_tracks_changes():
     (["data.source=imagenet"], "data.source='imagenet' is not valid"),
     (["seed=abc"], "seed: expected an integer"),
     (["privacy.feature_noise=lots"], "privacy.feature_noise: expected a number"),
-    (["privacy.attribute_loss=kl"], "choose one of"),
-    (["privacy.rotation=[noise,dance]"], "rotation step 'dance' unknown"),
+    (["privacy.paper.attribute_loss=kl"], "choose one of"),
+    (["privacy.paper.rotation=[noise,dance]"], "rotation step 'dance' unknown"),
     (["data.task=Male"], "also listed in data.private"),
     (["data.task=[Smiling,Male]"], "data.task uses ['Male'], also listed in data.private"),
     (["data.task=[Smiling,Smiling]"], "['Smiling'] given twice"),
@@ -90,18 +90,18 @@ def test_the_no_privacy_reference_drops_the_defence_and_keeps_the_rest(capsys):
 def test_adversarial_settings_are_named_inert_only_without_the_adversarial_stages():
     from deepobfuscator.methods import inert_keys
 
-    keys = ["privacy.lambda=3", "train.adversarial.epochs=2", "model.bottleneck=2",
+    keys = ["privacy.paper.lambda=3", "train.adversarial.epochs=2", "model.bottleneck=2",
             "privacy.feature_noise=0.1"]
     assert inert_keys(load_config("cpu", ["privacy.method=none"]), keys) == [
-        "privacy.lambda=3", "train.adversarial.epochs=2"]
+        "privacy.paper.lambda=3", "train.adversarial.epochs=2"]
     assert inert_keys(load_config("cpu", ["privacy.method=deepobfuscator"]), keys) == []
-    attackers = ["privacy.rotation=[noise]", "privacy.robust.ensemble=3"]
+    attackers = ["privacy.paper.rotation=[noise]", "privacy.robust.ensemble=3"]
     # the robust method reads neither the paper's lambda nor its rotation
     assert inert_keys(load_config("robust"), [*keys, *attackers]) == [
-        "privacy.lambda=3", "privacy.rotation=[noise]"]
+        "privacy.paper.lambda=3", "privacy.paper.rotation=[noise]"]
     # the default trains no attacker: it reads no attacker's setting, only the stage's length
     assert inert_keys(load_config("cpu"), [*keys, *attackers]) == [
-        "privacy.lambda=3", *attackers]
+        "privacy.paper.lambda=3", *attackers]
     assert inert_keys(load_config("paper"), ["privacy.robust.ensemble=3"]) == [
         "privacy.robust.ensemble=3"]
     assert inert_keys(load_config("paper"), keys) == []
@@ -177,8 +177,8 @@ def test_a_saved_config_carries_its_format_version_and_a_newer_one_is_refused(tm
     # the version is the format's, not the run's: it changes no fingerprint
     assert dataclasses.replace(cfg, schema=1).fingerprint() == cfg.fingerprint()
     newer = {**saved, "schema": SCHEMA + 1}
-    with pytest.raises(ConfigError, match=r"newer deepobfuscator \(config schema 3; this "
-                                          r"package reads up to 2\): upgrade"):
+    with pytest.raises(ConfigError, match=rf"newer deepobfuscator \(config schema {SCHEMA + 1}; "
+                                          rf"this package reads up to {SCHEMA}\): upgrade"):
         config_from_dict(newer)
     (tmp_path / "mine.yaml").write_text(yaml.safe_dump(newer))
     with pytest.raises(ConfigError, match="newer deepobfuscator"):
@@ -193,9 +193,9 @@ def test_every_key_a_version_added_is_a_config_key_at_a_value_it_accepts():
     """SCHEMA_ADDED's entries name real keys, and a version-1 config holding every one of
     them at its value from before builds (the migration can always be applied)."""
     from deepobfuscator.config import config_from_dict
-    from deepobfuscator.config_schema import SCHEMA_ADDED, _section
+    from deepobfuscator.config_schema import SCHEMA_ADDED, SCHEMA_MOVED, _section
 
-    assert max(SCHEMA_ADDED) == SCHEMA
+    assert max([*SCHEMA_ADDED, *SCHEMA_MOVED]) == SCHEMA  # each version says what it changed
     d = load_config("cpu").to_dict()
     del d["schema"]
     for added in SCHEMA_ADDED.values():
@@ -207,3 +207,28 @@ def test_every_key_a_version_added_is_a_config_key_at_a_value_it_accepts():
     for added in SCHEMA_ADDED.values():
         for section, key, before in added:
             assert _section(old.to_dict(), section)[key] == before, f"{section}.{key}"
+
+
+def test_a_key_moved_by_a_version_reads_where_it_went_with_the_same_fingerprint(capsys):
+    """Version 3 moved the paper's keys under privacy.paper: a saved config of version 2
+    reads them there, with its fingerprint; a user's file or override that still names one
+    where it was is moved with a warning."""
+    from deepobfuscator.config import config_from_dict
+
+    now = load_config("paper", ["privacy.paper.lambda=3", "privacy.paper.decoder_width=0.5"])
+    v2 = now.to_dict()
+    v2["schema"] = 2
+    paper = v2["privacy"].pop("paper")
+    v2["privacy"].update({k: v for k, v in paper.items()
+                          if k not in ("decoder_width", "adversary_from_classifier")})
+    v2["model"].update(decoder_width=paper["decoder_width"],
+                       adversary_from_classifier=paper["adversary_from_classifier"])
+    old = config_from_dict(v2)
+    assert old == now and old.privacy.paper.lambda_ == 3 and old.fingerprint() == \
+        now.fingerprint()
+    capsys.readouterr()
+    moved = load_config("paper", ["privacy.lambda=3", "model.decoder_width=0.5"])
+    assert moved == now
+    err = capsys.readouterr().err
+    assert "privacy.lambda is now privacy.paper.lambda" in err
+    assert "model.decoder_width is now privacy.paper.decoder_width" in err

@@ -58,7 +58,7 @@ def test_dcor_penalty_is_logged_and_changes_the_encoder_update():
 
 
 def test_adversary_refresh_reinitialises_attackers_on_schedule_only():
-    ctx = _ctx("privacy.adversary_refresh=2")
+    ctx = _ctx("privacy.paper.adversary_refresh=2")
     adv = ctx.models.adversaries["Male"]
     with torch.no_grad():
         for p in adv.parameters():
@@ -89,14 +89,14 @@ def test_refresh_runs_inside_training(tmp_path, tiny_config, monkeypatch):
         return done
 
     monkeypatch.setattr(steps, "maybe_refresh_attackers", spy)
-    run = train(tiny_config(*PAPER, "privacy.adversary_refresh=1", "privacy.dcor_weight=0.5",
+    run = train(tiny_config(*PAPER, "privacy.paper.adversary_refresh=1", "privacy.dcor_weight=0.5",
                             "privacy.feature_noise=0.1"), tmp_path / "r", progress=False)
     assert (run / "weights").is_dir()
     assert [e for e, _ in calls] == [0, 1]  # once per adversarial epoch (2 in TINY)
     assert any(done for _, done in calls)  # and at least one renewed the attackers
 
 
-@pytest.mark.parametrize("key", ["feature_noise", "dcor_weight", "adversary_refresh"])
+@pytest.mark.parametrize("key", ["feature_noise", "dcor_weight", "paper.adversary_refresh"])
 def test_negative_defence_settings_are_refused(key):
     with pytest.raises(ConfigError, match=f"privacy.{key} must be >= 0"):
         load_config("cpu", [f"privacy.{key}=-1"])

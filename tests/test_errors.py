@@ -4,11 +4,11 @@ import pytest
 
 from deepobfuscator.config import ConfigError
 from deepobfuscator.data.base import DataError
-from deepobfuscator.deploy.cli_commands import USER_ERRORS, UsageError
+from deepobfuscator.deploy.cli_commands import UsageError
 from deepobfuscator.deploy.client import ClientError
 from deepobfuscator.deploy.manifest import ExportError
 from deepobfuscator.deploy.preprocess_np import ImageError
-from deepobfuscator.errors import RunError, UserError
+from deepobfuscator.errors import USER_ERRORS, RunError, UserError
 from deepobfuscator.preprocessing import ImageRefused
 from deepobfuscator.wire import WireError
 

@@ -30,7 +30,7 @@ NETS = ("encoder", "classifier", "adversaries", "reconstructor")
 # the extra settings each built-in method is exercised with (small attackers, a refresh)
 SETTINGS = {
     "none": [],
-    "deepobfuscator": ["privacy.adversary_refresh=1"],
+    "deepobfuscator": ["privacy.paper.adversary_refresh=1"],
     "robust": ["privacy.robust.ensemble=2", "privacy.robust.refresh_steps=3",
                "privacy.robust.decoder_width=8", "model.bottleneck=2"],
     "task-continuation": ["model.bottleneck=2"],

@@ -31,7 +31,7 @@ def test_starting_from_the_baseline_equals_training_from_scratch(tmp_path, tiny_
 
 def test_stage1_settings_that_differ_prevent_reuse(tiny_config):
     base = tiny_config("privacy.method=none")
-    assert shares_task_stage(tiny_config("privacy.lambda=3"), base)
+    assert shares_task_stage(tiny_config("privacy.paper.lambda=3"), base)
     assert not shares_task_stage(tiny_config("train.task.epochs=2"), base)
     assert not shares_task_stage(tiny_config("model.bottleneck=4"), base)
     assert not shares_task_stage(tiny_config("privacy.dcor_weight=1"), base)

@@ -16,14 +16,15 @@ TINY_AUDIT = AuditSettings(max_epochs=2, whitebox_images=4, whitebox_steps=10, g
 
 
 def test_grid_parsing_and_points():
-    grid = sweep_mod.parse_grid(["privacy.lambda=0,1,3", "data.image_size=[32,32],[48,48]"])
-    assert grid == {"privacy.lambda": ["0", "1", "3"], "data.image_size": ["[32,32]", "[48,48]"]}
+    grid = sweep_mod.parse_grid(["privacy.paper.lambda=0,1,3", "data.image_size=[32,32],[48,48]"])
+    assert grid == {"privacy.paper.lambda": ["0", "1", "3"],
+                    "data.image_size": ["[32,32]", "[48,48]"]}
     points = sweep_mod.grid_points(grid)
     assert len(points) == 6
     assert points[0].name == "lambda=0_image_size=32-32"
-    assert points[0].params == {"privacy.lambda": 0, "data.image_size": [32, 32]}
-    assert points[0].overrides == ["privacy.lambda=0", "data.image_size=[32,32]"]
-    for bad in (["privacy.lambda"], ["privacy.lambda=1,"], ["a=1", "a=2"], []):
+    assert points[0].params == {"privacy.paper.lambda": 0, "data.image_size": [32, 32]}
+    assert points[0].overrides == ["privacy.paper.lambda=0", "data.image_size=[32,32]"]
+    for bad in (["privacy.paper.lambda"], ["privacy.paper.lambda=1,"], ["a=1", "a=2"], []):
         with pytest.raises(ConfigError):
             sweep_mod.parse_grid(bad)
 
@@ -35,15 +36,16 @@ def test_pareto_keeps_points_nobody_beats():
 
 def test_two_point_sweep_writes_the_frontier_and_resumes(tmp_path, monkeypatch, capsys):
     out = tmp_path / "sweep"
-    sweep_mod.sweep("quick", ["privacy.lambda=1,10"], out, settings=TINY_AUDIT, overrides=BASE,
+    sweep_mod.sweep("quick", ["privacy.paper.lambda=1,10"], out, settings=TINY_AUDIT,
+                    overrides=BASE,
                     progress=False)
     for name in ("frontier.png", "frontier.md", "frontier.json"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "frontier.png").read_bytes()[:4] == b"\x89PNG"
     doc = json.loads((out / "frontier.json").read_text())
     assert [p["name"] for p in doc["points"]] == ["lambda=1", "lambda=10"]
-    assert [p["params"] for p in doc["points"]] == [{"privacy.lambda": 1},
-                                                    {"privacy.lambda": 10}]
+    assert [p["params"] for p in doc["points"]] == [{"privacy.paper.lambda": 1},
+                                                    {"privacy.paper.lambda": 10}]
     assert doc["baseline"]["run"] == str(out / "baseline") and doc["baseline"]["figures"]
     assert set(doc["figures"]) >= {"inversion_msssim", "attribute:Male", "reid_top1"}
     audit = json.loads((out / "points" / "lambda=10" / "audit" / "audit.json").read_text())
@@ -65,7 +67,8 @@ def test_two_point_sweep_writes_the_frontier_and_resumes(tmp_path, monkeypatch, 
     monkeypatch.setattr(sweep_mod, "train", no_more_work)
     (out / "frontier.png").unlink()
     capsys.readouterr()
-    assert main(["sweep", "--config", "quick", "--grid", "privacy.lambda=1,10", "--out", str(out),
+    assert main(["sweep", "--config", "quick", "--grid", "privacy.paper.lambda=1,10",
+                 "--out", str(out),
                  "--baseline-run", str(out / "baseline"), "--quiet", *BASE]) == 0
     assert "done, skipped" in capsys.readouterr().out
     assert (out / "frontier.png").is_file()
@@ -84,7 +87,8 @@ def _check_budget_columns(out, doc, md):
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
             for line in md.splitlines() if line.startswith("| ") and line != header}
     expected = {p["name"]: phone_budget(load_config("quick", [*BASE, *o]))
-                for p, o in zip(doc["points"], (["privacy.lambda=1"], ["privacy.lambda=10"]),
+                for p, o in zip(doc["points"],
+                                (["privacy.paper.lambda=1"], ["privacy.paper.lambda=10"]),
                                 strict=True)}
     expected["baseline"] = phone_budget(load_config("quick", [*BASE, *no_privacy_overrides()]))
     entries = {p["name"]: p for p in doc["points"]}
@@ -105,17 +109,18 @@ def _check_budget_columns(out, doc, md):
         for r in res["runs"].values():
             del r["budget"]
         audit_json.write_text(json.dumps(res))
-    points = sweep_mod.grid_points({"privacy.lambda": ["1", "10"]})
-    again = sweep_mod.write_frontier(out, points, out / "baseline", {"privacy.lambda": ["1", "10"]})
+    points = sweep_mod.grid_points({"privacy.paper.lambda": ["1", "10"]})
+    again = sweep_mod.write_frontier(out, points, out / "baseline",
+                                     {"privacy.paper.lambda": ["1", "10"]})
     assert [p["budget"] for p in again["points"]] == [p["budget"] for p in doc["points"]]
     assert again["baseline"]["budget"] == doc["baseline"]["budget"]
 
 
 def test_a_grid_the_default_never_reads_is_refused_before_any_training(tmp_path, capsys):
-    with pytest.raises(ConfigError, match="privacy.lambda has no effect with privacy.method="
+    with pytest.raises(ConfigError, match="privacy.paper.lambda has no effect with privacy.method="
                                           "task-continuation.*set privacy.method"):
-        sweep_mod.sweep("cpu", ["privacy.lambda=1,10"], tmp_path / "s")
+        sweep_mod.sweep("cpu", ["privacy.paper.lambda=1,10"], tmp_path / "s")
     assert not (tmp_path / "s").exists()
-    assert main(["sweep", "--grid", "privacy.adversary_refresh=0,1", "--out",
+    assert main(["sweep", "--grid", "privacy.paper.adversary_refresh=0,1", "--out",
                  str(tmp_path / "s")]) == 2
     assert "no effect" in capsys.readouterr().err

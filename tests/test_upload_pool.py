@@ -100,6 +100,10 @@ def test_the_fingerprint_of_an_unpooled_config_does_not_name_the_key():
     d = cfg.to_dict()
     assert d["model"]["upload_pool"] == 1  # written into config.yaml all the same
     del d["schema"]  # the format's version names no run
+    paper = d["privacy"].pop("paper")  # version 3 moved the paper's keys: hashed where
+    d["model"].update(decoder_width=paper.pop("decoder_width"),  # version 2 had them
+                      adversary_from_classifier=paper.pop("adversary_from_classifier"))
+    d["privacy"].update(paper)
     for late in ("upload_pool", "bottleneck_context", "position_gain", "upload_positions"):
         del d["model"][late]
     del d["privacy"]["noise_warmup"]

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from .config import ConfigError, load_config, no_privacy_overrides, preset_names
-from .deploy.cli_commands import register, run_command
+from .deploy.cli_commands import register
+from .errors import run_command
 
 
 def default_run_dir(cfg) -> Path:
@@ -248,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "privacy-utility frontier")
     config_args(s)
     s.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2,...",
-                   help="config key and the values to try, e.g. privacy.lambda=0,1,3,10,30; "
+                   help="config key and the values to try, e.g. privacy.paper.lambda=0,1,3,10,30; "
                         "repeat for a cartesian product")
     s.add_argument("--out", help="sweep folder (default: runs/sweep-<source>-<hash>)")
     s.add_argument("--baseline-run", help="a finished no-privacy run to audit against "

@@ -23,6 +23,7 @@ from .config_schema import (
     ROTATION_STEPS,
     SCHEMA,
     SCHEMA_ADDED,
+    SCHEMA_MOVED,
     AttributeLoss,
     Config,
     DataConfig,
@@ -37,10 +38,12 @@ from .config_schema import (
     _section,
     build,
     deep_merge,
+    move_keys,
     save_config,
     set_dotted,
 )
 from .errors import ConfigError
+from .log import log
 from .preprocessing import ALIGN_MODES, parse_crop
 
 __all__ = ["AUGMENTS", "ROTATION_STEPS", "AttributeLoss", "Config", "ConfigError", "DataConfig",
@@ -131,6 +134,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     # a file of any version resolves against today's defaults (a run's own config.yaml
     # reads through config_from_dict instead); one from a newer package is refused
     _schema_of(raw)
+    for moves in SCHEMA_MOVED.values():  # a key named where an older version had it
+        for was in move_keys(raw, moves):
+            now = dict(moves)[was]
+            log.warning(f"{was} is now {now} (config schema {SCHEMA}): name it so in "
+                        "your config file or override")
     merged = deep_merge(deep_merge(Config().to_dict(), base), raw)
     merged["preset"], merged["schema"] = preset, SCHEMA
     cfg = build(Config, merged, "")
@@ -161,6 +169,7 @@ def config_from_dict(d: dict) -> Config:
         for section, key, before in SCHEMA_ADDED.get(v, ()):
             if (sec := _section(d, section)) is not None:
                 sec.setdefault(key, before)
+        move_keys(d, SCHEMA_MOVED.get(v, ()))
     d["schema"] = SCHEMA
     cfg = build(Config, d, "")
     validate(cfg)
@@ -244,10 +253,10 @@ def validate(cfg: Config) -> None:
     if cfg.data.align != "none" and cfg.data.source == "synthfaces":
         raise ConfigError("data.align applies to photos (celeba, lfw, folder); synthfaces are "
                           "drawn already framed: leave data.align=none")
-    for step in cfg.privacy.rotation:
+    for step in cfg.privacy.paper.rotation:
         if step not in ROTATION_STEPS:
             raise ConfigError(
-                f"privacy.rotation step {step!r} unknown; valid: {list(ROTATION_STEPS)}")
+                f"privacy.paper.rotation step {step!r} unknown; valid: {list(ROTATION_STEPS)}")
     if len(cfg.data.image_size) != 2 or min(cfg.data.image_size) < 16:  # code-made configs
         raise ConfigError(
             f"data.image_size must be [height, width] >= 16, got {cfg.data.image_size}")
@@ -273,7 +282,7 @@ def validate(cfg: Config) -> None:
     p = cfg.privacy
     limits: dict[str, float] = {
         "privacy.dcor_weight": p.dcor_weight,
-        "privacy.adversary_refresh": p.adversary_refresh,
+        "privacy.paper.adversary_refresh": p.paper.adversary_refresh,
         "privacy.robust.adversary_steps": p.robust.adversary_steps,
         "privacy.robust.refresh_steps": p.robust.refresh_steps,
         "privacy.robust.attribute_weight": p.robust.attribute_weight,

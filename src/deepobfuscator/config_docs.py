@@ -22,6 +22,7 @@ from .config_schema import (
     Config,
     DataConfig,
     ModelConfig,
+    PaperConfig,
     PrivacyConfig,
     RobustConfig,
     StageConfig,
@@ -34,6 +35,7 @@ MARKER = re.compile(r"<!-- config:([\w.-]+) -->\n(.*?)<!-- /config:\1 -->", re.S
 SECTIONS: dict[str, tuple[str, type]] = {
     "top": ("", Config), "data": ("data.", DataConfig), "model": ("model.", ModelConfig),
     "privacy": ("privacy.", PrivacyConfig), "privacy.robust": ("privacy.robust.", RobustConfig),
+    "privacy.paper": ("privacy.paper.", PaperConfig),
     "train": ("train.", TrainConfig),
 }
 # presets beside the default: `private` is an alias of `cpu`; `quick` and `tiny` only
@@ -80,7 +82,7 @@ def table(section: str, presets: dict[str, dict] | None = None) -> str:
     lines = ["| key | default (other presets) | meaning |", "|---|---|---|"]
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(f.type) or f.name in ("data", "model", "privacy", "train",
-                                                         "robust"):
+                                                         "robust", "paper"):
             continue
         if cls is TrainConfig and f.name in ("task", "reconstructor", "adversaries",
                                              "adversarial"):

@@ -31,8 +31,9 @@ def _h(text: str, default: Any = MISSING, *, factory: Any = MISSING) -> Any:
     return field(default=default, default_factory=factory, metadata={"help": text})
 
 
-# the config format's version: SCHEMA_ADDED (below) says what each version added
-SCHEMA = 2
+# the config format's version: SCHEMA_ADDED and SCHEMA_MOVED (below) say what each
+# version changed
+SCHEMA = 3
 
 # the choices of the config's enumerated keys: the one place they are listed (a value
 # outside its Literal is refused when the config is built, naming the valid ones)
@@ -213,12 +214,6 @@ class ModelConfig:
     dropout: float = _h(
         "dropout in the heads",
         0.5)
-    decoder_width: float = _h(
-        "reconstructor channels relative to the encoder's",
-        1.0)
-    adversary_from_classifier: bool = _h(
-        "attribute adversaries start from the task classifier's weights (the paper)",
-        True)
 
 
 @dataclass
@@ -281,22 +276,10 @@ class RobustConfig:
 
 
 @dataclass
-class PrivacyConfig:
-    method: str = _h(
-        "`robust`: strong, current, bounded adversaries (the keys under `privacy.robust`, "
-        "[robust.md](robust.md)); `deepobfuscator`: the paper's four stages with the "
-        "adversarial rotation, its faithful reproduction (the keys from `attribute_loss` "
-        "to `adversary_refresh` below act only with it); `none`: stage 1 only, so privacy "
-        "comes from the split, bottleneck and information cap alone or, with `train "
-        "--baseline`'s paper split and full map, not at all; `task-continuation`: stage "
-        "1, then the task alone for `train.adversarial.epochs` (what `robust` trains with "
-        "its attackers off, step for step: the adversarial methods' step-matched control, "
-        "and the default's second stage)",
-        "task-continuation")
-    attribute_loss: AttributeLoss = _h(
-        "`neg_ce`: the obfuscator maximises the adversary's cross-entropy (the paper); "
-        "`entropy`: it pushes the adversary's output to 1/2",
-        "neg_ce")
+class PaperConfig:
+    """The paper's method (`privacy.method: deepobfuscator`): its rotation, the lambda
+    schedule, its privacy terms and its networks. No other method reads these keys."""
+
     rotation: list[str] = _h(
         "the adversarial stage's steps, one per batch, by batch index",
         factory=lambda: list(ROTATION_STEPS))
@@ -307,13 +290,17 @@ class PrivacyConfig:
         "lambda is constant up to this epoch, then falls linearly to 0 at the last epoch "
         "(with 20 epochs: the paper's 10, ..., 10, 9, ..., 1)",
         10)
-    reconstruction_weight: float = _h(
-        "the reconstruction term's weight in the paper's rotation, relative to the "
-        "attribute term's",
-        1.0)
+    attribute_loss: AttributeLoss = _h(
+        "`neg_ce`: the obfuscator maximises the adversary's cross-entropy (the paper); "
+        "`entropy`: it pushes the adversary's output to 1/2",
+        "neg_ce")
     attribute_weight: float = _h(
         "the attribute term's weight in the paper's rotation, relative to the "
         "reconstruction term's",
+        1.0)
+    reconstruction_weight: float = _h(
+        "the reconstruction term's weight in the paper's rotation, relative to the "
+        "attribute term's",
         1.0)
     noise_seed: int = _h(
         "seed of the fixed noise image the noise step pulls reconstructions toward",
@@ -322,6 +309,27 @@ class PrivacyConfig:
         "every N adversarial epochs, P and R restart from fresh weights and optimizers (0 "
         "= never), so E cannot overfit one attacker",
         0)
+    decoder_width: float = _h(
+        "reconstructor channels relative to the encoder's",
+        1.0)
+    adversary_from_classifier: bool = _h(
+        "attribute adversaries start from the task classifier's weights (the paper)",
+        True)
+
+
+@dataclass
+class PrivacyConfig:
+    method: str = _h(
+        "`robust`: strong, current, bounded adversaries (the keys under `privacy.robust`, "
+        "[robust.md](robust.md)); `deepobfuscator`: the paper's four stages with the "
+        "adversarial rotation, its faithful reproduction (the keys under `privacy.paper`, "
+        "its own); `none`: stage 1 only, so privacy "
+        "comes from the split, bottleneck and information cap alone or, with `train "
+        "--baseline`'s paper split and full map, not at all; `task-continuation`: stage "
+        "1, then the task alone for `train.adversarial.epochs` (what `robust` trains with "
+        "its attackers off, step for step: the adversarial methods' step-matched control, "
+        "and the default's second stage)",
+        "task-continuation")
     feature_noise: float = _h(
         "Shredder-like defence (with `normalize_features`, the information cap's noise): "
         "Gaussian noise of this std added to every upload, in training and in use; the "
@@ -368,6 +376,7 @@ class PrivacyConfig:
         "refused; `train --baseline` sets it to {}",
         factory=dict)
     robust: RobustConfig = field(default_factory=RobustConfig)
+    paper: PaperConfig = field(default_factory=PaperConfig)
 
 
 @dataclass
@@ -480,6 +489,8 @@ class Config:
     def fingerprint(self) -> str:
         d = self.to_dict()
         del d["schema"]  # the format's version: the same run under any version
+        for moves in SCHEMA_MOVED.values():  # every key where version 2 had it
+            move_keys(d, moves, back=True)
         # keys added since version 1 leave out the value earlier configs had (SCHEMA_ADDED)
         for added in SCHEMA_ADDED.values():
             for section, key, before in added:
@@ -514,6 +525,51 @@ SCHEMA_ADDED: dict[int, tuple[tuple[str, str, Any], ...]] = {
         *((f"train.{stage}", "lr_schedule", "constant")
           for stage in ("task", "reconstructor", "adversaries", "adversarial"))),
 }
+# What each version moved: (the key before, the key since). Version 3 gave the paper's
+# method its own section, so that no two methods share a key's name. A saved config of an
+# older version is moved on reading (config.config_from_dict); a user's file or override
+# naming a key where it was is moved with a warning (config.load_config). The fingerprint
+# hashes every key where version 2 had it (moved_back), so no fingerprint changed.
+SCHEMA_MOVED: dict[int, tuple[tuple[str, str], ...]] = {
+    3: tuple((f"{section}.{key}", f"privacy.paper.{key}") for section, key in (
+        ("privacy", "rotation"), ("privacy", "lambda"), ("privacy", "lambda_decay_after"),
+        ("privacy", "attribute_loss"), ("privacy", "attribute_weight"),
+        ("privacy", "reconstruction_weight"), ("privacy", "noise_seed"),
+        ("privacy", "adversary_refresh"), ("model", "decoder_width"),
+        ("model", "adversary_from_classifier"))),
+}
+
+
+def _pop_dotted(d: dict, dotted: str) -> tuple[bool, Any]:
+    """(found, value) of a dotted key, removed from `d` with any section it leaves empty."""
+    *parents, last = dotted.split(".")
+    chain = [d]
+    for part in parents:
+        nxt = chain[-1].get(part)
+        if not isinstance(nxt, dict):
+            return False, None
+        chain.append(nxt)
+    if last not in chain[-1]:
+        return False, None
+    value = chain[-1].pop(last)
+    for parent, part, child in zip(chain[-2::-1], parents[::-1], chain[:0:-1], strict=True):
+        if child:
+            break
+        del parent[part]
+    return True, value
+
+
+def move_keys(d: dict, moves: tuple[tuple[str, str], ...], back: bool = False) -> list[str]:
+    """Move each (before, since) key of `d` in place (`back`: since -> before); returns
+    the keys it moved, where they were."""
+    moved = []
+    for before, since in moves:
+        src, dst = (since, before) if back else (before, since)
+        found, value = _pop_dotted(d, src)
+        if found:
+            set_dotted(d, dst, value)
+            moved.append(src)
+    return moved
 
 
 def _section(d: dict, dotted: str) -> dict | None:

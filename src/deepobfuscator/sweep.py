@@ -75,14 +75,14 @@ def split_values(text: str) -> list[str]:
 
 
 def parse_grid(specs: list[str]) -> dict[str, list[str]]:
-    """['privacy.lambda=0,1,3', ...] -> {'privacy.lambda': ['0', '1', '3'], ...}."""
+    """['privacy.paper.lambda=0,1,3', ...] -> {'privacy.paper.lambda': ['0', '1', '3'], ...}."""
     grid: dict[str, list[str]] = {}
     for spec in specs:
         key, sep, values = spec.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--grid {spec!r} is not of the form key=v1,v2,... "
-                              "(e.g. privacy.lambda=0,1,3,10)")
+                              "(e.g. privacy.paper.lambda=0,1,3,10)")
         if key in grid:
             raise ConfigError(f"--grid names {key!r} twice; list all its values in one flag")
         vals = split_values(values)

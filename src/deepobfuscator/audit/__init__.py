@@ -8,14 +8,18 @@ from typing import Any
 
 from .settings import AuditSettings
 
-__all__ = ["AuditSettings", "audit", "load_audit", "summary_table"]
+__all__ = ["AuditSettings", "AuditResult", "audit", "summary_table"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("audit", "load_audit"):
-        from . import runner
+    if name == "audit":
+        from .runner import audit
 
-        return getattr(runner, name)
+        return audit
+    if name == "AuditResult":
+        from .result import AuditResult
+
+        return AuditResult
     if name == "summary_table":
         from .summary import summary_table
 

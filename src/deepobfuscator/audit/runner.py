@@ -403,9 +403,3 @@ def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         # numpy's stub: a **dict's keys might include its allow_pickle flag
         np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
 
-
-def load_audit(out_dir: Path) -> dict:
-    p = Path(out_dir) / "audit.json"
-    if not p.is_file():
-        raise RunError(f"no audit.json in {out_dir}; run `deepobfuscator audit RUN` first")
-    return json.loads(p.read_text())

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from .report import change_arrow, format_value, verdict_rows
-from .runner import load_audit
+from .result import AuditResult
 
 
 def summary_table(out_dir: Path) -> str:
-    rows = verdict_rows(load_audit(out_dir))
+    rows = verdict_rows(AuditResult.load(out_dir).data)
     w = max(len(r["figure"]) for r in rows) + 2
     lines = [f"{'figure':<{w}}{'baseline':>10}{'obfuscated':>12}{'chance':>9}  change",
              "-" * (w + 45)]

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import UserError, missing_extra
+from ..errors import UserError, run_command
 from ..wire import DTYPES
 from .keyed_noise import NOISE_KEYS
 from .limits import (
@@ -32,7 +32,6 @@ class UsageError(UserError):
 # User errors of the deploy commands: the CLI prints their message, no traceback.
 # every error a user can fix derives from UserError (errors.py, no torch); a missing file
 # named on the command line is one too
-USER_ERRORS: tuple[type[Exception], ...] = (UserError, FileNotFoundError)
 
 
 
@@ -253,38 +252,6 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(args)
 
 
-def permission_message(exc: PermissionError) -> str:
-    """What was refused and the fix: an existing file it may not read is an input (fix
-    its permissions); anything else is where it writes (choose another folder)."""
-    import os
-
-    path = exc.filename
-    if path and os.path.isfile(path) and not os.access(path, os.R_OK):
-        return f"permission denied: cannot read {path}; fix its permissions (chmod u+r)"
-    return (f"permission denied: {path or exc}; choose a folder you can write to (or fix "
-            "its permissions)")
-
-
-def run_command(args: argparse.Namespace, interrupted: str = "") -> int:
-    """Run a parsed command; every error a user can fix is one line on stderr, exit 2
-    (shared by both command lines)."""
-    try:
-        return args.func(args)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except PermissionError as exc:  # a read-only output folder, an unreadable input
-        print(f"error: {permission_message(exc)}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as exc:
-        if (fix := missing_extra(exc)) is None:
-            raise
-        print(f"error: {fix}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if interrupted:
-            print(interrupted, file=sys.stderr)
-        return 130
 
 if __name__ == "__main__":
     sys.exit(main())

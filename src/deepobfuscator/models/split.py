@@ -240,7 +240,8 @@ def build_models(cfg: Config) -> Models:
                 n: Classifier(widths, m.split_block, c_feat, size, m.fc_hidden, m.dropout,
                               m.upload_pool)
                 for n in names})
-            reconstructor = Reconstructor(widths, m.split_block, c_feat, size, m.decoder_width)
+            reconstructor = Reconstructor(widths, m.split_block, c_feat, size,
+                                          cfg.privacy.paper.decoder_width)
             init_weights(adversaries)
             init_weights(reconstructor)
         critics: nn.Module | None = None

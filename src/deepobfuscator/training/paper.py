@@ -3,7 +3,7 @@
 After the task stage: (2) reconstructor: R inverts the frozen E; (3) adversaries: one P
 per private attribute on the frozen E (optionally started from the trained classifier);
 (4) adversarial: the rotation of obfuscator, adversary and classifier steps
-(`privacy.rotation`) under the lambda schedule, with optional adversary refresh. The
+(`privacy.paper.rotation`) under the lambda schedule, with optional adversary refresh. The
 steps are in steps.py.
 """
 
@@ -21,11 +21,7 @@ from . import steps
 class PaperRotation(PrivacyMethod):
     name = "deepobfuscator"
     summary = "the paper's four stages and adversarial rotation (faithful reproduction)"
-    reads = ("privacy.attribute_loss", "privacy.rotation", "privacy.lambda",
-             "privacy.lambda_decay_after", "privacy.reconstruction_weight",
-             "privacy.attribute_weight", "privacy.noise_seed", "privacy.adversary_refresh",
-             "train.reconstructor", "model.decoder_width", "model.adversary_from_classifier",
-             "train.adversaries", "train.adversarial")
+    reads = ("privacy.paper", "train.reconstructor", "train.adversaries", "train.adversarial")
 
     def stages(self, cfg: Config) -> tuple[Stage, ...]:
         return ("task", "reconstructor", "adversaries", "adversarial")
@@ -37,7 +33,7 @@ class PaperRotation(PrivacyMethod):
         return steps.make_optimizers(models, stage, lr)
 
     def begin_stage(self, cfg: Config, models: Models, stage: Stage) -> None:
-        if stage == "adversaries" and cfg.model.adversary_from_classifier:
+        if stage == "adversaries" and cfg.privacy.paper.adversary_from_classifier:
             init_adversaries_from_classifier(models)
 
     def refresh(self, loop: Any, ctx: steps.StepContext, s_idx: int, epoch: int,
@@ -52,7 +48,7 @@ class PaperRotation(PrivacyMethod):
         if stage == "adversaries":
             return lambda b, batch: steps.adversaries_step(ctx, batch)
         if stage == "adversarial":
-            lam, rot = steps.lambda_at(ctx.cfg, epoch), ctx.cfg.privacy.rotation
+            lam, rot = steps.lambda_at(ctx.cfg, epoch), ctx.cfg.privacy.paper.rotation
             return lambda b, batch: steps.rotation_step(ctx, batch, rot[b % len(rot)], lam)
         return super().epoch_steps(loop, ctx, stage, s_idx, epoch, scfg)
 

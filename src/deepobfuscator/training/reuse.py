@@ -20,8 +20,11 @@ from ..runs import RunPaths, read_run_config
 from ..tasks import task_set
 from .checkpoint import load_checkpoint
 
-# privacy settings of the task stage that are losses, not upload stages (NoPeek's penalty)
-_TASK_STAGE_LOSSES = ("privacy.dcor_weight",)
+# privacy settings stage 1 depends on that are not upload stages: NoPeek's penalty, and
+# two of the paper's keys (the model's until config schema 3: every network is built
+# before stage 1, so the decoder's shape can move its random numbers)
+_TASK_STAGE_KEYS = ("privacy.dcor_weight", "privacy.paper.decoder_width",
+                    "privacy.paper.adversary_from_classifier")
 
 
 def shares_task_stage(cfg: Config, baseline_cfg: Config) -> bool:
@@ -34,7 +37,7 @@ def shares_task_stage(cfg: Config, baseline_cfg: Config) -> bool:
     for d in (a, b):  # a warm-up of no noise is no warm-up
         if d["privacy"]["feature_noise"] <= 0:
             d["privacy"]["noise_warmup"] = 0.0
-    for key in (*task_stage_keys(), *_TASK_STAGE_LOSSES):
+    for key in (*task_stage_keys(), *_TASK_STAGE_KEYS):
         if _get(a, key) != _get(b, key):
             return False
     same_train = (a["train"]["task"] == b["train"]["task"]

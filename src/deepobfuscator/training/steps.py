@@ -175,7 +175,7 @@ def encoder_step(ctx: StepContext, batch: Batch, kind: str, lam: float) -> dict[
                     log 2 - H(P(E(x))) (entropy: the adversary's output pushed to 1/2)
     """
     _modes(ctx.models, {"encoder"})
-    p = ctx.cfg.privacy
+    p = ctx.cfg.privacy.paper
     with ctx.amp():
         z = ctx.models.encoder(batch.x)
         logits = ctx.models.classifier(z)
@@ -219,10 +219,10 @@ def rotation_step(ctx: StepContext, batch: Batch, step: str, lam: float) -> dict
 
 
 def maybe_refresh_attackers(ctx: StepContext, epoch: int, lr: float) -> bool:
-    """Adversary refresh: at the start of every `privacy.adversary_refresh`-th adversarial
+    """Adversary refresh: at the start of every `privacy.paper.adversary_refresh`-th adversarial
     epoch, P and R restart from fresh weights and fresh optimizers, so the obfuscator
     must hide from attackers it has never seen rather than from one it has learnt to fool."""
-    k = ctx.cfg.privacy.adversary_refresh
+    k = ctx.cfg.privacy.paper.adversary_refresh
     if k <= 0 or epoch == 0 or epoch % k:
         return False
     reinit_attackers(ctx.models)
@@ -237,7 +237,7 @@ def lambda_at(cfg: Config, epoch: int) -> float:
     """Privacy weight for an adversarial epoch: constant up to `lambda_decay_after`,
     then linear to 0 at the end. With 20 epochs and decay after 10 this is the
     paper's 10, ..., 10, 9, ..., 1."""
-    p, total = cfg.privacy, cfg.train.adversarial.epochs
+    p, total = cfg.privacy.paper, cfg.train.adversarial.epochs
     if epoch <= p.lambda_decay_after or total <= p.lambda_decay_after:
         return p.lambda_
     return p.lambda_ * (total - epoch) / (total - p.lambda_decay_after)

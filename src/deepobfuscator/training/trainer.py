@@ -222,7 +222,8 @@ class _Loop:
             torch.manual_seed(int(np.random.SeedSequence([cfg.seed, self.d.rank])
                                   .generate_state(1)[0]))
         self.msssim = settings_for_size(*cfg.data.image_size)
-        self.noise = fixed_noise_image((3, *cfg.data.image_size), cfg.privacy.noise_seed).to(device)
+        self.noise = fixed_noise_image((3, *cfg.data.image_size),
+                                       cfg.privacy.paper.noise_seed).to(device)
         train = roles["defender_train"]
         self.images = torch.from_numpy(np.ascontiguousarray(train.images)).to(device)
         labels = task_set(cfg).labels(train)

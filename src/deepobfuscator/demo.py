@@ -16,7 +16,7 @@ from .training import train
 from .training.reuse import start_from_baseline
 
 DEMO_ATTACK_EPOCHS = 5
-# the white-box attacker is the weakest at these splits (docs/results.md): a small budget;
+# the white-box attacker is the weakest at these splits (docs/notebook.md): a small budget;
 # dlib's recogniser (when installed) would add minutes: `deepobfuscator audit` runs it
 DEMO_WHITEBOX: dict[str, Any] = {"whitebox_images": 8, "whitebox_steps": 100}
 
